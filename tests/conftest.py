@@ -1,0 +1,28 @@
+"""Shared fixtures: the project root, a private artifact directory, and the interpreter of the project's venv."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def private_base_dir(tmp_path, monkeypatch):
+    "Every test gets its own NANOCHAT_BASE_DIR, so no test reads or writes the reader's artifacts or progress."
+    monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path / "nanochat_base"))
+    return tmp_path / "nanochat_base"
+
+
+@pytest.fixture
+def run_env(private_base_dir):
+    "Environment for child processes: the private base dir, no test flag inherited from notebook runs."
+    env = dict(os.environ)
+    env.pop("IN_TEST", None)
+    env["NANOCHAT_BASE_DIR"] = str(private_base_dir)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+PYTHON = sys.executable
