@@ -8,14 +8,12 @@ ROOT=$(pwd)
 say() { printf '\n\033[1m[setup] %s\033[0m\n' "$*"; }
 setting() { sed -n "s/^$1 *= *//p" settings.ini | head -n1; }
 
-# 1. System packages. Debian names; chromium is only for the book's browser test.
-APT_PACKAGES=(python3-venv python3-dev git nodejs npm chromium)
+# 1. System tools, installed with apt only when missing (a machine may already have them from elsewhere,
+#    e.g. Node.js from its own repository, whose npm must not be replaced by Debian's).
+declare -A NEEDS=([git]=git [npm]="nodejs npm" [chromium]=chromium [cc]=build-essential)
 missing=()
-if command -v dpkg-query >/dev/null; then
-  for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-fi
+for tool in "${!NEEDS[@]}"; do command -v "$tool" >/dev/null || missing+=(${NEEDS[$tool]}); done
+${PYTHON:-python3} -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || command -v sudo >/dev/null; }; then

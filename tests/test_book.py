@@ -82,3 +82,24 @@ def test_chapter_opens_in_chromium_with_typeset_math(book_server):
         finally:
             browser.close()
     assert (shots / "01_config.png").stat().st_size > 10_000
+
+
+def test_hidden_cells_and_reference_solutions_stay_out_of_the_book(html_dir):
+    "Cells marked `#| hide` (tests, reference solutions of exercises) run during the build but are not shown."
+    import html as html_lib
+    import json
+
+    from nanochat.devtools import cell_text, split_directives
+    checked = 0
+    for page in toc_files(ROOT):
+        rendered = html_lib.unescape(re.sub(r"<[^>]+>", "", (html_dir / f"{page}.html").read_text(encoding="utf-8")))
+        for cell in json.loads((ROOT / "nbs" / f"{page}.ipynb").read_text())["cells"]:
+            if cell["cell_type"] != "code": continue
+            directives, body = split_directives(cell_text(cell))
+            lines = [ln.strip() for ln in body.splitlines() if len(ln.strip()) > 25]
+            if "hide" in directives and lines:
+                assert lines[0] not in rendered, f"{page}: hidden cell shown: {lines[0]}"
+                checked += 1
+            elif "export" in directives and lines:
+                assert lines[0] in rendered, f"{page}: exported code missing from the book: {lines[0]}"
+    assert checked >= 3  # every chapter with exercises hides its reference solution
