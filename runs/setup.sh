@@ -10,7 +10,7 @@ setting() { sed -n "s/^$1 *= *//p" settings.ini | head -n1; }
 
 # 1. System tools, installed with apt only when missing (a machine may already have them from elsewhere,
 #    e.g. Node.js from its own repository, whose npm must not be replaced by Debian's).
-declare -A NEEDS=([git]=git [npm]="nodejs npm" [chromium]=chromium [cc]=build-essential)
+declare -A NEEDS=([git]=git [npm]="nodejs npm" [chromium]=chromium [cc]=build-essential [cargo]="cargo rustc")
 missing=()
 for tool in "${!NEEDS[@]}"; do command -v "$tool" >/dev/null || missing+=(${NEEDS[$tool]}); done
 ${PYTHON:-python3} -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
@@ -41,7 +41,24 @@ fi
 say "installing nanochat (editable) with its dev dependencies from settings.ini"
 "${PIP[@]}" install -e ".[dev]"
 
-# 3. MathJax for the book, from the npm registry, kept out of git in .vendor/.
+# 3. rustbpe, the Rust BPE trainer. Offline (no crates.io), it builds against Debian's packaged crates.
+if ! timeout 5 bash -c 'exec 3<>/dev/tcp/index.crates.io/443' 2>/dev/null && command -v apt-get >/dev/null; then
+  CRATES=(librust-pyo3-dev librust-rayon-dev librust-fancy-regex-dev librust-ahash-dev)
+  need=(); for p in "${CRATES[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p"); done
+  if [ ${#need[@]} -gt 0 ]; then
+    say "crates.io unreachable: installing Debian's packaged crates ${need[*]}"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+stamp=$(cat rustbpe/Cargo.toml rustbpe/pyproject.toml rustbpe/src/*.rs | sha256sum | cut -c1-16)
+if [ "$(cat .venv/.rustbpe-stamp 2>/dev/null)" != "$stamp" ] || ! .venv/bin/python -c "import rustbpe" 2>/dev/null; then
+  say "building rustbpe"
+  bash rustbpe/build.sh "$ROOT/.venv/bin/python"
+  echo "$stamp" > .venv/.rustbpe-stamp
+fi
+
+# 4. MathJax for the book, from the npm registry, kept out of git in .vendor/.
 MJ=$(setting mathjax_version)
 if [ ! -f ".vendor/node_modules/mathjax/es5/tex-chtml.js" ] || ! grep -q "\"version\": \"$MJ\"" .vendor/node_modules/mathjax/package.json; then
   if command -v npm >/dev/null; then
@@ -53,7 +70,7 @@ if [ ! -f ".vendor/node_modules/mathjax/es5/tex-chtml.js" ] || ! grep -q "\"vers
   fi
 fi
 
-# 4. Developer habits: clean notebooks on commit, lint with ruff (hooks are local: no network).
+# 5. Developer habits: clean notebooks on commit, lint with ruff (hooks are local: no network).
 if [ -d .git ] && [ -z "${CI:-}" ]; then
   .venv/bin/pre-commit install >/dev/null 2>&1 || true
 fi

@@ -13,6 +13,8 @@ step "notebooks are the source: export, clean, README and TOC are in sync"
 python -m nanochat.devtools check
 step "lint (ruff)"
 ruff check .
+step "rustbpe: cargo test (the Rust core)"
+bash rustbpe/build.sh test
 step "book: execute and render every chapter offline"
 python -m nanochat.devtools book
 step "pytest: notebooks (nbdev's runner, one test each), CLIs, processes, browser"
