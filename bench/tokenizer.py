@@ -18,9 +18,10 @@ import time
 from datetime import date
 from pathlib import Path
 
-from nanochat.bpe import SPLIT_PATTERN, train_bpe
 from nanochat.bpe import encode as python_encode
+from nanochat.bpe import train_bpe
 from nanochat.dataset import iter_documents, list_shards
+from nanochat.scripts.tok_eval import train_hf_bpe
 from nanochat.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,20 +37,6 @@ def train_rust(texts, vocab):
     trainer = rustbpe.Tokenizer()
     trainer.train_from_iterator(iter(texts), vocab)
     return trainer
-
-
-def train_hf(texts, vocab):
-    from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
-    from tokenizers import Tokenizer as HFTokenizer
-    hf = HFTokenizer(models.BPE())
-    hf.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=0, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    hf.train_from_iterator(texts, trainer)
-    return hf
 
 
 def timed(fn, *args):
@@ -76,7 +63,7 @@ def main():
     records = []
 
     rust, t_rust = timed(train_rust, texts, args.vocab)
-    hf, t_hf = timed(train_hf, texts, args.vocab)
+    hf, t_hf = timed(train_hf_bpe, texts, args.vocab)  # same split pattern, all 256 bytes, same size
     records.append({"kind": "tokenizer_train", "impl": "rustbpe", "seconds": round(t_rust, 2), "vocab": args.vocab, "corpus_bytes": corpus_bytes})
     records.append({"kind": "tokenizer_train", "impl": "hf_tokenizers", "seconds": round(t_hf, 2), "vocab": args.vocab, "corpus_bytes": corpus_bytes})
     py_texts = load_text(args.python_mb)
