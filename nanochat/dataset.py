@@ -5,7 +5,7 @@ __all__ = ['SOURCES', 'default_data_dir', 'list_shards', 'iter_documents', 'Shar
            'parquet_problem', 'fetch_checksums', 'download_shard', 'download_shards', 'download_main', 'html_to_text',
            'split_paragraphs', 'read_source_documents', 'build_corpus', 'build_main', 'stats_main', 'main']
 
-# %% ../nbs/03_dataset.ipynb #e083c928
+# %% ../nbs/03_dataset.ipynb #471712c4
 import argparse
 import gzip
 import hashlib
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from .common import get_base_dir, shared_data_dir
 
-# %% ../nbs/03_dataset.ipynb #64b7ce74
+# %% ../nbs/03_dataset.ipynb #b7358bc4
 def default_data_dir() -> Path:
     "Shards to use by default: downloaded ones in `<base dir>/base_data`, else the local Wikipedia stand-in."
     downloaded = get_base_dir() / "base_data"
@@ -47,7 +47,7 @@ def list_shards(data_dir: Path | str | None = None, split: str = "train") -> lis
     if split == "all" or len(shards) == 1: return shards
     return shards[:-1] if split == "train" else shards[-1:]
 
-# %% ../nbs/03_dataset.ipynb #2fcf9286
+# %% ../nbs/03_dataset.ipynb #c6e5462d
 def iter_documents(paths: Iterable[Path | str], max_chars: int | None = None, doc_cap: int | None = None) -> Iterator[str]:
     "Documents from parquet shards (`text` column), `.txt` files or `.jsonl` files, in order, within the character budgets."
     total = 0
@@ -70,7 +70,7 @@ def iter_documents(paths: Iterable[Path | str], max_chars: int | None = None, do
             total += len(doc)
             yield doc
 
-# %% ../nbs/03_dataset.ipynb #e6c46102
+# %% ../nbs/03_dataset.ipynb #41a7a035
 @dataclass(frozen=True)
 class ShardSource:
     "A pretraining set published as parquet shards at `base_url/filename.format(index=i)`, i < num_shards."
@@ -85,13 +85,14 @@ class ShardSource:
 
 SOURCES = {
     "fineweb-edu-100b": ShardSource("fineweb-edu-100b", "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main", 1823),
+    "climbmix-400b": ShardSource("climbmix-400b", "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main", 6543),
 }
 
 
 class DownloadError(RuntimeError):
     "A shard that could not be fetched or verified; the message names it."
 
-# %% ../nbs/03_dataset.ipynb #e5957515
+# %% ../nbs/03_dataset.ipynb #bc0d02d2
 def sha256_of(path: Path) -> str:
     "Hex SHA-256 of a file, read in 1 MB blocks."
     digest = hashlib.sha256()
@@ -119,7 +120,7 @@ def fetch_checksums(source: ShardSource, timeout: float = 30) -> dict[str, str]:
         lines = resp.read().decode().splitlines()
     return {name.strip().lstrip("*"): digest for digest, name in (line.split(None, 1) for line in lines if line.strip())}
 
-# %% ../nbs/03_dataset.ipynb #f92b2c7d
+# %% ../nbs/03_dataset.ipynb #c3ebda5a
 def download_shard(source: ShardSource, index: int, out_dir: Path, expected_sha256: str | None = None,
                    retries: int = 5, backoff: float = 1.0, timeout: float = 60) -> Path:
     "Fetch shard `index` into `out_dir` via a `.part` file, verified before it gets its final name. Returns its path."
@@ -158,7 +159,7 @@ def download_shard(source: ShardSource, index: int, out_dir: Path, expected_sha2
         if attempt < retries: time.sleep(backoff * 2 ** (attempt - 1))
     raise DownloadError(f"{name}: failed after {retries} attempts from {url} (last error: {last})")
 
-# %% ../nbs/03_dataset.ipynb #d4d77a1a
+# %% ../nbs/03_dataset.ipynb #d5aab577
 def download_shards(source: ShardSource, indices: Iterable[int], out_dir: Path | str, workers: int = 4,
                     **kwargs) -> tuple[list[Path], dict[str, str]]:
     "Download shards `indices` into `out_dir` with `workers` threads. Returns (paths fetched, {shard: error})."
@@ -175,7 +176,7 @@ def download_shards(source: ShardSource, indices: Iterable[int], out_dir: Path |
             except DownloadError as e: failed[source.filename.format(index=futures[future])] = str(e)
     return sorted(done), failed
 
-# %% ../nbs/03_dataset.ipynb #481ecc25
+# %% ../nbs/03_dataset.ipynb #e06c04d8
 def download_main(argv: list[str] | None = None) -> int:
     "`python -m nanochat.dataset -n N`: download the first N shards (all with -1)."
     p = argparse.ArgumentParser(prog="python -m nanochat.dataset", description="Download pretraining shards (or: python -m nanochat.dataset build --help).")
@@ -206,7 +207,7 @@ def download_main(argv: list[str] | None = None) -> int:
     print(f"{len(fetched)} shard(s) ready in {out}" + (f", {len(failed)} failed (run again to resume)" if failed else ""))
     return 1 if failed else 0
 
-# %% ../nbs/03_dataset.ipynb #e1f9aa1f
+# %% ../nbs/03_dataset.ipynb #a0c74dc2
 class _VisibleText(html.parser.HTMLParser):
     "Collects the text of an HTML page outside <script> and <style>."
     def __init__(self):
@@ -286,7 +287,7 @@ def build_corpus(sources: Iterable[Path | str], out_dir: Path | str, seed: int =
     return {"documents": len(docs), "characters": sum(map(len, docs)), "shards": n_shards,
             "duplicates_dropped": dupes, "too_short_dropped": short, "out_dir": str(out_dir)}
 
-# %% ../nbs/03_dataset.ipynb #b269ecef
+# %% ../nbs/03_dataset.ipynb #c47a27b7
 def build_main(argv: list[str] | None = None) -> int:
     "`python -m nanochat.dataset build --from PATH...`"
     p = argparse.ArgumentParser(prog="python -m nanochat.dataset build", description="Build parquet shards from local text.")
