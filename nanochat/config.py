@@ -6,7 +6,7 @@ __all__ = ['TRUE_WORDS', 'FALSE_WORDS', 'ENV_PREFIX', 'CONFIGS', 'ConfigError', 
            'flag_name', 'build_parser', 'format_config', 'parse_config', 'save_config', 'register_config',
            'check_profile']
 
-# %% ../nbs/01_config.ipynb #ee2db10d
+# %% ../nbs/01_config.ipynb #abf397c5
 import argparse
 import dataclasses
 import difflib
@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 import yaml
 
-# %% ../nbs/01_config.ipynb #84928181
+from .common import atomic_write
+
+# %% ../nbs/01_config.ipynb #4f0a96da
 class ConfigError(ValueError):
     "A setting that is unknown, mistyped or out of range. The message says what was expected and where."
 
@@ -34,7 +36,7 @@ def setting(default: Any, help: str) -> Any:
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
-# %% ../nbs/01_config.ipynb #782b7bcd
+# %% ../nbs/01_config.ipynb #2bd1471c
 TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 def _is_optional(tp) -> bool:
@@ -76,7 +78,7 @@ def coerce(value: Any, tp: Any, name: str = "value") -> Any:
     if tp is Any: return value
     raise ConfigError(f"{name}: unsupported setting type {tp!r}")
 
-# %% ../nbs/01_config.ipynb #bf691340
+# %% ../nbs/01_config.ipynb #3ffb7195
 def field_types(cls: type) -> dict[str, Any]:
     "Setting name -> declared type for a config dataclass."
     hints = typing.get_type_hints(cls)
@@ -99,7 +101,7 @@ def typed_values(cls: type, raw: dict[str, Any], where: str) -> dict[str, Any]:
         out[key] = coerce(value, types_[key], f"{key} (from {where})")
     return out
 
-# %% ../nbs/01_config.ipynb #b03a10ec
+# %% ../nbs/01_config.ipynb #4c99619a
 def available_profiles() -> list[str]:
     "Names of the profiles shipped in the package."
     folder = resources.files("nanochat") / "profiles"
@@ -123,7 +125,7 @@ def load_profile(name_or_path: str) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{where} must map script names to settings, e.g. 'base_train: {{depth: 12}}'")
     return data
 
-# %% ../nbs/01_config.ipynb #2399fbf3
+# %% ../nbs/01_config.ipynb #87248ca3
 ENV_PREFIX = "NANOCHAT_"
 
 def env_values(cls: type, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -149,7 +151,7 @@ def resolve_config(cls: type, script: str, profile: str | None = None, environ: 
     except (TypeError, ValueError) as e: raise ConfigError(f"invalid {script} settings: {e}") from None
     return config, sources
 
-# %% ../nbs/01_config.ipynb #b475394c
+# %% ../nbs/01_config.ipynb #791af533
 def flag_name(name: str) -> str:
     "The command-line spelling of a setting: `max_seq_len` -> `--max-seq-len`."
     return "--" + name.replace("_", "-")
@@ -198,7 +200,7 @@ def parse_config(cls: type, script: str, argv: list[str] | None = None, descript
         parser.exit(0)
     return config, sources
 
-# %% ../nbs/01_config.ipynb #4e4f04e0
+# %% ../nbs/01_config.ipynb #761d47e2
 def _plain(value: Any) -> Any:
     if isinstance(value, Path): return str(value)
     if isinstance(value, (list, tuple)): return [_plain(v) for v in value]
@@ -213,13 +215,9 @@ def save_config(config: Any, script: str, out_dir: Path | str, sources: dict[str
     header = [f"# nanochat {script} settings, resolved {time.strftime('%Y-%m-%d %H:%M:%S')}",
               f"# command: {shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}"]
     header += [f"#   {k}: {s}" for k, s in (sources or {}).items() if s != "default"]
-    path = out_dir / "config.yaml"
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text("\n".join(header) + "\n" + yaml.safe_dump({script: values}, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)  # a reader never sees a half-written file
-    return path
+    return atomic_write(out_dir / "config.yaml", "\n".join(header) + "\n" + yaml.safe_dump({script: values}, sort_keys=False))
 
-# %% ../nbs/01_config.ipynb #275809ce
+# %% ../nbs/01_config.ipynb #a116b210
 CONFIGS: dict[str, type] = {}
 
 def register_config(script: str):

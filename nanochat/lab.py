@@ -4,7 +4,7 @@
 __all__ = ['EXERCISES', 'Exercise', 'describe_difference', 'CheckResult', 'get_exercise', 'check', 'hint', 'recording',
            'Progress', 'status_table', 'main']
 
-# %% ../nbs/02_lab.ipynb #8086296b
+# %% ../nbs/02_lab.ipynb #671e714c
 import argparse
 import copy
 import json
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .common import get_base_dir
+from .common import atomic_write, get_base_dir
 
-# %% ../nbs/02_lab.ipynb #de7024c3
+# %% ../nbs/02_lab.ipynb #0c7cc0eb
 EXERCISES: dict[str, "Exercise"] = {}
 
 @dataclass
@@ -39,7 +39,7 @@ class Exercise:
         EXERCISES[self.name] = self
         if recording(): Progress().see(self)
 
-# %% ../nbs/02_lab.ipynb #93f10b35
+# %% ../nbs/02_lab.ipynb #e30a54fc
 def _short(value: Any, limit: int = 60) -> str:
     "A compact description of a value for messages: tensors by shape and dtype, long text cut."
     if hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -91,7 +91,7 @@ def describe_difference(got: Any, expected: Any, rtol: float = 1e-5, atol: float
         return None
     return None if got == expected else f"you returned {_short(got)}, expected {_short(expected)}"
 
-# %% ../nbs/02_lab.ipynb #a4587a36
+# %% ../nbs/02_lab.ipynb #283ae4e9
 @dataclass
 class CheckResult:
     "The verdict of `check`: truthy when the function matched the reference on every trial."
@@ -156,7 +156,7 @@ def check(fn: Callable, exercise: "Exercise | str", *, trials: int | None = None
     if record if record is not None else recording(): Progress().attempt(ex, passed)
     return CheckResult(ex.name, passed, message, seed, trials)
 
-# %% ../nbs/02_lab.ipynb #32f2af64
+# %% ../nbs/02_lab.ipynb #d6c97eaa
 _HINTS_SHOWN: dict[str, int] = {}
 
 def hint(exercise: "Exercise | str") -> str:
@@ -172,7 +172,7 @@ def hint(exercise: "Exercise | str") -> str:
     print(text)
     return text
 
-# %% ../nbs/02_lab.ipynb #48a7fc74
+# %% ../nbs/02_lab.ipynb #8b1465a8
 def recording() -> bool:
     "Whether attempts are recorded: not under tests (`IN_TEST`) nor when `NANOCHAT_LAB_RECORD=0`."
     return not os.environ.get("IN_TEST") and os.environ.get("NANOCHAT_LAB_RECORD", "1") != "0"
@@ -201,13 +201,7 @@ class Progress:
             print(f"warning: {self.path} was unreadable ({e}); moved it to {aside.name} and started fresh", file=sys.stderr)
             return {}
 
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+    def save(self) -> None: atomic_write(self.path, json.dumps(self.data, indent=1, sort_keys=True))
 
     def _entry(self, ex: Exercise) -> dict:
         return self.data.setdefault(ex.name, {"chapter": ex.chapter, "attempts": 0, "passed": False,
@@ -239,7 +233,7 @@ class Progress:
         self.save()
         return len(doomed)
 
-# %% ../nbs/02_lab.ipynb #28923b66
+# %% ../nbs/02_lab.ipynb #6e692cfb
 def status_table(progress: Progress) -> str:
     "Per-chapter progress as a text table, with a total line."
     chapters = progress.by_chapter()

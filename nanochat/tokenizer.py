@@ -4,18 +4,18 @@
 __all__ = ['SPECIAL_TOKENS', 'PART_TYPES', 'Tokenizer', 'token_byte_lengths', 'default_tokenizer_dir', 'save_tokenizer',
            'load_tokenizer', 'render_conversation', 'render_for_completion']
 
-# %% ../nbs/05_tokenizer.ipynb #1e1bce4f
+# %% ../nbs/05_tokenizer.ipynb #84285bde
 import base64
-import os
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
 import tiktoken
 
 from .bpe import SPLIT_PATTERN, build_vocab, train_bpe
-from .common import get_base_dir
+from .common import atomic_write, get_base_dir
 
-# %% ../nbs/05_tokenizer.ipynb #07223150
+# %% ../nbs/05_tokenizer.ipynb #3f7cf291
 SPECIAL_TOKENS = [
     "<|bos|>",  # begins every document; the model's "start of text"
     "<|user_start|>", "<|user_end|>",  # a user's message
@@ -24,7 +24,7 @@ SPECIAL_TOKENS = [
     "<|output_start|>", "<|output_end|>",  # the tool's output, written back into the conversation
 ]
 
-# %% ../nbs/05_tokenizer.ipynb #853822f3
+# %% ../nbs/05_tokenizer.ipynb #779de816
 class Tokenizer:
     "nanochat's tokenizer: BPE merges + special tokens, encoded by tiktoken."
 
@@ -75,20 +75,13 @@ class Tokenizer:
     def id_to_token(self, i: int) -> bytes:
         return self.enc.decode_single_token_bytes(i)
 
-# %% ../nbs/05_tokenizer.ipynb #0e25e675
+# %% ../nbs/05_tokenizer.ipynb #934e731f
 def token_byte_lengths(tokenizer: Tokenizer) -> list[int]:
     "Length in UTF-8 bytes of each token id; 0 for special tokens."
     specials = {tokenizer.encode_special(s) for s in SPECIAL_TOKENS}
     return [0 if i in specials else len(tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size)]
 
-# %% ../nbs/05_tokenizer.ipynb #79c40c34
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
+# %% ../nbs/05_tokenizer.ipynb #3eaa419c
 def default_tokenizer_dir() -> Path:
     "Where the pipeline keeps its tokenizer: `<base dir>/tokenizer`."
     return get_base_dir() / "tokenizer"
@@ -100,11 +93,11 @@ def save_tokenizer(tokenizer: Tokenizer, folder: Path | str | None = None) -> Pa
     folder = Path(folder) if folder else default_tokenizer_dir()
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"{base64.b64encode(b).decode()} {r}" for b, r in sorted(tokenizer.mergeable_ranks.items(), key=lambda kv: kv[1])]
-    _write_atomic(folder / "tokenizer.tiktoken", ("\n".join(lines) + "\n").encode())
-    _write_atomic(folder / "pattern.txt", tokenizer.pattern.encode())
-    tmp = folder / "token_bytes.pt.tmp"
-    torch.save(torch.tensor(token_byte_lengths(tokenizer), dtype=torch.int32), tmp)
-    os.replace(tmp, folder / "token_bytes.pt")
+    atomic_write(folder / "tokenizer.tiktoken", "\n".join(lines) + "\n")
+    atomic_write(folder / "pattern.txt", tokenizer.pattern)
+    buffer = io.BytesIO()
+    torch.save(torch.tensor(token_byte_lengths(tokenizer), dtype=torch.int32), buffer)
+    atomic_write(folder / "token_bytes.pt", buffer.getvalue())
     return folder
 
 
@@ -116,7 +109,7 @@ def load_tokenizer(folder: Path | str | None = None) -> Tokenizer:
         raise FileNotFoundError(f"no tokenizer in {folder}: train one with `python -m nanochat.scripts.tok_train`")
     return Tokenizer(load_tiktoken_bpe(str(folder / "tokenizer.tiktoken")), (folder / "pattern.txt").read_text())
 
-# %% ../nbs/05_tokenizer.ipynb #df486fef
+# %% ../nbs/05_tokenizer.ipynb #41fb2754
 PART_TYPES = {"text": None, "python": ("<|python_start|>", "<|python_end|>"), "python_output": ("<|output_start|>", "<|output_end|>")}
 
 def _check_messages(conversation: dict) -> list[dict]:

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['UDHR_ARTICLE_1', 'eval_texts', 'train_hf_bpe', 'bytes_per_token', 'TokEvalConfig', 'main']
 
-# %% ../../nbs/05b_tok_eval.ipynb #88af4878
+# %% ../../nbs/05b_tok_eval.ipynb #a04b120b
 import inspect
 import json
 import time
@@ -19,7 +19,7 @@ from ..dataset import iter_documents, list_shards
 from .tok_train import training_files
 from ..tokenizer import Tokenizer, default_tokenizer_dir, load_tokenizer
 
-# %% ../../nbs/05b_tok_eval.ipynb #ffa42fb6
+# %% ../../nbs/05b_tok_eval.ipynb #74421e33
 UDHR_ARTICLE_1 = """All human beings are born free and equal in dignity and rights. They are endowed with reason and conscience and should act towards one another in a spirit of brotherhood.
 Tous les êtres humains naissent libres et égaux en dignité et en droits. Ils sont doués de raison et de conscience et doivent agir les uns envers les autres dans un esprit de fraternité.
 Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen begabt und sollen einander im Geist der Brüderlichkeit begegnen.
@@ -35,24 +35,24 @@ Todos los seres humanos nacen libres e iguales en dignidad y derechos y, dotados
 
 def eval_texts(n_chars: int = 100_000) -> dict[str, str]:
     "Up to `n_chars` of each kind of text available locally: prose, fiction, code, math, multilingual."
-    import argparse
+    import argparse  # three standard-library modules whose source is our sample of real Python code
     import dataclasses
-    import json as json_module
+    import json.decoder
     texts = {}
     data = shared_data_dir()
     wiki = data / "pretrain" / "wikipedia_en" if data else None
     if wiki and any(wiki.glob("*.parquet")): texts["prose"] = "\n\n".join(iter_documents(list_shards(wiki, split="val"), max_chars=n_chars))
     novels = data / "pretrain" / "eltec_eng" if data else None
     if novels and any(novels.glob("*.parquet")): texts["fiction"] = "\n\n".join(iter_documents(list_shards(novels, split="val"), max_chars=n_chars))
-    texts["code"] = "\n".join(inspect.getsource(m) for m in (argparse, dataclasses, json_module.decoder, json_module.encoder))[:n_chars]
+    texts["code"] = "\n".join(inspect.getsource(m) for m in (argparse, dataclasses, json.decoder))[:n_chars]
     gsm8k = data / "eval" / "gsm8k" / "test.jsonl" if data else None
     if gsm8k and gsm8k.exists():
-        rows = [json_module.loads(line) for line in gsm8k.read_text().splitlines()[:400]]
+        rows = [json.loads(line) for line in gsm8k.read_text().splitlines()[:400]]
         texts["math"] = "\n\n".join(r["question"] + "\n" + r["answer"] for r in rows)[:n_chars]
     texts["multilingual"] = UDHR_ARTICLE_1
     return texts
 
-# %% ../../nbs/05b_tok_eval.ipynb #134465c5
+# %% ../../nbs/05b_tok_eval.ipynb #38f71ff6
 def train_hf_bpe(texts, vocab_size: int, pattern: str = SPLIT_PATTERN):
     "A HuggingFace `tokenizers` byte-level BPE trained like ours (same split, all 256 bytes, `vocab_size` tokens)."
     from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
@@ -71,7 +71,7 @@ def bytes_per_token(encode, text: str) -> float:
     "UTF-8 bytes per token of `text` under `encode` (a function text -> ids)."
     return len(text.encode("utf-8")) / max(1, len(encode(text)))
 
-# %% ../../nbs/05b_tok_eval.ipynb #ec518e85
+# %% ../../nbs/05b_tok_eval.ipynb #862d6a49
 @register_config("tok_eval")
 @dataclass
 class TokEvalConfig:
