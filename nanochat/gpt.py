@@ -3,9 +3,9 @@
 # %% auto #0
 __all__ = ['GATE_CHANNELS', 'GPTConfig', 'pad_vocab', 'config_for_depth', 'norm', 'rotary_tables', 'apply_rotary',
            'attention_mask', 'reference_attention', 'sdpa_attention', 'has_value_embed', 'CausalSelfAttention', 'MLP',
-           'Block', 'GPT', 'parameter_counts', 'estimate_flops', 'size_table']
+           'Block', 'GPT', 'KVCache', 'parameter_counts', 'estimate_flops', 'size_table']
 
-# %% ../nbs/07_gpt.ipynb #65d37fb4
+# %% ../nbs/07_gpt.ipynb #a5887abf
 import math
 from dataclasses import dataclass
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# %% ../nbs/07_gpt.ipynb #8ffccbcb
+# %% ../nbs/07_gpt.ipynb #6be7a5cd
 @dataclass
 class GPTConfig:
     "Everything that defines a GPT's shape, plus switches for each design choice (to ablate them)."
@@ -59,12 +59,12 @@ def config_for_depth(depth: int, vocab_size: int = 32768, aspect_ratio: int = 64
     while n_head % n_kv_head: n_kv_head -= 1
     return GPTConfig(vocab_size=pad_vocab(vocab_size), n_layer=depth, n_embd=n_embd, n_head=n_head, n_kv_head=n_kv_head, **overrides)
 
-# %% ../nbs/07_gpt.ipynb #6538046c
+# %% ../nbs/07_gpt.ipynb #772995c4
 def norm(x: torch.Tensor) -> torch.Tensor:
     "Parameter-free RMSNorm over the last dimension."
     return F.rms_norm(x, (x.size(-1),))
 
-# %% ../nbs/07_gpt.ipynb #4dd91643
+# %% ../nbs/07_gpt.ipynb #fd37183b
 def rotary_tables(seq_len: int, head_dim: int, base: float = 10000.0, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     "cos and sin of the rotation angles, shape (seq_len, head_dim/2)."
     inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
@@ -79,7 +79,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     cos, sin = cos[None, :, None, :], sin[None, :, None, :]
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1).to(x.dtype)
 
-# %% ../nbs/07_gpt.ipynb #8f0b12e4
+# %% ../nbs/07_gpt.ipynb #d57c6eef
 def attention_mask(t_q: int, t_k: int, window: int, device=None) -> torch.Tensor:
     "Boolean (t_q, t_k) mask, True where query i (the last t_q of t_k positions) may attend to key j."
     i = torch.arange(t_k - t_q, t_k, device=device)[:, None]
@@ -99,14 +99,14 @@ def sdpa_attention(q, k, v, window: int) -> torch.Tensor:
     if window >= k.size(2) and q.size(2) == k.size(2): return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(q.size(2), k.size(2), window, q.device))
 
-# %% ../nbs/07_gpt.ipynb #cb6412f8
+# %% ../nbs/07_gpt.ipynb #ed45cc59
 GATE_CHANNELS = 32
 
 def has_value_embed(config: GPTConfig, layer: int) -> bool:
     "Value embeddings go on alternating layers, always including the last."
     return config.value_embeds and layer % 2 == (config.n_layer - 1) % 2
 
-# %% ../nbs/07_gpt.ipynb #bb75b720
+# %% ../nbs/07_gpt.ipynb #5d561e79
 class CausalSelfAttention(nn.Module):
     "Multi-head causal attention with grouped key/value heads, rotary positions, QK-norm and an optional value embedding."
 
@@ -120,7 +120,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.ve_gate = nn.Linear(min(GATE_CHANNELS, config.n_embd), self.n_kv_head, bias=False) if has_value_embed(config, layer) else None
 
-    def forward(self, x, cos, sin, value_embed=None, attend=sdpa_attention):
+    def forward(self, x, cos, sin, value_embed=None, attend=sdpa_attention, kv_cache=None):
         B, T, _ = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_kv_head, self.head_dim)
@@ -131,6 +131,7 @@ class CausalSelfAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if self.config.qk_norm: q, k = norm(q), norm(k)  # bounded logits: a stable softmax at any learning rate
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, D)
+        if kv_cache is not None: k, v = kv_cache.insert(self.layer, k, v)  # this step's keys and values, plus all before
         if self.n_kv_head != self.n_head:  # grouped-query attention: each key/value head serves several query heads
             k, v = (t.repeat_interleave(self.n_head // self.n_kv_head, dim=1) for t in (k, v))
         y = attend(q, k, v, self.config.window(self.layer))
@@ -153,11 +154,11 @@ class Block(nn.Module):
         super().__init__()
         self.attn, self.mlp = CausalSelfAttention(config, layer), MLP(config)
 
-    def forward(self, x, cos, sin, value_embed=None, attend=sdpa_attention):
-        x = x + self.attn(norm(x), cos, sin, value_embed, attend)
+    def forward(self, x, cos, sin, value_embed=None, attend=sdpa_attention, kv_cache=None):
+        x = x + self.attn(norm(x), cos, sin, value_embed, attend, kv_cache)
         return x + self.mlp(norm(x))
 
-# %% ../nbs/07_gpt.ipynb #d590b3c7
+# %% ../nbs/07_gpt.ipynb #47b3f459
 class GPT(nn.Module):
     "nanochat's GPT. Build with `GPT.build(config, device)`; call with ids (B, T), and targets for the loss."
 
@@ -202,22 +203,52 @@ class GPT(nn.Module):
         cos, sin = rotary_tables(2 * self.config.sequence_len, self.config.head_dim, self.config.rope_base, self.cos.device)
         self.cos.copy_(cos); self.sin.copy_(sin)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, attend=sdpa_attention, reduction: str = "mean"):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, attend=sdpa_attention, reduction: str = "mean",
+                kv_cache=None):
         "Logits (B, T, vocab) in fp32, or the cross-entropy loss when `targets` are given (-1 targets are ignored)."
         B, T = idx.shape
-        if T > self.cos.size(0): raise ValueError(f"sequence of {T} tokens is longer than the rotary tables ({self.cos.size(0)})")
-        cos, sin = self.cos[:T], self.sin[:T]
+        start = kv_cache.pos if kv_cache is not None else 0  # with a cache, these tokens come after the cached ones
+        if start + T > self.cos.size(0): raise ValueError(f"position {start + T} is past the rotary tables ({self.cos.size(0)})")
+        cos, sin = self.cos[start:start + T], self.sin[start:start + T]
         x = x0 = norm(self.wte(idx))
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
             ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
-            x = block(x, cos, sin, ve, attend)
+            x = block(x, cos, sin, ve, attend, kv_cache)
+        if kv_cache is not None: kv_cache.advance(T)
         logits = self.lm_head(norm(x)).float()
         if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
         if targets is None: return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction=reduction)
 
-# %% ../nbs/07_gpt.ipynb #1f20579d
+# %% ../nbs/07_gpt.ipynb #79a73917
+class KVCache:
+    "Preallocated keys and values for every layer: (layers, batch, kv_heads, max_len, head_dim), filled up to `pos`."
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device=None, dtype: torch.dtype = torch.float32):
+        if max_len > 2 * config.sequence_len: raise ValueError(f"max_len {max_len} is past the rotary tables ({2 * config.sequence_len})")
+        shape = (config.n_layer, batch_size, config.n_kv_head, max_len, config.head_dim)
+        self.k, self.v = torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)
+        self.pos, self.max_len = 0, max_len
+
+    def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Store this step's k, v (B, kv_heads, T, D) for `layer`; return all keys and values so far."
+        end = self.pos + k.size(2)
+        if end > self.max_len: raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None: self.pos += n
+
+    def replicate(self, n: int) -> "KVCache":
+        "A cache for `n` copies of each row (to sample several continuations of one prefilled prompt)."
+        new = KVCache.__new__(KVCache)
+        new.k, new.v = self.k.repeat_interleave(n, dim=1), self.v.repeat_interleave(n, dim=1)
+        new.pos, new.max_len = self.pos, self.max_len
+        return new
+
+# %% ../nbs/07_gpt.ipynb #fcae5da5
 def parameter_counts(model: GPT) -> dict[str, int]:
     "Parameters by group: token and value embeddings, LM head, transformer matrices, scalars, and the total."
     counts = {"wte": model.wte.weight.numel(), "value_embeds": sum(p.numel() for p in model.value_embeds.parameters()),
@@ -234,7 +265,7 @@ def estimate_flops(model: GPT) -> float:
     attn = sum(12 * c.n_head * c.head_dim * min(c.window(i), c.sequence_len) for i in range(c.n_layer))
     return 6 * dense + attn
 
-# %% ../nbs/07_gpt.ipynb #9eba19c5
+# %% ../nbs/07_gpt.ipynb #a180d636
 def size_table(depths=(4, 8, 12, 16, 20, 24, 26, 32), vocab_size: int = 32768, **overrides) -> list[dict]:
     "Shape, parameters (in millions) and FLOPs per token of the GPT at each depth (built on the meta device)."
     rows = []
