@@ -7,7 +7,7 @@ __all__ = ['NOTEBOOK_NAME', 'DIRECTIVE', 'README_HEADER', 'PROFILE_CELL', 'SYNCE
            'toc_problems', 'NotebookRun', 'test_flags', 'run_notebook_tests', 'cell_tags', 'stage_notebook',
            'book_config', 'mathjax_dir', 'stage_book', 'book_html_dir', 'build_book', 'check', 'main']
 
-# %% ../nbs/90_contributing.ipynb #0a3b3bc9
+# %% ../nbs/90_contributing.ipynb #5580272d
 import json
 import os
 import re
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-# %% ../nbs/90_contributing.ipynb #75ed59fa
+# %% ../nbs/90_contributing.ipynb #f39b383f
 def project_root(start: Path | str | None = None) -> Path:
     "The nearest folder at or above `start` (default: the working directory) that holds `settings.ini`."
     here = Path(start or Path.cwd()).resolve()
@@ -46,7 +46,7 @@ def chapter_notebooks(root: Path) -> list[Path]:
     "Numbered chapter notebooks (`NN_name.ipynb`) in `nbs/`, in reading order."
     return sorted(p for p in (Path(root) / "nbs").glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
 
-# %% ../nbs/90_contributing.ipynb #ad783978
+# %% ../nbs/90_contributing.ipynb #a70c77ec
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+):?\s*(.*?)\s*$")
 
 def split_directives(source: str) -> tuple[dict[str, str], str]:
@@ -58,7 +58,7 @@ def split_directives(source: str) -> tuple[dict[str, str], str]:
         lines.pop(0)
     return directives, "\n".join(lines)
 
-# %% ../nbs/90_contributing.ipynb #7cbb5893
+# %% ../nbs/90_contributing.ipynb #c5c87053
 def read_notebook(path: Path) -> dict:
     "A notebook as the plain JSON dict nbformat defines."
     return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -91,7 +91,7 @@ def readme_text(root: Path) -> str:
     "What `README.md` should contain, made from `nbs/index.ipynb`."
     return README_HEADER + notebook_markdown(read_notebook(Path(root) / "nbs" / "index.ipynb"))
 
-# %% ../nbs/90_contributing.ipynb #b67442c2
+# %% ../nbs/90_contributing.ipynb #0814e4e8
 PROFILE_CELL = re.compile(r"^#\s*profile:\s*([a-z0-9_]+)\s*$")
 
 def notebook_profiles(nb: dict, source: str = "notebook") -> dict[str, list[str]]:
@@ -124,7 +124,7 @@ def profile_files(root: Path) -> dict[str, str]:
         files[f"{name}.yaml"] = text
     return files
 
-# %% ../nbs/90_contributing.ipynb #f789442b
+# %% ../nbs/90_contributing.ipynb #0a770152
 def _clean_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("IN_TEST", None)
@@ -149,7 +149,7 @@ def clean_notebooks(root: Path) -> None:
     code = "from nbdev.clean import nbdev_clean; nbdev_clean()"
     subprocess.run([sys.executable, "-c", code], cwd=Path(root), env=_clean_env(), check=True)
 
-# %% ../nbs/90_contributing.ipynb #bc67ecac
+# %% ../nbs/90_contributing.ipynb #ff6fd18c
 SYNCED = ("settings.ini", "README.md", "nbs", "nanochat")
 
 def _copy_sources(root: Path, dst: Path) -> None:
@@ -190,7 +190,7 @@ def sync_problems(root: Path) -> list[str]:
             problems.append("README.md is not current with nbs/index.ipynb (run `python -m nanochat.devtools export`)")
     return problems
 
-# %% ../nbs/90_contributing.ipynb #2221b300
+# %% ../nbs/90_contributing.ipynb #19e08bad
 def toc_files(root: Path) -> list[str]:
     "Page names in `nbs/_toc.yml`, in reading order (the root page first)."
     toc = yaml.safe_load((Path(root) / "nbs" / "_toc.yml").read_text(encoding="utf-8"))
@@ -217,7 +217,7 @@ def toc_problems(root: Path) -> list[str]:
     if in_toc != sorted(in_toc): problems.append(f"_toc.yml order {in_toc} is not the numbered order {sorted(in_toc)}")
     return problems
 
-# %% ../nbs/90_contributing.ipynb #4b016806
+# %% ../nbs/90_contributing.ipynb #819c6c06
 @dataclass
 class NotebookRun:
     "The outcome of running one notebook's cells as tests."
@@ -242,7 +242,7 @@ def run_notebook_tests(path: Path, run_flags: tuple[str, ...] = (), root: Path |
         passed, seconds = test_nb(path, skip_flags=test_flags(root or project_root(path), run_flags))
     return NotebookRun(path, passed, seconds, err.getvalue())
 
-# %% ../nbs/90_contributing.ipynb #6a24ae9d
+# %% ../nbs/90_contributing.ipynb #c6ac8c71
 def cell_tags(directives: dict[str, str], skip_flags: list[str]) -> list[str]:
     "MyST-NB cell tags that give nbdev `directives` the same meaning in the book as in tests."
     tags = []
@@ -269,7 +269,7 @@ def stage_notebook(nb: dict, skip_flags: list[str]) -> dict:
             cell.update(cell_type="markdown", metadata={}, source=f"Profile `{m.group(1)}`:\n\n```yaml\n{body}\n```")
     return nb
 
-# %% ../nbs/90_contributing.ipynb #4e017843
+# %% ../nbs/90_contributing.ipynb #6a793d4e
 def book_config(settings: dict[str, str]) -> dict:
     "Jupyter Book's `_config.yml`, made from the project settings."
     return {
@@ -320,7 +320,8 @@ def build_book(root: Path) -> Path:
     "Stage and render the whole book offline; returns the HTML folder. Fails loudly on any cell error."
     root = Path(root)
     src = stage_book(root, root / "_build" / "book" / "src")
-    env = _clean_env() | {"NANOCHAT_LAB_RECORD": "0", "MPLBACKEND": "Agg"}  # the build is not a reader's attempt
+    env = _clean_env() | {"NANOCHAT_LAB_RECORD": "0"}  # the build is not a reader's attempt
+    env.pop("MPLBACKEND", None)  # the kernel's inline backend must draw the figures into the pages
     jb = Path(sys.executable).with_name("jupyter-book")
     start = time.time()
     subprocess.run([str(jb), "build", str(src), "--path-output", str(root / "_build" / "book"), "--all",
@@ -328,7 +329,7 @@ def build_book(root: Path) -> Path:
     print(f"book rendered in {time.time() - start:.0f} s: {book_html_dir(root) / 'index.html'}")
     return book_html_dir(root)
 
-# %% ../nbs/90_contributing.ipynb #d507a10f
+# %% ../nbs/90_contributing.ipynb #f1f03a49
 def check(root: Path) -> list[str]:
     "Every way the checkout disagrees with its notebooks (sync and table of contents), printed; returns them."
     problems = sync_problems(root) + toc_problems(root)

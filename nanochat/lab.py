@@ -4,7 +4,7 @@
 __all__ = ['EXERCISES', 'Exercise', 'describe_difference', 'CheckResult', 'get_exercise', 'check', 'hint', 'recording',
            'Progress', 'status_table', 'main']
 
-# %% ../nbs/02_lab.ipynb #671e714c
+# %% ../nbs/02_lab.ipynb #18999e61
 import argparse
 import copy
 import json
@@ -21,7 +21,7 @@ from typing import Any
 
 from .common import atomic_write, get_base_dir
 
-# %% ../nbs/02_lab.ipynb #0c7cc0eb
+# %% ../nbs/02_lab.ipynb #524e6bb3
 EXERCISES: dict[str, "Exercise"] = {}
 
 @dataclass
@@ -39,7 +39,7 @@ class Exercise:
         EXERCISES[self.name] = self
         if recording(): Progress().see(self)
 
-# %% ../nbs/02_lab.ipynb #e30a54fc
+# %% ../nbs/02_lab.ipynb #921fcfed
 def _short(value: Any, limit: int = 60) -> str:
     "A compact description of a value for messages: tensors by shape and dtype, long text cut."
     if hasattr(value, "shape") and hasattr(value, "dtype"):
@@ -91,7 +91,7 @@ def describe_difference(got: Any, expected: Any, rtol: float = 1e-5, atol: float
         return None
     return None if got == expected else f"you returned {_short(got)}, expected {_short(expected)}"
 
-# %% ../nbs/02_lab.ipynb #283ae4e9
+# %% ../nbs/02_lab.ipynb #a95afc16
 @dataclass
 class CheckResult:
     "The verdict of `check`: truthy when the function matched the reference on every trial."
@@ -103,7 +103,7 @@ class CheckResult:
 
     def __bool__(self) -> bool: return self.passed
     def __repr__(self) -> str: return self.message
-    def _repr_markdown_(self) -> str: return ("✅ " if self.passed else "❌ ") + self.message.split(" ", 1)[1]
+    def _repr_markdown_(self) -> str: return f"**{self.message[0]}** {self.message[2:]}"  # the mark in bold, then the words
 
 
 def _where_it_failed(exc: BaseException) -> str:
@@ -156,7 +156,7 @@ def check(fn: Callable, exercise: "Exercise | str", *, trials: int | None = None
     if record if record is not None else recording(): Progress().attempt(ex, passed)
     return CheckResult(ex.name, passed, message, seed, trials)
 
-# %% ../nbs/02_lab.ipynb #d6c97eaa
+# %% ../nbs/02_lab.ipynb #9009f3c1
 _HINTS_SHOWN: dict[str, int] = {}
 
 def hint(exercise: "Exercise | str") -> str:
@@ -172,7 +172,7 @@ def hint(exercise: "Exercise | str") -> str:
     print(text)
     return text
 
-# %% ../nbs/02_lab.ipynb #8b1465a8
+# %% ../nbs/02_lab.ipynb #cc01c172
 def recording() -> bool:
     "Whether attempts are recorded: not under tests (`IN_TEST`) nor when `NANOCHAT_LAB_RECORD=0`."
     return not os.environ.get("IN_TEST") and os.environ.get("NANOCHAT_LAB_RECORD", "1") != "0"
@@ -233,7 +233,7 @@ class Progress:
         self.save()
         return len(doomed)
 
-# %% ../nbs/02_lab.ipynb #6e692cfb
+# %% ../nbs/02_lab.ipynb #8cde1186
 def status_table(progress: Progress) -> str:
     "Per-chapter progress as a text table, with a total line."
     chapters = progress.by_chapter()

@@ -103,3 +103,11 @@ def test_hidden_cells_and_reference_solutions_stay_out_of_the_book(html_dir):
             elif "export" in directives and lines:
                 assert lines[0] in rendered, f"{page}: exported code missing from the book: {lines[0]}"
     assert checked >= 3  # every chapter with exercises hides its reference solution
+
+
+def test_figures_are_drawn_into_the_pages(html_dir):
+    "Every chapter that draws a plot shows it as an image (the kernel's inline backend, not a silent Agg backend)."
+    drawn = [page for page in toc_files(ROOT) if "plt.show()" in (ROOT / "nbs" / f"{page}.ipynb").read_text()]
+    assert drawn, "no chapter draws a figure?"
+    for page in drawn:
+        assert re.search(r"<img[^>]+src=\"_images/", (html_dir / f"{page}.html").read_text(encoding="utf-8")), page
