@@ -8,8 +8,11 @@ __all__ = ['DEVICE_TYPES', 'DTYPES', 'TORCHRUN_VARS', 'PEAK_FLOPS', 'get_base_di
 
 # %% ../nbs/00_common.ipynb #52101f21
 import logging
+import math
+import numbers
 import os
 import random
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,12 +102,19 @@ def get_dist_info(device_type: str | None = None) -> DistInfo:
     "Read this process's place from torchrun's environment (or rank 0 of 1 when not under torchrun)."
     device_type = device_type or autodetect_device_type()
     present = [v for v in TORCHRUN_VARS if v in os.environ]
-    if not present: return DistInfo(False, 0, 0, 1, torch.device(device_type))
-    if len(present) < len(TORCHRUN_VARS):
+    if not present: rank, local_rank, world_size = 0, 0, 1
+    elif len(present) < len(TORCHRUN_VARS):
         missing = sorted(set(TORCHRUN_VARS) - set(present))
         raise RuntimeError(f"torchrun environment is incomplete: {present} set but {missing} missing; launch with torchrun")
-    rank, local_rank, world_size = (int(os.environ[v]) for v in TORCHRUN_VARS)
-    if not 0 <= rank < world_size: raise RuntimeError(f"RANK={rank} is outside 0..WORLD_SIZE-1 (WORLD_SIZE={world_size})")
+    else:
+        try: rank, local_rank, world_size = (int(os.environ[v]) for v in TORCHRUN_VARS)
+        except ValueError:
+            found = ", ".join(f"{v}={os.environ[v]!r}" for v in TORCHRUN_VARS)
+            raise RuntimeError(f"torchrun variables must be integers, found {found}") from None
+        if not (0 <= rank < world_size and 0 <= local_rank < world_size):
+            raise RuntimeError(f"inconsistent torchrun environment: RANK={rank}, LOCAL_RANK={local_rank}, "
+                               f"WORLD_SIZE={world_size}; expected 0 <= RANK < WORLD_SIZE and 0 <= LOCAL_RANK < WORLD_SIZE")
+    # A GPU process always names its GPU (cuda:LOCAL_RANK, cuda:0 alone), so set_device and .to(device) agree.
     device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device(device_type)
     return DistInfo(world_size > 1, rank, local_rank, world_size, device)
 
@@ -155,29 +165,42 @@ def seed_everything(seed: int, rank: int = 0) -> int:
     return seed
 
 # %% ../nbs/00_common.ipynb #c0b54f17
-PEAK_FLOPS = {  # dense bf16 (fp16 where noted) tensor FLOP/s, from vendor datasheets
-    "b200": 2.25e15, "gb200": 2.5e15, "h200": 989e12, "gh200": 989e12,
-    "h100 nvl": 835e12, "h100 pcie": 756e12, "h100": 989e12, "h800": 989e12,
-    "a100": 312e12, "a800": 312e12, "a10g": 70e12, "a10": 125e12,
+# Source: vendor datasheets, dense (no sparsity). bf16 tensor-core FLOP/s per device; fp16 where the chip has no bf16.
+PEAK_FLOPS = {
+    # NVIDIA Blackwell, Hopper
+    "b200": 2.25e15, "gb200": 2.5e15,
+    "h200": 989e12, "h200 nvl": 835e12, "gh200": 989e12,
+    "h100": 989e12, "h100 pcie": 756e12, "h100 nvl": 835e12, "h800": 989e12, "h20": 148e12,
+    # NVIDIA Ampere, Ada
+    "a100": 312e12, "a800": 312e12, "a40": 150e12, "a30": 165e12, "a10": 125e12,
+    "a10g": 70e12,  # AWS's variant of the A10, fewer tensor FLOPs; no public datasheet, the commonly quoted figure
     "l40s": 362e12, "l40": 181e12, "l4": 121e12,
-    "rtx 4090": 165e12, "rtx 3090": 71e12, "rtx a6000": 155e12,
-    "v100": 125e12, "t4": 65e12,  # fp16: no bf16 tensor cores
-    "mi300x": 1307e12, "mi250x": 383e12,
+    "rtx 4090": 165e12, "rtx 3090": 71e12, "rtx a6000": 155e12,  # GeForce: with fp32 accumulation, as training uses
+    # Older NVIDIA: fp16, no bf16 tensor cores
+    "v100": 125e12, "v100 pcie": 112e12, "t4": 65e12,
+    # AMD Instinct (PyTorch sees each of an MI250X's two dies as one device)
+    "mi300x": 1307e12, "mi325x": 1307e12, "mi250x": 191.5e12,
 }
 
+def _words(name: str) -> str:
+    "Lower case, every run of punctuation a single space, padded: 'Tesla V100-PCIE-16GB' -> ' tesla v100 pcie 16gb '."
+    return f" {re.sub(r'[^a-z0-9]+', ' ', name.lower()).strip()} "
+
+
 def get_peak_flops(device_name: str) -> float | None:
-    "Peak dense bf16 FLOP/s of one chip named `device_name` (as `torch.cuda.get_device_name` gives it), or None."
-    name = device_name.lower()
-    for key in sorted(PEAK_FLOPS, key=len, reverse=True):  # most specific first: "h100 pcie" before "h100"
-        if key in name: return PEAK_FLOPS[key]
-    return None
+    "Peak dense bf16 FLOP/s of one device named `device_name` (as `torch.cuda.get_device_name` gives it), or None."
+    name = _words(device_name)
+    # Whole words only, so a T400 is not a T4, and the most specific key first, so an "H100 PCIe" is not an "H100".
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if _words(key) in name: return PEAK_FLOPS[key]
+    return None  # a CPU or a chip we do not know: no number rather than a guess
 
 
 def compute_mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float, world_size: int = 1) -> float:
-    "Model FLOPs utilisation: achieved FLOP/s over the peak of `world_size` chips."
-    if flops_per_token <= 0 or tokens_per_s < 0 or peak_flops <= 0 or world_size < 1:
-        raise ValueError(f"compute_mfu needs positive flops_per_token, peak_flops and world_size, and tokens_per_s >= 0; "
-                         f"got {flops_per_token=}, {tokens_per_s=}, {peak_flops=}, {world_size=}")
+    "Model FLOPs utilisation: achieved FLOP/s over the peak of `world_size` devices."
+    args = dict(flops_per_token=flops_per_token, tokens_per_s=tokens_per_s, peak_flops=peak_flops, world_size=world_size)
+    bad = {k: v for k, v in args.items() if not (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0)}
+    if bad: raise ValueError(f"compute_mfu needs positive finite numbers, got {bad}")
     return flops_per_token * tokens_per_s / (peak_flops * world_size)
 
 # %% ../nbs/00_common.ipynb #495628f4

@@ -36,3 +36,4 @@ def test_incomplete_torchrun_environment_is_a_clear_error(run_env):
     out = subprocess.run([PYTHON, "-c", "from nanochat.common import init_distributed; init_distributed('cpu')"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "torchrun environment is incomplete" in out.stderr
+    assert "'LOCAL_RANK', 'WORLD_SIZE'] missing" in out.stderr  # the error names what to fix
