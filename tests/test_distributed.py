@@ -37,3 +37,11 @@ def test_incomplete_torchrun_environment_is_a_clear_error(run_env):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "torchrun environment is incomplete" in out.stderr
     assert "'LOCAL_RANK', 'WORLD_SIZE'] missing" in out.stderr  # the error names what to fix
+
+
+def test_sharded_optimizers_match_one_process(run_env):
+    "DistAdamW and DistMuon on 2 CPU ranks (half a batch each) equal AdamW and Muon in one process on the whole batch."
+    out = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "tests/dist_optim_worker.py"],
+                         cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("max |sharded - single|") == 2

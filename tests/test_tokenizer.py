@@ -43,6 +43,16 @@ def test_bad_training_input_is_refused():
     with pytest.raises(ValueError, match="invalid split pattern"): trainer.train_from_iterator(iter(["x"]), 300, pattern="(")
 
 
+def test_pathological_text_is_an_error_not_a_hang():
+    "A 2 MB run of one letter overflows the regex engine's backtracking stack: a ValueError in training and encoding."
+    trainer = rustbpe.Tokenizer()
+    with pytest.raises(ValueError, match="split pattern failed on a text of 2000000 bytes"):
+        trainer.train_from_iterator(iter(["fine", "a" * 2_000_000]), 300)
+    trainer.train_from_iterator(iter(["hello world"] * 5), 260)
+    with pytest.raises(ValueError, match="split pattern failed"): trainer.encode("a" * 2_000_000)
+    assert trainer.encode("hello") == trainer.encode("hello")
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=300))
 def test_decode_encode_round_trips_any_unicode(tokenizer, text):

@@ -23,27 +23,34 @@ pub fn compile_pattern(pattern: &str) -> Result<Regex, String> {
     Regex::new(pattern).map_err(|e| format!("invalid split pattern {pattern:?}: {e}"))
 }
 
+/// Call `f` on each chunk of `text`, in order. fancy-regex gives up on pathological input (its backtracking
+/// stack has a fixed size, so a run of a million letters overflows it); that is an error for the caller,
+/// never a skipped span: skipping would silently change the counts or drop text from an encoding.
+pub fn for_each_chunk<'t>(re: &Regex, text: &'t str, mut f: impl FnMut(&'t str)) -> Result<(), String> {
+    for found in re.find_iter(text) {
+        match found {
+            Ok(m) => f(m.as_str()),
+            Err(e) => return Err(format!("the split pattern failed on a text of {} bytes: {e}", text.len())),
+        }
+    }
+    Ok(())
+}
+
 /// Count each distinct chunk of `texts` (split by `re`), in parallel over the texts.
-pub fn count_chunks(texts: &[String], re: &Regex) -> AHashMap<String, u64> {
+pub fn count_chunks(texts: &[String], re: &Regex) -> Result<AHashMap<String, u64>, String> {
     texts
         .par_iter()
         .map(|text| {
             let mut local: AHashMap<String, u64> = AHashMap::new();
-            for m in re.find_iter(text) {
-                // fancy-regex reports backtracking-limit errors per match; such a span is skipped.
-                if let Ok(m) = m {
-                    *local.entry(m.as_str().to_owned()).or_insert(0) += 1;
-                }
-            }
-            local
+            for_each_chunk(re, text, |chunk| *local.entry(chunk.to_owned()).or_insert(0) += 1)?;
+            Ok(local)
         })
-        .reduce(AHashMap::new, |mut a, b| {
+        .try_reduce(AHashMap::new, |a, b| {
             let (small, mut large) = if a.len() < b.len() { (a, b) } else { (b, a) };
             for (k, v) in small {
                 *large.entry(k).or_insert(0) += v;
             }
-            a = large;
-            a
+            Ok(large)
         })
 }
 
@@ -213,7 +220,7 @@ mod tests {
 
     fn words_of(text: &str) -> (Vec<Vec<u32>>, Vec<u64>) {
         let re = compile_pattern(SPLIT_PATTERN).unwrap();
-        let counted = count_chunks(&[text.to_string()], &re);
+        let counted = count_chunks(&[text.to_string()], &re).unwrap();
         let mut items: Vec<_> = counted.into_iter().collect();
         items.sort();
         (items.iter().map(|(s, _)| s.bytes().map(u32::from).collect()).collect(), items.iter().map(|(_, n)| *n).collect())
@@ -224,6 +231,18 @@ mod tests {
         let re = compile_pattern(SPLIT_PATTERN).unwrap();
         let chunks: Vec<&str> = re.find_iter("Hello world! It's 2026.").map(|m| m.unwrap().as_str()).collect();
         assert_eq!(chunks, vec!["Hello", " world", "!", " It", "'s", " ", "20", "26", "."]);
+    }
+
+    #[test]
+    fn pathological_text_is_an_error_not_a_hang() {
+        let re = compile_pattern(SPLIT_PATTERN).unwrap();
+        let text = "a".repeat(2_000_000);
+        let err = count_chunks(&[text.clone()], &re).unwrap_err();
+        assert!(err.contains("split pattern failed on a text of 2000000 bytes"), "{err}");
+        assert!(for_each_chunk(&re, &text, |_| {}).is_err());
+        let mut chunks = Vec::new();
+        for_each_chunk(&re, "fine text", |c| chunks.push(c)).unwrap();
+        assert_eq!(chunks, vec!["fine", " text"]);
     }
 
     #[test]

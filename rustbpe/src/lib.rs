@@ -64,7 +64,7 @@ mod python {
                 if buffer.is_empty() {
                     break;
                 }
-                let counted = py.allow_threads(|| core::count_chunks(&buffer, &re));
+                let counted = py.allow_threads(|| core::count_chunks(&buffer, &re)).map_err(PyValueError::new_err)?;
                 for (chunk, n) in counted {
                     *totals.entry(chunk).or_insert(0) += n;
                 }
@@ -101,13 +101,12 @@ mod python {
         /// Token ids of `text`.
         fn encode(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
             let re = core::compile_pattern(&self.pattern).map_err(PyValueError::new_err)?;
-            Ok(py.allow_threads(|| {
+            py.allow_threads(|| {
                 let mut ids = Vec::new();
-                for m in re.find_iter(text).flatten() {
-                    ids.extend(core::encode_chunk(m.as_str().as_bytes(), &self.ranks));
-                }
-                ids
-            }))
+                core::for_each_chunk(&re, text, |chunk| ids.extend(core::encode_chunk(chunk.as_bytes(), &self.ranks)))?;
+                Ok::<_, String>(ids)
+            })
+            .map_err(PyValueError::new_err)
         }
 
         /// Number of tokens: 256 + number of merges.
