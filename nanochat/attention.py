@@ -52,9 +52,8 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     return y.transpose(1, 2)
 
 # %% ../nbs/07_attention.ipynb #df782344
-@cache
-def flex_block_mask(t_q: int, t_k: int, window: int, device: str):
-    "FlexAttention's block mask for the last t_q of t_k positions with a causal window (built once per shape)."
+def _window_block_mask(t_q: int, t_k: int, window: int, device):
+    "FlexAttention's block mask for the last t_q of t_k positions with a causal window."
     from torch.nn.attention.flex_attention import create_block_mask
     offset = t_k - t_q  # query index 0 is position t_k - t_q
 
@@ -65,6 +64,12 @@ def flex_block_mask(t_q: int, t_k: int, window: int, device: str):
 
 
 @cache
+def flex_block_mask(t_q: int, t_k: int, window: int, device: str):
+    "The block mask of `_window_block_mask`, built once per shape (for eager calls)."
+    return _window_block_mask(t_q, t_k, window, device)
+
+
+@cache
 def _flex_kernel(device_type: str) -> Callable:
     "flex_attention, compiled where that makes it fast (CUDA); the eager version elsewhere."
     from torch.nn.attention.flex_attention import flex_attention
@@ -72,14 +77,19 @@ def _flex_kernel(device_type: str) -> Callable:
 
 
 def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
-    "Attention by FlexAttention with a block-sparse causal window; decoding steps (t_q < t_k) go to SDPA."
-    if q.size(1) != k.size(1): return sdpa_attention(q, k, v, window)
+    """Attention by FlexAttention with a block-sparse causal window. Layers that see the whole sequence and decoding
+    steps (t_q < t_k) go to SDPA, which is faster there (cuDNN or flash kernel, no mask)."""
     t = q.size(1)
-    mask = flex_block_mask(t, t, min(window, t), str(q.device))
+    if t != k.size(1) or window >= t: return sdpa_attention(q, k, v, window)
+    gqa = q.size(2) != k.size(2)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if torch.compiler.is_compiling():  # inside a compiled model: flex joins the model's graph, no nested compile or cache
+        from torch.nn.attention.flex_attention import flex_attention as flex
+        y = flex(q, k, v, block_mask=_window_block_mask(t, t, window, q.device), enable_gqa=gqa)
+        return y.transpose(1, 2)
     with warnings.catch_warnings():  # on CPU PyTorch warns that eager flex is unfused: we know, and say so above
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        y = _flex_kernel(q.device.type)(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1))
+        y = _flex_kernel(q.device.type)(q, k, v, block_mask=flex_block_mask(t, t, window, str(q.device)), enable_gqa=gqa)
     return y.transpose(1, 2)
 
 # %% ../nbs/07_attention.ipynb #25b1a371

@@ -5,7 +5,7 @@ __all__ = ['CORE_BUNDLE_URL', 'TASK_TYPES', 'CoreTask', 'default_core_dir', 'loa
            'render_example', 'gold_index', 'common_prefix', 'tokenize_example', 'score_example', 'evaluate_task',
            'OracleModel', 'RandomModel', 'centered', 'evaluate_core']
 
-# %% ../nbs/15_core_eval.ipynb #5693b533
+# %% ../nbs/15_core_eval.ipynb #cb45be17
 import csv
 import json
 import random
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .common import get_logger, shared_data_dir
 
-# %% ../nbs/15_core_eval.ipynb #eb9dd180
+# %% ../nbs/15_core_eval.ipynb #b480b7b3
 CORE_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"  # DCLM's tasks, as upstream fetches them
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 
@@ -46,8 +46,9 @@ def load_core_tasks(core_dir: Path | str | None = None) -> list[CoreTask]:
     "The task list of `core_dir/core_tasks.csv`; a task is `available` when its data file is there."
     core_dir = Path(core_dir) if core_dir else default_core_dir()
     if core_dir is None or not (core_dir / "core_tasks.csv").exists():
-        raise FileNotFoundError(f"no CORE task list (core_tasks.csv) in {core_dir}: download the eval bundle ({CORE_BUNDLE_URL}) "
-                                "and unpack it there, or point to a folder that has it")
+        where = f"no CORE task list (core_tasks.csv) in {core_dir}" if core_dir else "no CORE task files: the shared data folder (../shared/data) is not here"
+        raise FileNotFoundError(f"{where}: download the eval bundle ({CORE_BUNDLE_URL}) and unpack it into a folder, "
+                                "then pass that folder (--core-dir)")
     tasks = []
     with open(core_dir / "core_tasks.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -62,7 +63,7 @@ def load_items(core_dir: Path | str, task: CoreTask) -> list[dict]:
     "The examples of `task`, one dict a line of its jsonl file."
     with open(Path(core_dir) / task.file, encoding="utf-8") as f: return [json.loads(line) for line in f if line.strip()]
 
-# %% ../nbs/15_core_eval.ipynb #519eea9b
+# %% ../nbs/15_core_eval.ipynb #8bb85e6c
 def fewshot_examples(items: list[dict], idx: int, shots: int) -> list[dict]:
     "`shots` other examples to show before example `idx`, the same every run (seeded by `idx`)."
     if shots == 0: return []
@@ -87,7 +88,7 @@ def gold_index(task: CoreTask, item: dict) -> int:
     "Which rendered option is right (the only one, for language modelling)."
     return 0 if task.task_type == "language_modeling" else int(item["gold"])
 
-# %% ../nbs/15_core_eval.ipynb #f3cbc5bf
+# %% ../nbs/15_core_eval.ipynb #5fae54d4
 def common_prefix(seqs: list[list[int]]) -> int:
     "Length of the longest prefix all `seqs` share."
     n = min(map(len, seqs))
@@ -115,7 +116,7 @@ def tokenize_example(tokenizer, task: CoreTask, pairs: list[tuple[str, str]], ma
         out.append((s[cut:], max(a - cut, 1), b - cut))
     return out
 
-# %% ../nbs/15_core_eval.ipynb #dcc27e1c
+# %% ../nbs/15_core_eval.ipynb #49316d4a
 @torch.no_grad()
 def score_example(model, task: CoreTask, toks: list[tuple[list[int], int, int]], gold: int, pad_id: int, device="cpu") -> bool:
     "Whether the model gets one example right (lowest mean span loss; for language modelling, greedy = continuation)."
@@ -145,7 +146,7 @@ def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], max_items
     if world > 1: dist.all_reduce(correct)
     return correct.mean().item()
 
-# %% ../nbs/15_core_eval.ipynb #65e407d9
+# %% ../nbs/15_core_eval.ipynb #3901117f
 class OracleModel:
     "A fake model that knows the right sequences: after a prefix of one, it predicts that sequence's next token."
     def __init__(self, correct: list[list[int]], vocab_size: int):
@@ -166,7 +167,7 @@ class RandomModel:
     def __init__(self, vocab_size: int, seed: int = 0): self.vocab, self.gen = vocab_size, torch.Generator().manual_seed(seed)
     def __call__(self, ids: torch.Tensor) -> torch.Tensor: return torch.randn(*ids.shape, self.vocab, generator=self.gen)
 
-# %% ../nbs/15_core_eval.ipynb #afd289dd
+# %% ../nbs/15_core_eval.ipynb #8a457369
 def centered(accuracy: float, baseline: float) -> float:
     "Accuracy rescaled so guessing scores 0 and a perfect model 1."
     return (accuracy - baseline) / (1 - baseline)

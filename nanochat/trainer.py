@@ -5,7 +5,7 @@ __all__ = ['B_REF', 'BATCH_EXPONENT', 'scaling_params', 'reference_horizon', 'au
            'derive_total_batch_size', 'lr_multiplier', 'muon_momentum', 'weight_decay_at', 'Callback', 'MetricsLog',
            'sample_text', 'Trainer', 'TokenTensorLoader']
 
-# %% ../nbs/12_trainer.ipynb #20573bb1
+# %% ../nbs/12_trainer.ipynb #cea86924
 import json
 import math
 import signal
@@ -22,7 +22,7 @@ from .common import autocast_ctx, compute_mfu, get_logger, print0
 from .gpt import GPT, KVCache, config_for_depth, estimate_flops, parameter_counts
 from .loss_eval import evaluate_bpb
 
-# %% ../nbs/12_trainer.ipynb #95a0af63
+# %% ../nbs/12_trainer.ipynb #58584e0d
 B_REF = 2**19  # tokens per optimizer step that suit the reference d12 model (upstream's measurement)
 BATCH_EXPONENT = 0.383  # optimal batch ∝ horizon^0.383 (upstream's scaling fit)
 
@@ -43,7 +43,7 @@ def auto_batch_size(target_tokens: float, reference_tokens: float) -> int:
     "The compute-optimal total batch in tokens for a horizon of `target_tokens`, a power of two."
     return 2 ** round(math.log2(B_REF * (target_tokens / reference_tokens) ** BATCH_EXPONENT))
 
-# %% ../nbs/12_trainer.ipynb #0f006d5e
+# %% ../nbs/12_trainer.ipynb #4869ceef
 @dataclass
 class TrainingPlan:
     "Every number a training run follows, derived once at the start."
@@ -125,7 +125,7 @@ def derive_total_batch_size(depth: int, vocab_size: int = 32768, ratio: float = 
     with torch.device("meta"): model = GPT(config_for_depth(depth, vocab_size, **model_overrides))
     return auto_batch_size(ratio * scaling_params(model), reference_horizon(vocab_size, ratio, **model_overrides))
 
-# %% ../nbs/12_trainer.ipynb #b731aa94
+# %% ../nbs/12_trainer.ipynb #0d37e59b
 def lr_multiplier(step: int, plan: TrainingPlan) -> float:
     "Learning-rate multiplier at `step`: linear warmup, constant, linear warmdown to `final_lr_frac`."
     if step < plan.warmup_steps: return (step + 1) / plan.warmup_steps
@@ -147,7 +147,7 @@ def weight_decay_at(step: int, plan: TrainingPlan) -> float:
     "Muon's weight decay at `step`: a half cosine from the planned value to 0."
     return plan.weight_decay * 0.5 * (1 + math.cos(math.pi * step / plan.num_iterations))
 
-# %% ../nbs/12_trainer.ipynb #49d5d77b
+# %% ../nbs/12_trainer.ipynb #54d4991d
 class Callback:
     "Subclass and override what you need; every method gets the trainer and, where there is one, a metrics dict."
     def on_train_start(self, trainer: "Trainer") -> None: pass
@@ -177,7 +177,7 @@ class MetricsLog(Callback):
     def on_step_end(self, trainer, metrics): self._write(trainer, metrics)
     def on_eval(self, trainer, metrics): self._write(trainer, metrics)
 
-# %% ../nbs/12_trainer.ipynb #0788cc41
+# %% ../nbs/12_trainer.ipynb #69160fc9
 @torch.no_grad()
 def sample_text(model: GPT, tokenizer, prompt: str, max_tokens: int = 32, temperature: float = 0.0, seed: int = 0) -> str:
     "Continue `prompt` for up to `max_tokens` tokens (greedy at temperature 0), stopping at `<|bos|>`."
@@ -197,7 +197,7 @@ def sample_text(model: GPT, tokenizer, prompt: str, max_tokens: int = 32, temper
         logits = model(token, kv_cache=cache)[:, -1]
     return tokenizer.decode(out)
 
-# %% ../nbs/12_trainer.ipynb #7cd844df
+# %% ../nbs/12_trainer.ipynb #be5b1ea4
 class Trainer:
     "The pretraining loop. Build the model, optimizer and loader, derive a plan, then `Trainer(...).fit()`."
 
@@ -218,6 +218,7 @@ class Trainer:
         self.callbacks, self.peak_flops, self.progress = list(callbacks), peak_flops, progress
         self.handle_signals = handle_signals
         self.step, self.smooth_loss, self.train_seconds = 0, 0.0, 0.0
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None  # the next step's first batch, fetched early
         self.stop, self.interrupted, self.history = False, None, []
         self.log = get_logger()
 
@@ -232,17 +233,27 @@ class Trainer:
                 group["weight_decay"] = weight_decay_at(self.step, self.plan)
         return lrm
 
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        "The batch fetched ahead at the end of the last step, if any, else the loader's next."
+        if self.pending is not None:
+            batch, self.pending = self.pending, None
+            return batch
+        return self.loader.next_batch()
+
     def train_step(self) -> float:
         "One optimizer step over `grad_accum` micro-batches; returns the mean loss (over micro-batches and ranks)."
         total = torch.zeros((), device=self.model.wte.weight.device)
         for _ in range(self.plan.grad_accum):
-            inputs, targets = self.loader.next_batch()
+            inputs, targets = self.next_batch()
             with autocast_ctx(self.device_type, self.dtype): loss = self.forward(inputs, targets)
             (loss / self.plan.grad_accum).backward()
             total += loss.detach()
         self.set_schedules()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        # Fetch the next step's first batch now, while the GPU still works through this step: otherwise the GPU would
+        # sit idle after the sync below while the loader tokenizes it. (Saved with checkpoints, so resuming is exact.)
+        if self.step + 1 < self.plan.num_iterations: self.pending = self.loader.next_batch()
         total /= self.plan.grad_accum
         if self.world_size > 1:  # the mean over ranks (SUM then divide: every backend has SUM, Gloo has no AVG)
             dist.all_reduce(total)
@@ -277,8 +288,10 @@ class Trainer:
         "Write a checkpoint of this step (every rank writes its part)."
         if self.checkpoint_dir is None: return None
         meta = {**self.meta, "trainer": self.state(), "plan": asdict(self.plan)}
+        pending = None if self.pending is None else [t.cpu() for t in self.pending]
+        loader_state = {"loader": self.loader.state_dict(), "pending": pending}
         path = save_checkpoint(self.checkpoint_dir, self.step, self.model.state_dict(), self.optimizer.state_dict(),
-                               self.loader.state_dict(), meta, rank=self.rank, world_size=self.world_size, keep_last=self.keep_last)
+                               loader_state, meta, rank=self.rank, world_size=self.world_size, keep_last=self.keep_last)
         print0(f"step {self.step:>6} | saved checkpoint {path}", flush=True)
         for cb in self.callbacks: cb.on_checkpoint(self, path)
         return path
@@ -291,7 +304,9 @@ class Trainer:
                                   f"{self.world_size}: resume with the same number of processes")
         self.model.load_state_dict(ckpt.model_state)
         self.optimizer.load_state_dict(ckpt.optimizer_state)
-        self.loader.load_state_dict(ckpt.loader_state)
+        self.loader.load_state_dict(ckpt.loader_state["loader"])
+        pending = ckpt.loader_state["pending"]
+        self.pending = None if pending is None else tuple(t.to(self.model.wte.weight.device) for t in pending)
         restore_rng_state(ckpt.rng_state)
         state = ckpt.meta["trainer"]
         self.step, self.smooth_loss, self.train_seconds = state["step"], state["smooth_loss"], state["train_seconds"]
@@ -367,7 +382,7 @@ class Trainer:
             self.save()
         if bar is not None: bar.close()
 
-# %% ../nbs/12_trainer.ipynb #7ea08a05
+# %% ../nbs/12_trainer.ipynb #9e3631ae
 class TokenTensorLoader:
     """Batches cut from one token tensor, in a fixed order: micro-step `m` of rank `r` at position `i` reads chunk
     `i × world_size + r`. The ranks of a run together read exactly the chunks one process reads with `world_size`

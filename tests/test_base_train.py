@@ -94,7 +94,8 @@ def test_refusals_are_clear(run_env, tokenizer_env, tmp_path):
              (["--profile", "tiny", "--data", str(tmp_path)], tokenizer_env, "no .parquet shards in"),
              (["--profile", "tiny", "--resume", "--model-tag", "never"], tokenizer_env, "no checkpoint in"),
              (["--profile", "tiny", "--total-batch-size", "1000"], tokenizer_env, "not a multiple"),
-             (["--profile", "tiny", "--no-such-flag", "1"], run_env, "unknown flag")]
+             (["--profile", "tiny", "--no-such-flag", "1"], run_env, "unknown flag"),
+             (["--profile", "tiny", "--fp8"], tokenizer_env, "fp8 needs a CUDA GPU")]
     for args, env, message in cases:
         out = run(["nanochat.scripts.base_train", *args], env)
         assert out.returncode != 0 and message in out.stderr, (args, out.stdout[-500:], out.stderr[-2000:])

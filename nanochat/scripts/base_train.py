@@ -3,8 +3,9 @@
 # %% auto #0
 __all__ = ['SAMPLE_PROMPTS', 'BaseTrainConfig', 'build_model', 'data_folder', 'WandbLog', 'TensorBoardLog', 'main']
 
-# %% ../../nbs/12a_base_train.ipynb #9ab3b69a
+# %% ../../nbs/12a_base_train.ipynb #1d031a39
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,13 +18,13 @@ from ..common import (cleanup_distributed, compute_dtype, device_name, get_peak_
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
 from ..dataloader import PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards
-from ..gpt import GPT, config_for_depth
+from ..gpt import GPT, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
 from ..optim import setup_optimizer
 from ..tokenizer import load_tokenizer, token_byte_lengths
 from ..trainer import Callback, MetricsLog, Trainer, plan_training, sample_text
 
-# %% ../../nbs/12a_base_train.ipynb #8d6d7101
+# %% ../../nbs/12a_base_train.ipynb #e690da7b
 @register_config("base_train")
 @dataclass
 class BaseTrainConfig:
@@ -85,17 +86,17 @@ class BaseTrainConfig:
             raise ConfigError("no training horizon: set num_iterations, target_flops or target_param_data_ratio")
         if self.device_type not in ("", "cuda", "cpu", "mps"): raise ConfigError(f"device_type must be cuda, cpu or mps, got {self.device_type!r}")
 
-# %% ../../nbs/12a_base_train.ipynb #710f2d98
+# %% ../../nbs/12a_base_train.ipynb #7090105a
 def build_model(cfg: BaseTrainConfig, vocab_size: int, device: torch.device) -> GPT:
     "The GPT that `cfg` describes, initialised on `device` (FP8 layers swapped in when asked for)."
     config = config_for_depth(cfg.depth, vocab_size, aspect_ratio=cfg.aspect_ratio, head_dim=cfg.head_dim,
                               sequence_len=cfg.max_seq_len, window_pattern=cfg.window_pattern,
                               short_window=cfg.short_window or cfg.max_seq_len // 2, attention=cfg.attention)
+    if cfg.fp8 and device.type != "cuda": raise ConfigError("fp8 needs a CUDA GPU with FP8 tensor cores (Ada or Hopper)")
     model = GPT.build(config, device=device, seed=cfg.seed)
     if cfg.fp8:
-        from nanochat import gpt
-        if not hasattr(gpt, "enable_fp8"): raise ConfigError("fp8: this version of nanochat.gpt has no FP8 support")
-        gpt.enable_fp8(model)
+        try: enable_fp8(model)
+        except ValueError as e: raise ConfigError(f"fp8: {e}") from None
     return model
 
 
@@ -112,7 +113,7 @@ def data_folder(cfg: BaseTrainConfig) -> Path:
 SAMPLE_PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
                   "The opposite of hot is", "The planets of the solar system are:"]
 
-# %% ../../nbs/12a_base_train.ipynb #ad0f8343
+# %% ../../nbs/12a_base_train.ipynb #7c364ba3
 class WandbLog(Callback):
     "Send metrics to Weights & Biases (rank 0)."
     def __init__(self, run_name: str, config: dict):
@@ -137,10 +138,12 @@ class TensorBoardLog(Callback):
     def on_eval(self, trainer, metrics): self._write(metrics)
     def on_train_end(self, trainer): self.writer.close()
 
-# %% ../../nbs/12a_base_train.ipynb #f6f976bd
+# %% ../../nbs/12a_base_train.ipynb #43374778
 def main(argv: list[str] | None = None) -> dict:
     "Pretrain; returns a summary (steps, final validation bpb, time, tokens/s, checkpoint folder)."
     cfg, sources = parse_config(BaseTrainConfig, "base_train", argv)
+    # before CUDA starts: let the allocator grow segments instead of fragmenting (d20 at batch 32 fits only so)
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     info = init_distributed(cfg.device_type or None)
     try: return _train(cfg, sources, info)
     except ConfigError as e: raise SystemExit(f"base_train: error: {e}") from None

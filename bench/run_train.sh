@@ -1,0 +1,20 @@
+#!/bin/bash
+# One device call: optional attention kernels (ATTN=1), then one training-throughput invocation per argument string;
+# logs and results under $OUT (the last invocation's JSON is train_throughput-2026-11-25.json, earlier ones train-N.json).
+# MERGE=<earlier json files>: merge their records and this call's into the final JSON.
+# usage: ATTN=1 bash bench/run_train.sh "<train_throughput args>" ["<more args>" ...]
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-unknown}
+mkdir -p $OUT/logs
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv > $OUT/logs/gpu.txt 2>&1
+if [ -n "$ATTN" ]; then
+  timeout 150 python3 bench/attention.py --out $OUT/attention-2026-11-25.json > $OUT/logs/attention.log 2>&1
+  grep -v '^{' $OUT/logs/attention.log | grep -v Warning | tail -25
+fi
+n=0; count=$#
+for args in "$@"; do
+  n=$((n + 1))
+  out=$OUT/logs/train-$n.json; [ $n -eq $count ] && out=$OUT/train_throughput-2026-11-25.json
+  eval python3 bench/train_throughput.py $args --profile-dir $OUT/logs --out $out 2>&1 | tee $OUT/logs/train-$n.log | grep -v '^{' | grep -v Warn
+done
+[ -n "$MERGE" ] && python3 bench/merge_results.py $OUT/train_throughput-2026-11-25.json $MERGE $OUT/logs/train-*.json $OUT/train_throughput-2026-11-25.json
+tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs
