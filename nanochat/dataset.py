@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,8 +122,11 @@ def fetch_checksums(source: ShardSource, timeout: float = 30) -> dict[str, str]:
 
 # %% ../nbs/03_dataset.ipynb #c3ebda5a
 def download_shard(source: ShardSource, index: int, out_dir: Path, expected_sha256: str | None = None,
-                   retries: int = 5, backoff: float = 1.0, timeout: float = 60) -> Path:
-    "Fetch shard `index` into `out_dir` via a `.part` file, verified before it gets its final name. Returns its path."
+                   retries: int = 5, backoff: float = 1.0, timeout: float = 60,
+                   verify: Callable[[Path], str | None] = None) -> Path:
+    """Fetch shard `index` into `out_dir` via a `.part` file, verified before it gets its final name. Returns its path.
+    `verify(path)` says what is wrong with a downloaded file, or None (default: `parquet_problem`; other files, other checks)."""
+    verify = verify or parquet_problem
     name = source.filename.format(index=index)
     final, part = Path(out_dir) / name, Path(out_dir) / (name + ".part")
     if final.exists(): return final  # complete files were verified before their rename
@@ -144,7 +147,7 @@ def download_shard(source: ShardSource, index: int, out_dir: Path, expected_sha2
                 raise DownloadError(f"{name}: received {size} of {expected_size} bytes")  # keep .part: resume next try
             problem = None
             if expected_sha256 and (digest := sha256_of(part)) != expected_sha256: problem = f"SHA-256 {digest[:12]}… is not the published {expected_sha256[:12]}…"
-            problem = problem or parquet_problem(part)
+            problem = problem or verify(part)
             if problem:
                 part.unlink()  # corrupt: resuming it would keep the bad bytes
                 raise DownloadError(f"{name}: {problem}")
