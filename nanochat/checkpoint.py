@@ -327,7 +327,9 @@ def load_gpt(folder: Path | str, step: int | None = None, device: str | torch.de
     if "model_config" not in record["meta"]:
         raise CheckpointError(f"{d} has no model_config in its meta: it was not saved by a nanochat training script, so "
                               "the model's shape is unknown; build the model yourself and use load_model_weights")
-    with torch.device("meta"): model = GPT(GPTConfig(**record["meta"]["model_config"]))
+    config = dict(record["meta"]["model_config"])
+    if config.get("fp8") and torch.device(device).type != "cuda": config["fp8"] = False  # FP8 sped up training; the weights are ordinary
+    with torch.device("meta"): model = GPT(GPTConfig(**config))
     model.to_empty(device=device)
     model.init_weights()  # the rotary tables, which are not saved; every parameter is then overwritten
     load_model_weights(d, model)
