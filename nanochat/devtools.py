@@ -305,6 +305,7 @@ def stage_book(root: Path, dst: Path) -> Path:
         nb = stage_notebook(read_notebook(root / "nbs" / f"{page}.ipynb"), skip)
         (dst / f"{page}.ipynb").write_text(json.dumps(nb, indent=1), encoding="utf-8")
     shutil.copy2(root / "nbs" / "_toc.yml", dst / "_toc.yml")
+    if (root / "nbs" / "assets").is_dir(): shutil.copytree(root / "nbs" / "assets", dst / "assets")  # data the chapters plot
     (dst / "_config.yml").write_text(yaml.safe_dump(book_config(settings), sort_keys=False), encoding="utf-8")
     if mathjax_dir(root).exists(): shutil.copytree(mathjax_dir(root), dst / "_static" / "mathjax")
     else: print("warning: MathJax not found in .vendor/ (run runs/setup.sh); math will show as TeX", file=sys.stderr)

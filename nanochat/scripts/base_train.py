@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['SAMPLE_PROMPTS', 'BaseTrainConfig', 'build_model', 'data_folder', 'WandbLog', 'TensorBoardLog', 'main']
 
-# %% ../../nbs/12a_base_train.ipynb #1d031a39
+# %% ../../nbs/12a_base_train.ipynb #e191e645
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -24,7 +24,7 @@ from ..optim import setup_optimizer
 from ..tokenizer import load_tokenizer, token_byte_lengths
 from ..trainer import Callback, MetricsLog, Trainer, plan_training, sample_text
 
-# %% ../../nbs/12a_base_train.ipynb #e690da7b
+# %% ../../nbs/12a_base_train.ipynb #81a41437
 @register_config("base_train")
 @dataclass
 class BaseTrainConfig:
@@ -86,7 +86,7 @@ class BaseTrainConfig:
             raise ConfigError("no training horizon: set num_iterations, target_flops or target_param_data_ratio")
         if self.device_type not in ("", "cuda", "cpu", "mps"): raise ConfigError(f"device_type must be cuda, cpu or mps, got {self.device_type!r}")
 
-# %% ../../nbs/12a_base_train.ipynb #7090105a
+# %% ../../nbs/12a_base_train.ipynb #f4c4d6d0
 def build_model(cfg: BaseTrainConfig, vocab_size: int, device: torch.device) -> GPT:
     "The GPT that `cfg` describes, initialised on `device` (FP8 layers swapped in when asked for)."
     config = config_for_depth(cfg.depth, vocab_size, aspect_ratio=cfg.aspect_ratio, head_dim=cfg.head_dim,
@@ -113,7 +113,7 @@ def data_folder(cfg: BaseTrainConfig) -> Path:
 SAMPLE_PROMPTS = ["The capital of France is", "The chemical symbol of gold is", "If yesterday was Friday, then tomorrow will be",
                   "The opposite of hot is", "The planets of the solar system are:"]
 
-# %% ../../nbs/12a_base_train.ipynb #7c364ba3
+# %% ../../nbs/12a_base_train.ipynb #0201e688
 class WandbLog(Callback):
     "Send metrics to Weights & Biases (rank 0)."
     def __init__(self, run_name: str, config: dict):
@@ -138,7 +138,7 @@ class TensorBoardLog(Callback):
     def on_eval(self, trainer, metrics): self._write(metrics)
     def on_train_end(self, trainer): self.writer.close()
 
-# %% ../../nbs/12a_base_train.ipynb #43374778
+# %% ../../nbs/12a_base_train.ipynb #69b21fd2
 def main(argv: list[str] | None = None) -> dict:
     "Pretrain; returns a summary (steps, final validation bpb, time, tokens/s, checkpoint folder)."
     cfg, sources = parse_config(BaseTrainConfig, "base_train", argv)
