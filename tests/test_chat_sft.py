@@ -1,0 +1,30 @@
+"""chat_sft from the command line: base -> SFT handoff by tag on the tiny profile, and clear refusals."""
+import json
+import subprocess
+
+from conftest import PYTHON, ROOT
+
+
+def run(args, env, timeout=300):
+    return subprocess.run([PYTHON, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_base_to_sft_handoff(run_env, private_base_dir):
+    for args in (["nanochat.scripts.tok_train", "--profile", "tiny"], ["nanochat.scripts.base_train", "--profile", "tiny"],
+                 ["nanochat.scripts.chat_sft", "--profile", "tiny"]):
+        out = run(args, run_env)
+        assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-2000:]
+    folder = private_base_dir / "checkpoints" / "sft" / "d2"
+    meta = json.loads((folder / "step_000006" / "meta.json").read_text())
+    assert meta["meta"]["source"].endswith("checkpoints/base/d2")
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 6
+
+
+def test_refusals_are_clear(run_env):
+    cases = [(["--num-epochs", "0"], "num_epochs must be positive"), (["--init-lr-frac", "2"], "init_lr_frac must be in"),
+             (["--model-tag", "nope"], "no checkpoints in")]
+    for args, message in cases:
+        out = run(["nanochat.scripts.chat_sft", *args], run_env)
+        assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-1500:])
+        assert "Traceback" not in out.stderr
+    assert run(["nanochat.scripts.chat_sft", "--help"], run_env).returncode == 0
