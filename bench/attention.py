@@ -7,13 +7,13 @@ timed with each of PyTorch's kernels forced (flash, cuDNN, memory-efficient) to 
 table and one JSON line, saved as bench/results/attention-DATE.json (or --out).
 """
 import argparse
-import json
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from record import git_commit, save_result
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nanochat.attention import ATTENTION_BACKENDS, _flex_kernel, attention_mask, backend_agreement, flex_block_mask
@@ -84,14 +84,8 @@ def main():
                                 "window": window, "ms_fwd_bwd": round(ms, 3), "tflops": round(flops / ms / 1e9, 1)})
                 print(f"{H:>3} heads window {window:>5} {name:>15}: {ms:8.2f} ms  {flops / ms / 1e9:6.0f} TFLOP/s", flush=True)
     result = {"name": "attention", "date": date.today().isoformat(), "gpu": device_name("cuda"), "torch": torch.__version__,
-              "agreement": agreement, "records": records}
-    import os
-    result["commit"] = os.environ.get("NANOCHAT_COMMIT", "unknown")
-    line = json.dumps(result)
-    print(line)
-    out = args.out or ROOT / "bench" / "results" / f"attention-{result['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(line + "\n")
+              "commit": git_commit(), "agreement": agreement, "records": records}
+    save_result(result, args.out)
 
 
 if __name__ == "__main__":

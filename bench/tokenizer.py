@@ -12,11 +12,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import date
 from pathlib import Path
+
+from record import git_commit, save_result
 
 from nanochat.bpe import encode as python_encode
 from nanochat.bpe import train_bpe
@@ -94,16 +95,11 @@ def main():
     print(f"rustbpe vs HF training time: {t_hf / t_rust:.2f}x ({'faster' if t_rust < t_hf else 'slower'}); "
           f"rustbpe merges identical to the Python reference: {same}")
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip() or "unknown"
     result = {"name": "tokenizer", "date": date.today().isoformat(), "gpu": "cpu", "cpu": platform.processor() or platform.machine(),
-              "cores": os.cpu_count(), "commit": commit, "rust_vs_hf_train_speedup": round(t_hf / t_rust, 3),
+              "cores": os.cpu_count(), "commit": git_commit(), "rust_vs_hf_train_speedup": round(t_hf / t_rust, 3),
               "rust_equals_python_reference": same, "records": records}
-    line = json.dumps(result)
-    print(line)
-    if not args.no_save:
-        out = ROOT / "bench" / "results" / f"tokenizer-{result['date']}.json"
-        out.write_text(line + "\n")
-        print(f"saved {out.relative_to(ROOT)}", file=sys.stderr)
+    if args.no_save: print(json.dumps(result))
+    else: print(f"saved {save_result(result).relative_to(ROOT)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

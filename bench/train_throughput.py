@@ -14,16 +14,15 @@ d12 L 490k tok/s (44% MFU), d12 SSSL 409k, d20 L 146k (48%), d20 SSSL 126k.
 Prints a table and one JSON line, saved as bench/results/train_throughput-DATE.json (or --out).
 """
 import argparse
-import json
 import os
 
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # as upstream's base_train: less fragmentation
-import subprocess
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
+from record import git_commit, save_result
 
 from nanochat.common import autocast_ctx, compute_mfu, device_name, get_peak_flops
 from nanochat.gpt import GPT, GPTConfig, config_for_depth, enable_fp8, estimate_flops
@@ -121,13 +120,6 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
     return record
 
 
-def git_commit() -> str:
-    "The commit being measured: $NANOCHAT_COMMIT (set it where the copy has no .git), else git's HEAD."
-    if os.environ.get("NANOCHAT_COMMIT"): return os.environ["NANOCHAT_COMMIT"]
-    try: return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip() or "unknown"
-    except OSError: return "unknown"
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depths", type=int, nargs="+", default=[12, 20])
@@ -190,11 +182,7 @@ def main():
     commit = git_commit()
     result = {"name": "train_throughput", "date": date.today().isoformat(), "gpu": device_name("cuda"), "commit": commit,
               "torch": torch.__version__, "records": records}
-    line = json.dumps(result)
-    print(line)
-    out = args.out or ROOT / "bench" / "results" / f"train_throughput-{result['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(line + "\n")
+    save_result(result, args.out)
 
 
 if __name__ == "__main__":
