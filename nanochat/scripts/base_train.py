@@ -213,7 +213,7 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     trainer.fit()
     evals = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()] if info.rank == 0 else []
     val = [m["val_bpb"] for m in evals if "val_bpb" in m]
-    timed = [m for m in trainer.history[5:]] or trainer.history
+    timed = trainer.history[5:] or trainer.history  # the first steps compile and warm up
     summary = {"steps": trainer.step, "planned_steps": plan.num_iterations, "interrupted": trainer.interrupted,
                "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "val_bpb": val[-1] if val else None,
                "unigram_bpb": unigram, "device": device_name(device_type), "world_size": info.world_size,

@@ -43,16 +43,19 @@ class SFTLoader:
         self.task, self.tokenizer, self.B, self.max_len = task, tokenizer, batch_size, max_len
         self.rank, self.world, self.device, self.seed = rank, world_size, torch.device(device), seed
         self.epoch, self.position = 0, 0
+        self._shuffled: tuple[int, list[int]] | None = None  # (epoch, this rank's order): shuffled once per epoch
 
     def _order(self) -> list[int]:
-        order = list(range(len(self.task)))
-        random.Random(self.seed + self.epoch).shuffle(order)
-        return order[self.rank::self.world][: len(self.task) // self.world]  # every rank the same number
+        "This rank's share of the epoch's shuffled order; every rank gets the same number."
+        if self._shuffled is None or self._shuffled[0] != self.epoch:
+            order = list(range(len(self.task)))
+            random.Random(self.seed + self.epoch).shuffle(order)
+            self._shuffled = (self.epoch, order[self.rank::self.world][: len(self.task) // self.world])
+        return self._shuffled[1]
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position + self.B > len(self._order()): self.epoch, self.position = self.epoch + 1, 0
         order = self._order()
-        if self.position + self.B > len(order): self.epoch, self.position, order = self.epoch + 1, 0, None
-        order = order or self._order()
         batch = [self.task[i] for i in order[self.position:self.position + self.B]]
         self.position += self.B
         inputs, targets = collate_conversations(self.tokenizer, batch, self.max_len)
