@@ -22,7 +22,7 @@ setuptools.setup(
     keywords=cfg["keywords"].split(),
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["nanochat", "nanochat.*"]),
-    package_data={"nanochat": ["profiles/*.yaml"]},
+    package_data={"nanochat": ["profiles/*.yaml", "ui.html"]},
     install_requires=cfg["requirements"].split(),
     extras_require={"dev": cfg["dev_requirements"].split()},
     entry_points={"console_scripts": cfg.get("console_scripts", "").split(), "nbdev": ["nanochat=nanochat._modidx:d"]},

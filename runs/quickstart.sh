@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# README command 1: set up everything, then run the main job.
-# Until the CPU speedrun lands, the main job is rendering the book (all chapters, executed, offline).
+# README command 1: set up everything, then run the main job: the CPU speedrun (runs/cpu.sh), offline.
+# To render the book instead: .venv/bin/python -m nanochat.devtools book
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash runs/setup.sh
-.venv/bin/python -m nanochat.devtools book
+bash runs/cpu.sh

@@ -10,6 +10,7 @@ def run(args, env, timeout=300):
 
 
 def test_base_to_sft_handoff(run_env, private_base_dir):
+    "Without a mid run, SFT's default source (auto) is the base run of the tag."
     for args in (["nanochat.scripts.tok_train", "--profile", "tiny"], ["nanochat.scripts.base_train", "--profile", "tiny"],
                  ["nanochat.scripts.chat_sft", "--profile", "tiny"]):
         out = run(args, run_env)
@@ -22,7 +23,8 @@ def test_base_to_sft_handoff(run_env, private_base_dir):
 
 def test_refusals_are_clear(run_env):
     cases = [(["--num-epochs", "0"], "num_epochs must be positive"), (["--init-lr-frac", "2"], "init_lr_frac must be in"),
-             (["--model-tag", "nope"], "no checkpoints in")]
+             (["--model-tag", "nope"], "no checkpoints in"), (["--source-stage", "later"], "expected one of ['auto', 'base', 'mid']"),
+             (["--source-stage", "mid"], "checkpoints/mid has no runs")]
     for args, message in cases:
         out = run(["nanochat.scripts.chat_sft", *args], run_env)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-1500:])

@@ -14,6 +14,7 @@ import torch
 from ..checkpoint import CheckpointError, checkpoint_dir, load_gpt
 from ..common import (autocast_ctx, cleanup_distributed, compute_dtype, get_base_dir, init_distributed, print0)
 from ..config import ConfigError, format_config, parse_config, register_config, setting
+from ..report import log_stage
 from ..core_eval import default_core_dir, evaluate_core
 from ..dataloader import validation_batches
 from ..dataset import default_data_dir, list_shards
@@ -103,6 +104,12 @@ def _evaluate(cfg: BaseEvalConfig, sources: dict, info) -> dict:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1) + "\n")
         print0(f"saved {out}")
+    if cfg.stage == "base":
+        core = results.get("core")
+        log_stage("base_eval", {"step": step, **{k: results[k] for k in ("train_bpb", "val_bpb") if k in results},
+                                **({"CORE": core["core"], "CORE tasks": len(core["tasks"])} if core else {}),
+                                **{f"sample {i + 1}": s for i, s in enumerate(results.get("samples", []))}},
+                  card={"CORE": core["core"]} if core else None, column="BASE", seconds=results["seconds"])
     return results
 
 

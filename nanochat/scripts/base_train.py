@@ -16,6 +16,7 @@ from ..checkpoint import checkpoint_dir, list_checkpoints
 from ..common import (cleanup_distributed, compute_dtype, device_name, get_peak_flops, init_distributed,
                              print0, seed_everything)
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
+from ..report import log_stage
 from ..dataloader import PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards
 from ..gpt import GPT, config_for_depth, enable_fp8
@@ -222,6 +223,11 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     if timed and "mfu" in timed[0]: summary["mfu"] = round(sum(m["mfu"] for m in timed) / len(timed), 4)
     print0("summary: " + json.dumps(summary))
     if info.rank == 0: (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    c = model.config
+    log_stage("base_train", {"depth": c.n_layer, "width": c.n_embd, "parameters": sum(p.numel() for p in model.parameters()),
+                             "windows": c.window_pattern, "total_batch_size": plan.total_batch_size, "tokens": plan.total_tokens,
+                             **{k: v for k, v in summary.items() if k not in ("device", "checkpoint_dir")}},
+              metrics_file=out_dir / "metrics.jsonl", seconds=summary["train_seconds"])
     return summary
 
 

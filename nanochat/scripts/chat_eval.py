@@ -15,6 +15,7 @@ import torch.distributed as dist
 from ..checkpoint import CheckpointError, load_gpt
 from ..common import autocast_ctx, cleanup_distributed, compute_dtype, get_base_dir, init_distributed, print0
 from ..config import ConfigError, format_config, parse_config, register_config, setting
+from ..report import log_stage
 from ..gpt import KVCache
 from .base_eval import find_run
 from ..tokenizer import load_tokenizer, render_for_completion
@@ -181,6 +182,11 @@ def main(argv: list[str] | None = None) -> dict:
             out = get_base_dir() / "eval" / f"chat_{cfg.stage}_{run.name}_step{report['step']}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=1) + "\n")
+        if cfg.stage in ("mid", "sft", "rl"):
+            scores = {r["task"]: r["accuracy"] for r in results} | {"ChatCORE": report["chatcore"]}
+            data = {"step": report["step"], **{f"{r['task']} ({r['problems']} problems)": r["accuracy"] for r in results},
+                    "ChatCORE": report["chatcore"]}
+            log_stage(f"chat_eval_{cfg.stage}", data, card=scores, column=cfg.stage.upper(), seconds=sum(r["seconds"] for r in results))
         return report
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e: raise SystemExit(f"chat_eval: error: {e}") from None
     finally: cleanup_distributed()

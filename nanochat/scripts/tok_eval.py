@@ -15,6 +15,7 @@ import yaml
 from ..bpe import SPLIT_PATTERN
 from ..common import get_base_dir, shared_data_dir
 from ..config import ConfigError, format_config, parse_config, register_config, setting
+from ..report import log_stage
 from ..dataset import iter_documents, list_shards
 from .tok_train import training_files
 from ..tokenizer import Tokenizer, default_tokenizer_dir, load_tokenizer
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = Path(cfg.out_dir) if cfg.out_dir else get_base_dir() / "tok_eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
+    log_stage("tok_eval", {f"{row['tokenizer']} {kind}": row[kind] for row in rows for kind in kinds})  # bytes per token
     return rows
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
 from ..dataset import default_data_dir, iter_documents, list_shards
+from ..report import log_stage
 from ..tokenizer import Tokenizer, default_tokenizer_dir, save_tokenizer
 
 # %% ../../nbs/05a_tok_train.ipynb #e276129e
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> Path:
     ratio = len(sample.encode()) / max(1, len(tokenizer.encode(sample)))
     print(f"trained a {tokenizer.vocab_size}-token tokenizer on {n_chars:,} characters in {seconds:.1f} s "
           f"({n_chars / max(seconds, 1e-9) / 1e6:.1f} M chars/s); {ratio:.2f} bytes/token on held-out text; saved to {out}")
+    log_stage("tok_train", {"vocab_size": tokenizer.vocab_size, "characters": n_chars, "implementation": "rustbpe" if cfg.use_rust else "python",
+                            "bytes_per_token": round(ratio, 3), "folder": out}, seconds=round(seconds, 1))
     return out
 
 

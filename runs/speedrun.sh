@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The GPU speedrun: from nothing to a talking model on one node, with the real downloads.
+#
+#   bash runs/speedrun.sh                                 # 8 GPUs (all that nvidia-smi lists), profile `speedrun` (d20)
+#   NPROC=1 NANOCHAT_PROFILE=d12 bash runs/speedrun.sh    # one GPU: a d12 model (see runs/speedrun_1gpu.sh)
+#
+# Settings (environment):
+#   NPROC            processes (GPUs) for torchrun; default: every GPU
+#   NANOCHAT_PROFILE profile of every stage: speedrun (8×H100, d20), d20, d12
+#   SHARDS           pretraining shards to download (default 240 for speedrun/d20, 40 for d12)
+#   SKIP_DOWNLOAD=1  use the shards already in $NANOCHAT_BASE_DIR/base_data (or the local stand-in): no network
+#   BASE_ARGS        extra arguments for base_train (e.g. "--num-iterations 600" for a short run)
+#   SFT_ARGS, MID_ARGS, BASE_EVAL_ARGS, CHAT_EVAL_ARGS, TOK_EVAL_ARGS, CLI_ARGS   the same for the other stages
+#   MID=0            leave midtraining out (SFT then starts from the base model)
+#   RL=1             add the RL stage on GSM8K after SFT
+#   WANDB_RUN        a run name: log to Weights & Biases (needs wandb installed and logged in)
+#
+# The structure follows upstream nanochat's speedrun: data download in the background while the tokenizer trains,
+# torchrun for every GPU stage, the report card at the end. Every stage appends its section to the report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+PROFILE=${NANOCHAT_PROFILE:-speedrun}
+NPROC=${NPROC:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$NPROC" -ge 1 ] || { echo "no GPU found (nvidia-smi lists none): use runs/cpu.sh on a CPU" >&2; exit 1; }
+case "$PROFILE" in d12) SHARDS=${SHARDS:-40} ;; *) SHARDS=${SHARDS:-240} ;; esac
+export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+LOGGER=(); [ -n "${WANDB_RUN:-}" ] && LOGGER=(--logger wandb --run-name "$WANDB_RUN")
+start=$(date +%s)
+step() { printf '\n\033[1m== [%5ss] %s\033[0m\n' "$(( $(date +%s) - start ))" "$*"; }
+gpu() {  # run a module on every GPU
+  if [ "$NPROC" -gt 1 ]; then $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m "$@"; else $PY -m "$@"; fi
+}
+
+step "report: a new run (profile $PROFILE on $NPROC GPU(s); artifacts in $NANOCHAT_BASE_DIR)"
+$PY -m nanochat.report reset
+$PY -m nanochat.scripts.sysinfo --profile "$PROFILE" || true
+
+if [ -z "${SKIP_DOWNLOAD:-}" ]; then
+  step "data: the first 8 shards now (the tokenizer's text), $SHARDS in the background"
+  $PY -m nanochat.dataset -n 8
+  $PY -m nanochat.dataset -n "$SHARDS" > "$NANOCHAT_BASE_DIR/download.log" 2>&1 &
+  DOWNLOAD=$!
+fi
+
+step "tokenizer"
+$PY -m nanochat.scripts.tok_train --profile "$PROFILE"
+$PY -m nanochat.scripts.tok_eval --profile "$PROFILE" ${TOK_EVAL_ARGS:-}
+
+if [ -z "${SKIP_DOWNLOAD:-}" ]; then
+  step "the CORE evaluation bundle"
+  $PY -m nanochat.core_eval download || echo "CORE bundle not downloaded: base_eval scores the tasks found locally and says which are missing"
+  step "waiting for the pretraining shards"
+  wait "$DOWNLOAD" || { echo "shard download failed: see $NANOCHAT_BASE_DIR/download.log" >&2; exit 1; }
+fi
+
+step "pretraining"
+gpu nanochat.scripts.base_train --profile "$PROFILE" "${LOGGER[@]}" ${BASE_ARGS:-}
+step "base model evaluation"
+gpu nanochat.scripts.base_eval --profile "$PROFILE" ${BASE_EVAL_ARGS:-}
+SFT_SOURCE=()
+if [ "${MID:-1}" != 0 ]; then
+  step "midtraining"
+  gpu nanochat.scripts.mid_train --profile "$PROFILE" ${MID_ARGS:-}
+  gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage mid ${CHAT_EVAL_ARGS:-}
+else
+  SFT_SOURCE=(--source-stage base)
+fi
+step "supervised fine-tuning"
+gpu nanochat.scripts.chat_sft --profile "$PROFILE" "${SFT_SOURCE[@]}" ${SFT_ARGS:-}
+gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage sft ${CHAT_EVAL_ARGS:-}
+if [ "${RL:-0}" = 1 ]; then
+  step "reinforcement learning on GSM8K"
+  gpu nanochat.scripts.chat_rl --profile "$PROFILE"
+  gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage rl --task GSM8K ${CHAT_EVAL_ARGS:-}
+fi
+
+step "report"
+$PY -m nanochat.report generate
+step "one answer"
+$PY -m nanochat.scripts.chat_cli --stage "$([ "${RL:-0}" = 1 ] && echo rl || echo sft)" -p "Why is the sky blue?" ${CLI_ARGS:-}
+step "done: report at $NANOCHAT_BASE_DIR/report/report.md"
