@@ -13,6 +13,7 @@ __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKE
 # one bounded queue; a worker thread per device admits them into free rows of the engine's decode batch between steps
 # (continuous batching) and streams each row's tokens back to its request.
 import asyncio
+import importlib
 import json
 import logging
 import secrets
@@ -440,7 +441,7 @@ class ServerConfig:
     max_tokens_cap: int = MAX_NEW_TOKENS  # a request asking for more is cut to this (finish_reason "length")
 
 
-UI_PATH = Path(__file__).parent / "ui.html" if "__file__" in globals() else Path("../nanochat/ui.html")
+UI_PATH = Path(importlib.import_module("nanochat").__file__).parent / "ui.html"  # the package's copy, from a notebook too
 
 
 def ui_html() -> str:

@@ -42,6 +42,10 @@ if [ -z "${SKIP_DOWNLOAD:-}" ]; then
   $PY -m nanochat.dataset -n 8
   $PY -m nanochat.dataset -n "$SHARDS" > "$NANOCHAT_BASE_DIR/download.log" 2>&1 &
   DOWNLOAD=$!
+  step "the word list of the spelling tasks"
+  words="$NANOCHAT_BASE_DIR/words_alpha.txt"
+  [ -s "$words" ] || { curl -fsSL --retry 3 -o "$words.tmp" https://raw.githubusercontent.com/dwyl/english-words/master/words_alpha.txt \
+    && mv "$words.tmp" "$words"; } || echo "no word list downloaded: the spelling tasks derive one from the pretraining shards"
 fi
 
 step "tokenizer"

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..common import get_base_dir, shared_data_dir
-from ..dataset import iter_documents, list_shards
+from ..dataset import default_data_dir, iter_documents, list_shards
 from .common import DataUnavailable, Task
 from .gsm8k import extract_answer, numbers_equal
 
@@ -21,16 +21,19 @@ WORDS_URL = "https://raw.githubusercontent.com/dwyl/english-words/master/words_a
 
 def load_words(path: Path | str | None = None, n: int = 5000, max_chars: int = 2_000_000) -> list[str]:
     """A sorted word list: the file `path` (one word a line), else `<base dir>/words_alpha.txt`, else the `n` most
-    frequent lowercase words of 3-12 letters in the first `max_chars` of the local Wikipedia validation shard."""
+    frequent lowercase words of 3-12 letters in the first `max_chars` of the local Wikipedia validation shard, else of
+    the pretraining shards' validation shard (a GPU node with downloaded shards and no shared data folder)."""
     path = Path(path) if path else get_base_dir() / "words_alpha.txt"
     if path.exists():
         return sorted({w for w in path.read_text(encoding="utf-8").split() if re.fullmatch(r"[a-z]+", w)})
     root = shared_data_dir()
-    if root is None or not (root / "pretrain" / "wikipedia_en").is_dir():
-        raise DataUnavailable(f"no word list: {path} does not exist and there is no local Wikipedia shard to derive one from; "
-                              f"download {WORDS_URL} to {path}")
+    folders = ([root / "pretrain" / "wikipedia_en"] if root is not None else []) + [default_data_dir()]
+    folder = next((f for f in folders if f.is_dir() and any(f.glob("*.parquet"))), None)
+    if folder is None:
+        raise DataUnavailable(f"no word list: {path} does not exist and there are no local shards to derive one from "
+                              f"(looked in {', '.join(map(str, folders))}); download {WORDS_URL} to {path}")
     counts = Counter()
-    for doc in iter_documents(list_shards(root / "pretrain" / "wikipedia_en", split="val"), max_chars=max_chars):
+    for doc in iter_documents(list_shards(folder, split="val"), max_chars=max_chars):
         counts.update(re.findall(r"(?<![\w'-])[a-z]{3,12}(?![\w'-])", doc))
     return sorted(w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
