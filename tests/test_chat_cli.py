@@ -23,7 +23,11 @@ def tiny_checkpoint(private_base_dir):
     tok = Tokenizer.train(iter(["How much is 3 + 4? It is 7.", "Hello! How can I help you today?"] * 50), vocab_size=300)
     save_tokenizer(tok)
     model = GPT.build(GPTConfig(vocab_size=tok.vocab_size, n_layer=2, n_embd=64, n_head=2, n_kv_head=2, sequence_len=128))
-    with torch.no_grad(): model.lm_head.weight.normal_(0, 0.5)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0, 0.5)
+        for stop in (tok.encode_special("<|assistant_end|>"), tok.get_bos_token_id()):
+            model.lm_head.weight[stop] = 0  # a logit of 0 is never the largest here: the reply is never empty
     save_checkpoint(checkpoint_dir("sft", "tiny"), 3, model.state_dict(), None, None, meta={"model_config": asdict(model.config)})
     return tok
 
