@@ -10,9 +10,7 @@ set -uo pipefail
 export PYTHONPATH=$PWD:$PWD/.gpudata/pylib PYTHONUNBUFFERED=1
 export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_DIR=$PWD/.gpudata/shared/data
 mkdir -p "$NANOCHAT_BASE_DIR/base_data" "${OUT:=bench/results}"
-cp .gpudata/shards/*.parquet "$NANOCHAT_BASE_DIR/base_data/"
-# the spelling tasks derive their word list from a local Wikipedia shard: point the data folder's slot at ours
-mkdir -p "$NANOCHAT_DATA_DIR/pretrain" && ln -sfn "$PWD/.gpudata/shards" "$NANOCHAT_DATA_DIR/pretrain/wikipedia_en"
+cp .gpudata/shards/*.parquet "$NANOCHAT_BASE_DIR/base_data/"  # also where the spelling tasks derive their word list
 PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=0 \
   BASE_ARGS="--num-iterations ${BASE_STEPS:-80} --eval-every 40 --sample-every 80" \
   BASE_EVAL_ARGS="--max-per-task ${CORE_PER_TASK:-25}" SFT_ARGS="--max-steps ${SFT_STEPS:-80}" \

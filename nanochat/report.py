@@ -223,7 +223,7 @@ def steady_throughput(history: list[dict], skip: int = 5) -> dict:
     out = {}
     for key in ("tok_per_s", "mfu"):
         values = [m[key] for m in timed if m.get(key) is not None]
-        if values: out[key] = round(sum(values) / len(values), 4 if key == "mfu" else 0)
+        if values: out[key] = round(sum(values) / len(values), 4) if key == "mfu" else round(sum(values) / len(values))
     return out
 
 # %% ../nbs/01b_report.ipynb #d6da99e2

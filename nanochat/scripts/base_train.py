@@ -16,7 +16,7 @@ from ..checkpoint import checkpoint_dir, list_checkpoints
 from ..common import (cleanup_distributed, compute_dtype, device_name, get_peak_flops, init_distributed,
                              print0, seed_everything)
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
-from ..report import log_stage
+from ..report import log_stage, steady_throughput
 from ..dataloader import PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards
 from ..gpt import GPT, config_for_depth, enable_fp8
@@ -214,13 +214,11 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     trainer.fit()
     evals = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()] if info.rank == 0 else []
     val = [m["val_bpb"] for m in evals if "val_bpb" in m]
-    timed = trainer.history[5:] or trainer.history  # the first steps compile and warm up
     summary = {"steps": trainer.step, "planned_steps": plan.num_iterations, "interrupted": trainer.interrupted,
                "final_loss": trainer.history[-1]["loss"] if trainer.history else None, "val_bpb": val[-1] if val else None,
                "unigram_bpb": unigram, "device": device_name(device_type), "world_size": info.world_size,
                "train_seconds": round(trainer.train_seconds, 1), "checkpoint_dir": str(out_dir),
-               "tok_per_s": round(sum(m["tok_per_s"] for m in timed) / max(1, len(timed)))}
-    if timed and "mfu" in timed[0]: summary["mfu"] = round(sum(m["mfu"] for m in timed) / len(timed), 4)
+               "tok_per_s": 0, **steady_throughput(trainer.history)}  # steady rate, without the warm-up steps
     print0("summary: " + json.dumps(summary))
     if info.rank == 0: (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     c = model.config
