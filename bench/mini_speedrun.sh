@@ -5,7 +5,7 @@
 #   .gpudata/shards/*.parquet   pretraining shards (the sandbox corpus; the last one is validation)
 #   .gpudata/shared/data/       the chat and eval sets (a copy of ../shared/data's chat/ and eval/ subsets)
 #   .gpudata/pylib/rustbpe/     the compiled tokenizer trainer (abi3), built here by runs/setup.sh
-# usage (device): OUT=folder bash bench/mini_speedrun.sh    -> $OUT/report/ (report.md, plots) and $OUT/speedrun.log
+# usage (device): BUDGET_S=565 OUT=folder bash bench/mini_speedrun.sh    -> $OUT/report/ (report.md, plots) and $OUT/speedrun.log
 set -uo pipefail
 export PYTHONPATH=$PWD:$PWD/.gpudata/pylib PYTHONUNBUFFERED=1
 export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_DIR=$PWD/.gpudata/shared/data
@@ -19,4 +19,5 @@ PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=0 \
   timeout "${BUDGET_S:-420}" bash runs/speedrun.sh > "$OUT/speedrun.log" 2>&1
 echo "speedrun.sh exit status $?" >> "$OUT/speedrun.log"
 python3 -m nanochat.report generate >> "$OUT/speedrun.log" 2>&1  # again, so a run cut by the budget still has its report
-cp -r "$NANOCHAT_BASE_DIR/report" "$OUT/"
+# only report.md and the plots: the device tool brings back at most 8 files from $OUT
+mkdir -p "$OUT/report" && cp "$NANOCHAT_BASE_DIR"/report/report.md "$NANOCHAT_BASE_DIR"/report/*.png "$OUT/report/"

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .attention import AttentionBackend, reference_attention, select_attention
 from .common import compute_dtype
 from .linear_ce import linear_cross_entropy
+from .rope_norm import rope_norm
 
 # %% ../nbs/08_gpt.ipynb #8b1ccba6
 @dataclass
@@ -37,6 +38,7 @@ class GPTConfig:
     fused_qkv: bool = False  # q, k, v by one matrix multiply of the stacked weights (same math; measured 4% slower on H100)
     autocast_residual: bool = True  # under autocast, residual stream and value embeddings in its dtype (bf16), not fp32
     fused_ce: bool = True  # training on a GPU: the LM head and its loss fused, chunk by chunk (chapter 07a)
+    fused_rope_norm: bool = True  # on a GPU: rotary + QK-norm as one kernel each way, backward from the output (chapter 07b)
     fp8: bool = False  # block matrices multiply in FP8 with dynamic scales (Hopper GPUs; see `enable_fp8`): faster, less exact
 
     def __post_init__(self):
@@ -128,8 +130,10 @@ class CausalSelfAttention(nn.Module):
         if value_embed is not None:
             gate = 2 * torch.sigmoid(self.ve_gate(x[..., :GATE_CHANNELS]))  # (B, T, n_kv_head)
             v = v + gate.unsqueeze(-1) * value_embed.view(B, T, self.n_kv_head, self.head_dim)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if self.config.qk_norm: q, k = norm(q), norm(k)  # bounded logits: a stable softmax at any learning rate
+        if self.config.qk_norm and self.config.fused_rope_norm and q.is_cuda: q, k = rope_norm(q, cos, sin), rope_norm(k, cos, sin)
+        else:
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            if self.config.qk_norm: q, k = norm(q), norm(k)  # bounded logits: a stable softmax at any learning rate
         if kv_cache is not None: k, v = kv_cache.insert(self.layer, k, v)  # this step's keys and values, plus all before
         y = attend(q, k, v, self.config.window(self.layer))  # (B, T, n_head, head_dim); grouping and window handled there
         return linear(y.reshape(B, T, -1), self.c_proj.weight, self.config.fp8)

@@ -242,23 +242,27 @@ class Trainer:
 
     def train_step(self) -> float:
         "One optimizer step over `grad_accum` micro-batches; returns the mean loss (over micro-batches and ranks)."
-        total = torch.zeros((), device=self.model.wte.weight.device)
+        total = torch.zeros(2, device=self.model.wte.weight.device)  # the loss sum and the positions, reduced together
+        positions = 0
         for _ in range(self.plan.grad_accum):
             inputs, targets = self.next_batch()
             with autocast_ctx(self.device_type, self.dtype): loss = self.forward(inputs, targets)
             (loss / self.plan.grad_accum).backward()
-            total += loss.detach()
+            total[0] += loss.detach()
+            positions += inputs.numel()  # what the GPU computed: fewer than the plan's batch when SFT batches are short
+        total[1] = positions
         self.set_schedules()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         # Fetch the next step's first batch now, while the GPU still works through this step: otherwise the GPU would
         # sit idle after the sync below while the loader tokenizes it. (Saved with checkpoints, so resuming is exact.)
         if self.step + 1 < self.plan.num_iterations: self.pending = self.loader.next_batch()
-        total /= self.plan.grad_accum
+        total[0] /= self.plan.grad_accum
         if self.world_size > 1:  # the mean over ranks (SUM then divide: every backend has SUM, Gloo has no AVG)
             dist.all_reduce(total)
-            total /= self.world_size
-        return total.item()  # the one host sync per step
+            total[0] /= self.world_size
+        loss, self.step_tokens = total.tolist()  # the one host sync per step
+        return loss
 
     # -- evaluation, samples -----------------------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -340,7 +344,7 @@ class Trainer:
         return self.history
 
     def _loop(self) -> None:
-        plan, tokens_per_step = self.plan, self.plan.total_batch_size
+        plan = self.plan
         for cb in self.callbacks: cb.on_train_start(self)
         bar = None
         if self.progress and self.rank == 0:
@@ -355,6 +359,7 @@ class Trainer:
             loss = self.train_step()
             if self.device_type == "cuda": torch.cuda.synchronize()
             seconds = time.perf_counter() - start
+            tokens_per_step = self.step_tokens  # positions computed this step, all ranks
             self.step += 1
             if self.step > 5: self.train_seconds += seconds  # the first steps compile and warm up
             # an exponential moving average of the loss, bias-corrected, for a readable log

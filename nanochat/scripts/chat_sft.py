@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_gpt
-from ..common import cleanup_distributed, compute_dtype, init_distributed, print0
+from ..common import cleanup_distributed, compute_dtype, device_name, get_peak_flops, init_distributed, print0
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
 from ..report import log_stage, steady_throughput
 from ..optim import setup_optimizer
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type, dtype=compute_dtype(info.device.type),
                           rank=info.rank, world_size=info.world_size, eval_every=-1, sample_every=-1, log_every=cfg.log_every,
                           checkpoint_dir=out_dir, keep_last=1, callbacks=[MetricsLog(out_dir / "metrics.jsonl")],
+                          peak_flops=get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None,  # for MFU
                           meta={"model_config": asdict(model.config), "source": str(run), "chat_sft": asdict(cfg)})
         history = trainer.fit()
         summary = {"steps": trainer.step, "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],

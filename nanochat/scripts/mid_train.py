@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_gpt
-from ..common import cleanup_distributed, compute_dtype, init_distributed, print0
+from ..common import cleanup_distributed, compute_dtype, device_name, get_peak_flops, init_distributed, print0
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
 from ..report import log_stage, steady_throughput
 from ..dataloader import BestFitPacker
@@ -239,6 +239,7 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
                       compile=use_compile, rank=info.rank, world_size=info.world_size, eval_every=-1, sample_every=-1,
                       log_every=cfg.log_every, checkpoint_dir=out_dir, save_every=cfg.save_every, keep_last=1,
                       callbacks=[MetricsLog(out_dir / "metrics.jsonl")],
+                      peak_flops=get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None,  # for MFU
                       meta={"model_config": asdict(model.config), "source": str(run), "mid_train": asdict(cfg)})
     if cfg.resume: trainer.resume()
     history = trainer.fit()

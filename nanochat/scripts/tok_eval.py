@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             candidates.append((f"hf_tokenizers {size}", lambda t, hf=hf: hf.encode(t).ids))
     rows = [{"tokenizer": name, **{kind: round(bytes_per_token(enc, text), 3) for kind, text in texts.items()}} for name, enc in candidates]
     kinds = list(texts)
-    print(f"\nbytes per token (higher is better), trained on {max_chars:,} characters of {files[0].parent.name}")
+    print(f"\nbytes per token (higher is better), trained on at most {max_chars:,} characters (tok_train's cap) of {files[0].parent.name}")
     print(f"{'tokenizer':<22}" + "".join(f"{k:>14}" for k in kinds))
     for row in rows: print(f"{row['tokenizer']:<22}" + "".join(f"{row[k]:>14.3f}" for k in kinds))
     out = Path(cfg.out_dir) if cfg.out_dir else get_base_dir() / "tok_eval"
