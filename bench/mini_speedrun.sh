@@ -5,7 +5,8 @@
 #   .gpudata/shards/*.parquet   pretraining shards (the sandbox corpus; the last one is validation)
 #   .gpudata/shared/data/       the chat and eval sets (a copy of ../shared/data's chat/ and eval/ subsets)
 #   .gpudata/pylib/rustbpe/     the compiled tokenizer trainer (abi3), built here by runs/setup.sh
-# usage (device): BUDGET_S=565 OUT=folder bash bench/mini_speedrun.sh    -> $OUT/report/ (report.md, plots) and $OUT/speedrun.log
+# usage (device): NANOCHAT_COMMIT=<commit> BUDGET_S=565 OUT=folder bash bench/mini_speedrun.sh -> $OUT/report/ (report.md, plots), $OUT/speedrun.log
+# (NANOCHAT_COMMIT names the commit in the report: the device's copy of .git may be stale)
 set -uo pipefail
 export PYTHONPATH=$PWD:$PWD/.gpudata/pylib PYTHONUNBUFFERED=1
 export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_DIR=$PWD/.gpudata/shared/data

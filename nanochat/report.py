@@ -76,7 +76,9 @@ class Report:
 
 # %% ../nbs/01b_report.ipynb #839024b8
 def git_state(folder: Path | str | None = None) -> dict:
-    "Commit, branch and dirty flag of the git checkout holding `folder` (default: this package); 'unknown' outside git."
+    """Commit, branch and dirty flag of the git checkout holding `folder` (default: this package); 'unknown' outside git.
+    $NANOCHAT_COMMIT, where set, names the commit instead: for copies of a checkout whose .git is stale or absent."""
+    if os.environ.get("NANOCHAT_COMMIT"): return {"commit": os.environ["NANOCHAT_COMMIT"], "branch": "unknown", "dirty": None}
     cwd = Path(folder) if folder else Path(globals().get("__file__", "x")).resolve().parent  # in a notebook: its folder
     def git(*args):
         try: return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10).stdout.strip()
