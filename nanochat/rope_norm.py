@@ -141,7 +141,7 @@ def _rope_norm_backward_op(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor
 
 if triton is not None:
     _rope_norm_op.register_kernel("cuda")(rope_norm_triton)
-    _rope_norm_backward_op.register_kernel("cuda")(lambda dy, y, rstd, cos, sin: rope_norm_backward_triton(dy, y, rstd, cos, sin))
+    _rope_norm_backward_op.register_kernel("cuda")(rope_norm_backward_triton)
 
 
 @_rope_norm_op.register_fake
