@@ -20,6 +20,7 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # 
 import time
 from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from record import git_commit, save_result
@@ -65,9 +66,9 @@ def profile_step(step_model, tokens, amp, path: Path) -> None:
     path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
 
 
-def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: int, warmup: int, attention: str,
-            compile_model: bool, overrides: dict | None = None, profile_path: Path | None = None) -> dict:
-    "Time `steps` full training steps after `warmup` ones; return one record."
+def build_run(depth: int, pattern: str, batch: int, seq: int, accum: int, attention: str, compile_model: bool,
+              overrides: dict | None = None) -> SimpleNamespace:
+    "A model, its optimizer and random tokens, and `train_step()`: `accum` forward/backward passes, then the optimizer."
     torch.manual_seed(0)
     torch._dynamo.reset()  # each model compiles afresh: no recompile limit reached across rows
     overrides = dict(overrides or {})
@@ -76,9 +77,7 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
     config = config_for_depth(depth, sequence_len=seq, window_pattern=pattern, attention=attention, **overrides)
     model = GPT.build(config, device="cuda")
     if fp8: enable_fp8(model)
-    backend = model.attention_backend.name
     optimizer = setup_optimizer(model)
-    flops_per_token = estimate_flops(model)
     step_model = torch.compile(model, dynamic=False) if compile_model else model
     tokens = torch.randint(0, config.vocab_size, (accum, batch, seq + 1), device="cuda")
     amp = autocast_ctx("cuda", torch.bfloat16)
@@ -90,6 +89,19 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
+
+    return SimpleNamespace(config=config, model=model, optimizer=optimizer, step_model=step_model, tokens=tokens, amp=amp,
+                           train_step=train_step, fp8=fp8, overrides=overrides)
+
+
+def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: int, warmup: int, attention: str,
+            compile_model: bool, overrides: dict | None = None, profile_path: Path | None = None) -> dict:
+    "Time `steps` full training steps after `warmup` ones; return one record."
+    run = build_run(depth, pattern, batch, seq, accum, attention, compile_model, overrides)
+    config, optimizer, step_model, tokens, amp, train_step = run.config, run.optimizer, run.step_model, run.tokens, run.amp, run.train_step
+    fp8, overrides = run.fp8, run.overrides
+    backend = run.model.attention_backend.name
+    flops_per_token = estimate_flops(run.model)
 
     t0 = time.perf_counter()
     for _ in range(warmup): train_step()
