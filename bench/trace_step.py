@@ -74,17 +74,19 @@ def analyse(trace: dict, min_gap_us: float) -> dict:
     "Busy/idle split, gaps charged to the CPU ops that ended them, and kernel time by kind, from a chrome trace."
     events = [e for e in trace["traceEvents"] if e.get("ph") == "X"]
     gpu = sorted((e for e in events if e.get("cat") in GPU_CATS), key=lambda e: e["ts"])
-    runtime = {e["args"].get("correlation"): e for e in events if e.get("cat") == "cuda_runtime" and "args" in e}
+    # Launches go through the runtime API (cuBLAS, aten) or the driver API (Triton's kernels): both carry the correlation id.
+    runtime = {e["args"].get("correlation"): e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and "args" in e}
     ops_by_thread = defaultdict(list)
     for e in events:
         if e.get("cat") in ("cpu_op", "user_annotation"): ops_by_thread[e["tid"]].append(e)
     cpu_ops = {tid: CpuOps(evs) for tid, evs in ops_by_thread.items()}
+    if not gpu: raise ValueError("the trace has no GPU kernels: was CUDA activity recorded?")
     busy = merged([(e["ts"], e["ts"] + e["dur"]) for e in gpu])
     span = busy[-1][1] - busy[0][0]
     busy_us = sum(e - s for s, e in busy)
     by_kind = defaultdict(float)
     for e in gpu: by_kind[kernel_kind(e["name"])] += e["dur"]
-    syncs = sorted((e for e in events if e.get("cat") == "cuda_runtime" and any(s in e["name"] + "\0" for s in SYNC_CALLS)),
+    syncs = sorted((e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and any(s in e["name"] + "\0" for s in SYNC_CALLS)),
                    key=lambda e: e["ts"])
     gaps, by_op = [], defaultdict(lambda: [0.0, 0])
     gpu_starts = [g["ts"] for g in gpu]
