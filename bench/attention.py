@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from record import git_commit, save_result
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from nanochat.attention import ATTENTION_BACKENDS, _flex_kernel, attention_mask, backend_agreement, flex_block_mask
+import nanochat.attention as attention_lib
+from nanochat.attention import ATTENTION_BACKENDS, attention_mask, backend_agreement, flex_block_mask
 from nanochat.common import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def forced_flex(q, k, v, window):
     t = q.size(1)
     mask = flex_block_mask(t, t, min(window, t), str(q.device))
     q, k, v = (x.transpose(1, 2) for x in (q, k, v))
-    return _flex_kernel(q.device.type)(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1)).transpose(1, 2)
+    return attention_lib._flex_kernel(q.device.type)(q, k, v, block_mask=mask, enable_gqa=q.size(1) != k.size(1)).transpose(1, 2)
 
 
 def time_fwd_bwd(fn, q, k, v, window, repeats=10) -> float:
@@ -64,6 +65,11 @@ def main():
     # the compiled flex kernel specialises on every shape (heads, dtype, agreement cases): room for all of them,
     # else dynamo gives up after 8 and runs flex unfused (~50x slower)
     torch._dynamo.config.recompile_limit = 64
+    # Time the kernel training runs, specialised to each shape: the library's eager path goes symbolic after its first
+    # shape (right for evaluation and serving, not what a compiled training step gets).
+    from torch.nn.attention.flex_attention import flex_attention as torch_flex
+    static_flex = torch.compile(torch_flex, dynamic=False)
+    attention_lib._flex_kernel = lambda device_type: static_flex
     agreement = backend_agreement("cuda", torch.bfloat16) + backend_agreement("cuda", torch.float32)
     for row in agreement: print(f"agreement {row['backend']:>10} {row['dtype']:>9} max error {row['max_abs_err']:.1e} ({'ok' if row['agrees'] else 'FAILS'})")
     candidates = {name: b.fn for name, b in ATTENTION_BACKENDS.items()

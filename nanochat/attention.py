@@ -2,8 +2,9 @@
 
 # %% auto #0
 __all__ = ['ATTENTION_BACKENDS', 'AGREEMENT_CASES', 'TOLERANCES', 'attention_mask', 'repeat_kv', 'reference_attention',
-           'sdpa_attention', 'flex_block_mask', 'flex_attention', 'load_flash_attention_3', 'fa3_attention',
-           'AttentionBackend', 'register_attention', 'select_attention', 'backend_table', 'backend_agreement']
+           'sdpa_attention', 'flex_block_mask', 'compiled_flex_attention', 'flex_attention', 'load_flash_attention_3',
+           'fa3_attention', 'AttentionBackend', 'register_attention', 'select_attention', 'backend_table',
+           'backend_agreement']
 
 # %% ../nbs/07_attention.ipynb #0f26356c
 import difflib
@@ -11,7 +12,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -63,17 +64,23 @@ def _window_block_mask(t_q: int, t_k: int, window: int, device):
     return create_block_mask(causal_window, B=None, H=None, Q_LEN=t_q, KV_LEN=t_k, device=device)
 
 
-@cache
+@lru_cache(maxsize=64)  # bounded: a server sees prompts of every length
 def flex_block_mask(t_q: int, t_k: int, window: int, device: str):
     "The block mask of `_window_block_mask`, built once per shape (for eager calls)."
     return _window_block_mask(t_q, t_k, window, device)
+
+
+def compiled_flex_attention() -> Callable:
+    "flex_attention compiled for eager callers: specialised to the first shape, then once more with symbolic sizes."
+    from torch.nn.attention.flex_attention import flex_attention
+    return torch.compile(flex_attention, dynamic=None)
 
 
 @cache
 def _flex_kernel(device_type: str) -> Callable:
     "flex_attention, compiled where that makes it fast (CUDA); the eager version elsewhere."
     from torch.nn.attention.flex_attention import flex_attention
-    return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
+    return compiled_flex_attention() if device_type == "cuda" else flex_attention
 
 
 def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int) -> torch.Tensor:
