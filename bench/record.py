@@ -22,3 +22,41 @@ def save_result(result: dict, out: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(line + "\n")
     return out
+
+
+class GpuClocks:
+    """Samples the GPU's SM clock, power and temperature (`nvidia-smi -lms`) while the `with` block runs; `.summary`
+    holds their means and extremes afterwards ({} where nvidia-smi is missing). Sustained matmuls can hit the power cap
+    and lower the clock, which slows every kernel: two runs of the same code differ by that much."""
+
+    QUERY = "clocks.sm,power.draw,temperature.gpu"
+
+    def __init__(self, interval_ms: int = 200, gpu: int = 0):
+        self.command = ["nvidia-smi", f"--query-gpu={self.QUERY}", "--format=csv,noheader,nounits",
+                        "-lms", str(interval_ms), "-i", str(gpu)]
+        self.summary: dict = {}
+
+    def __enter__(self):
+        try: self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError: self.process = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is None: return False
+        self.process.terminate()
+        output, _ = self.process.communicate(timeout=10)
+        self.summary = self.summarise(output)
+        return False
+
+    @staticmethod
+    def summarise(output: str) -> dict:
+        "Means and extremes of nvidia-smi's 'clock, power, temperature' lines (lines that do not parse are skipped)."
+        rows = []
+        for line in output.splitlines():
+            try: rows.append([float(x) for x in line.split(",")])
+            except ValueError: continue
+        rows = [r for r in rows if len(r) == 3]
+        if not rows: return {}
+        clock, power, temp = zip(*rows)
+        return {"sm_mhz_mean": round(sum(clock) / len(clock)), "sm_mhz_min": round(min(clock)),
+                "power_w_mean": round(sum(power) / len(power)), "temp_c_max": round(max(temp)), "clock_samples": len(rows)}

@@ -26,7 +26,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from record import git_commit, save_result
+from record import GpuClocks, git_commit, save_result
 from train_throughput import build_run, default_accum, parse_overrides
 
 from nanochat.common import device_name
@@ -138,12 +138,13 @@ def main():
     run = build_run(args.depth, args.pattern, args.batch, args.seq, accum, args.attention, True, parse_overrides(args.variant))
     for _ in range(args.warmup): run.train_step()
     torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(args.timed): loss = run.train_step()
-    loss.item()
-    wall_ms = 1000 * (time.perf_counter() - start) / args.timed
+    with GpuClocks() as timed_clocks:
+        start = time.perf_counter()
+        for _ in range(args.timed): loss = run.train_step()
+        loss.item()
+        wall_ms = 1000 * (time.perf_counter() - start) / args.timed
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=args.with_stack) as prof:
+    with GpuClocks() as traced_clocks, profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=args.with_stack) as prof:
         for _ in range(args.traced): loss = run.train_step()
         loss.item()
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,9 +167,11 @@ def main():
         print(f"  {g['gap_us']:>9.1f} us at {g['at_ms']:>8.2f} ms, next {g['next_kernel'][:50]}, launched in {' > '.join(g['launch_stack'])[:90]}"
               f"{', syncs ' + ','.join(g['syncs']) if g['syncs'] else ''}")
     print("synchronizing CUDA calls:", report["sync_calls"])
+    print(f"GPU while timed: {timed_clocks.summary or 'no nvidia-smi'}; while traced: {traced_clocks.summary or 'no nvidia-smi'}")
     record = {"kind": "trace", "depth": args.depth, "pattern": args.pattern, "variant": args.variant or "default",
               "batch": args.batch, "seq": args.seq, "accum": accum, "world_size": 1, "wall_step_ms": round(wall_ms, 1),
               "traced_steps": args.traced, **{f"traced_{k}": v for k, v in per_step.items()},
+              **{f"timed_{k}": v for k, v in timed_clocks.summary.items()}, **{f"traced_{k}": v for k, v in traced_clocks.summary.items()},
               "kernel_ms_by_kind": json.dumps({k: round(v / args.traced, 2) for k, v in report["kernel_ms_by_kind"].items()})}
     save_result({"name": "trace_step", "date": date.today().isoformat(), "gpu": device_name("cuda"), "commit": git_commit(),
                  "torch": torch.__version__, "records": [record], "report": report}, args.out)

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from record import git_commit, save_result
+from record import GpuClocks, git_commit, save_result
 
 from nanochat.common import autocast_ctx, compute_mfu, device_name, get_peak_flops
 from nanochat.gpt import GPT, GPTConfig, config_for_depth, enable_fp8, estimate_flops
@@ -116,18 +116,19 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
     opt_ms = 1000 * (time.perf_counter() - t0)
     optimizer.zero_grad(set_to_none=True)
     torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps): loss = train_step()
-    loss.item()
-    torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    with GpuClocks() as clocks:  # the SM clock under sustained load explains much of the run-to-run spread
+        start = time.perf_counter()
+        for _ in range(steps): loss = train_step()
+        loss.item()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     tok_per_s = steps * accum * batch * seq / seconds
     mfu = compute_mfu(flops_per_token, tok_per_s, get_peak_flops(device_name("cuda")) or 989e12)
     record = {"kind": "train", "depth": depth, "pattern": pattern, "short_window": config.short_window, "batch": batch, "seq": seq,
               "accum": accum, "world_size": 1,
               "attention": backend, "compiled": compile_model, "tok_per_s": round(tok_per_s), "mfu": round(mfu, 4),
               "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "step_ms": round(1000 * seconds / steps, 1),
-              "warmup_s": round(warmup_s, 1), "opt_ms": round(opt_ms, 1), "fp8": bool(fp8), **{k: v for k, v in overrides.items()}}
+              "warmup_s": round(warmup_s, 1), "opt_ms": round(opt_ms, 1), "fp8": bool(fp8), **{k: v for k, v in overrides.items()}, **clocks.summary}
     if (depth, pattern) in UPSTREAM: record["vs_upstream"] = round(tok_per_s / UPSTREAM[depth, pattern], 3)
     return record
 
