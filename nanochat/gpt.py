@@ -37,7 +37,7 @@ class GPTConfig:
     attention: str = "auto"  # attention backend: auto, fa3, flex, sdpa, reference (see the attention chapter)
     fused_qkv: bool = False  # q, k, v by one matrix multiply of the stacked weights (same math; measured 4% slower on H100)
     autocast_residual: bool = True  # under autocast, residual stream and value embeddings in its dtype (bf16), not fp32
-    fused_ce: bool = True  # training on a GPU: the LM head and its loss fused, chunk by chunk (chapter 07a)
+    fused_ce: bool = True  # training: the LM head and its loss fused, chunk by chunk (chapter 07a)
     fused_rope_norm: bool = True  # on a GPU: rotary + QK-norm as one kernel each way, backward from the output (chapter 07b)
     fp8: bool = False  # block matrices multiply in FP8 with dynamic scales (Hopper GPUs; see `enable_fp8`): faster, less exact
 
@@ -232,7 +232,7 @@ class GPT(nn.Module):
             ve = self.value_embeds[str(i)](idx).to(x.dtype) if str(i) in self.value_embeds else None
             x = block(x, cos, sin, ve, attend, kv_cache)
         if kv_cache is not None: kv_cache.advance(T)
-        if self.config.fused_ce and targets is not None and reduction != "none" and idx.is_cuda and torch.is_grad_enabled():
+        if self.config.fused_ce and targets is not None and reduction != "none" and torch.is_grad_enabled():
             return linear_cross_entropy(norm(x), self.lm_head.weight, targets, self.config.softcap, reduction)  # same loss, less traffic
         logits = self.lm_head(norm(x)).float()
         if self.config.softcap: logits = self.config.softcap * torch.tanh(logits / self.config.softcap)
