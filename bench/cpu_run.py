@@ -27,6 +27,28 @@ SECTIONS = ("## System", "## Tokenizer training", "## Base model training", "## 
             "## Chat evaluation (mid)", "## Chat SFT", "## Chat evaluation (SFT)", "## Report card", "## Plots")
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def machine_speed(threads: int | None = None) -> dict:
+    """A few seconds of calibration of this machine, recorded with each run: fp32 matmul GFLOP/s on the run's threads and a
+    pure-Python loop. Lent machines vary from day to day; these say whether a slower run is the code or the machine."""
+    code = """
+import json, time, torch
+x = torch.randn(1024, 1024)
+for _ in range(3): x @ x
+start = time.perf_counter()
+for _ in range(40): x @ x
+matmul = 40 * 2 * 1024**3 / (time.perf_counter() - start) / 1e9
+start = time.perf_counter()
+sum(i * i for i in range(10_000_000))
+print(json.dumps({"matmul_gflops": round(matmul), "python_loop_s": round(time.perf_counter() - start, 2)}))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads or os.cpu_count()))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return json.loads(run.stdout.strip().splitlines()[-1]) if run.returncode == 0 else {}
+
+
 def measure_rates(base: str, num_gsm8k: int) -> dict:
     "chat_format_rates (chapter 17) of the run's mid and SFT models, in a child process with the run's base folder."
     code = f"""
@@ -64,6 +86,7 @@ def main():
     p.add_argument("--update-assets", action="store_true", help="write the measured rates into nbs/assets/ (chapters 17, 18)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
+    speed = machine_speed()
     with tempfile.TemporaryDirectory() as base:
         env = dict(os.environ, NANOCHAT_BASE_DIR=base, NANOCHAT_PROFILE=args.profile, PYTHON=sys.executable)
         start = time.perf_counter()
@@ -81,11 +104,12 @@ def main():
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(Path(base) / "report", folder, ignore=shutil.ignore_patterns("*.json"))
         rates = measure_rates(base, args.rates) if args.rates else {}
-    answer = log.rsplit("one answer", 1)[-1].split("== [")[0].strip()[-500:]
+    answer = ANSI.sub("", log.rsplit("one answer", 1)[-1].split("== [")[0]).strip()[-500:]
     print(f"{'stage':<60} {'seconds':>8}")
     for s in stages: print(f"{s['stage']:<60} {s['seconds']:>8}")
     print(f"{'total':<60} {seconds:>8.0f}   (budget {args.budget_s:.0f} s: {'within' if seconds <= args.budget_s else 'OVER'})")
     print(f"report sections missing: {missing or 'none'}\nanswer: {answer!r}")
+    print(f"machine: {speed.get('matmul_gflops', '?')} GFLOP/s fp32 matmul, {speed.get('python_loop_s', '?')} s Python loop")
     for stage, r in rates.items():
         print(f"{stage}: ends with <|assistant_end|> {r['end_rate']:.0%}, calculator call on GSM8K {r['calculator_rate']:.0%}, "
               f"GSM8K accuracy {r['gsm8k_accuracy']:.0%}")
@@ -93,7 +117,7 @@ def main():
     stages += [{"kind": "format_rates", "stage": stage, **{k: v for k, v in r.items() if k != "samples"}} for stage, r in rates.items()]
     result = {"name": "cpu_run", "date": date.today().isoformat(), "cpu": f"{os.cpu_count()} cores", "commit": git_commit(),
               "records": [{"kind": "cpu_run", "profile": args.profile, "seconds": round(seconds, 1), "budget_s": args.budget_s,
-                           "within_budget": seconds <= args.budget_s, "report_sections_missing": len(missing)}, *stages]}
+                           "within_budget": seconds <= args.budget_s, "report_sections_missing": len(missing), **speed}, *stages]}
     save_result(result, args.out or (ROOT / "bench" / "results" / f"cpu_run-{result['date']}.json" if args.profile == "cpu"
                                      else Path(tempfile.gettempdir()) / "cpu_run-tiny.json"))
 
