@@ -43,24 +43,30 @@ def rope_norm_backward_torch(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tens
 # %% ../nbs/07b_rope_norm.ipynb #65c03c1a
 if triton is not None:
     @triton.jit
-    def _row_offsets(rows, T, H, stride_b, stride_t, stride_h):
-        "Row numbers in (batch, position, head) order -> element offsets of a strided view, and the positions."
+    def _row_block(n_rows, T, H, stride_b, stride_t, stride_h, HALF: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+        """This program's ROWS head vectors, in (batch, position, head) order: their row numbers (clamped), which are
+        real, their element offsets in a strided view, their positions, the column lanes and the load mask."""
+        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+        live = rows < n_rows
+        rows = tl.where(live, rows, 0).to(tl.int64)
         t = (rows // H) % T
-        return (rows // (H * T)) * stride_b + t * stride_t + (rows % H) * stride_h, t
+        src = (rows // (H * T)) * stride_b + t * stride_t + (rows % H) * stride_h
+        cols = tl.arange(0, BLOCK)[None, :]  # BLOCK: HALF rounded up to a power of two
+        return rows, live, src, t, cols, live[:, None] & (cols < HALF)
+
+    @triton.jit
+    def _rotation(cos_ptr, sin_ptr, t, cols, mask, HALF: tl.constexpr):
+        "cos and sin of the rows' positions (fp32 tables of shape (T, HALF))."
+        c = tl.load(cos_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
+        return c, tl.load(sin_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
 
     @triton.jit
     def _rope_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, cos_ptr, sin_ptr, n_rows, T, H, sxb, sxt, sxh, eps,
                               HALF: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-        live = rows < n_rows
-        rows = tl.where(live, rows, 0).to(tl.int64)
-        src, t = _row_offsets(rows, T, H, sxb, sxt, sxh)
-        cols = tl.arange(0, BLOCK)[None, :]  # BLOCK: HALF rounded up to a power of two
-        mask = live[:, None] & (cols < HALF)
+        rows, live, src, t, cols, mask = _row_block(n_rows, T, H, sxb, sxt, sxh, HALF, BLOCK, ROWS)
         x1 = tl.load(x_ptr + src[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         x2 = tl.load(x_ptr + src[:, None] + HALF + cols, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(cos_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
-        s = tl.load(sin_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
+        c, s = _rotation(cos_ptr, sin_ptr, t, cols, mask, HALF)
         rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)
         dst = y_ptr + rows[:, None] * (2 * HALF) + cols
         tl.store(dst, ((x1 * c + x2 * s) * rstd[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
@@ -70,12 +76,7 @@ if triton is not None:
     @triton.jit
     def _rope_norm_bwd_kernel(dy_ptr, y_ptr, rstd_ptr, cos_ptr, sin_ptr, dx_ptr, n_rows, T, H, sdb, sdt, sdh,
                               HALF: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-        rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-        live = rows < n_rows
-        rows = tl.where(live, rows, 0).to(tl.int64)
-        src, t = _row_offsets(rows, T, H, sdb, sdt, sdh)
-        cols = tl.arange(0, BLOCK)[None, :]
-        mask = live[:, None] & (cols < HALF)
+        rows, live, src, t, cols, mask = _row_block(n_rows, T, H, sdb, sdt, sdh, HALF, BLOCK, ROWS)
         here = rows[:, None] * (2 * HALF) + cols
         g1 = tl.load(dy_ptr + src[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         g2 = tl.load(dy_ptr + src[:, None] + HALF + cols, mask=mask, other=0.0).to(tl.float32)
@@ -85,8 +86,7 @@ if triton is not None:
         dot = (tl.sum(g1 * y1, 1) + tl.sum(g2 * y2, 1)) / (2 * HALF)
         d1 = (g1 - y1 * dot[:, None]) * rstd[:, None]
         d2 = (g2 - y2 * dot[:, None]) * rstd[:, None]
-        c = tl.load(cos_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
-        s = tl.load(sin_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
+        c, s = _rotation(cos_ptr, sin_ptr, t, cols, mask, HALF)
         tl.store(dx_ptr + here, (d1 * c - d2 * s).to(dx_ptr.dtype.element_ty), mask=mask)
         tl.store(dx_ptr + here + HALF, (d1 * s + d2 * c).to(dx_ptr.dtype.element_ty), mask=mask)
 
