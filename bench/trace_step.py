@@ -32,7 +32,12 @@ from train_throughput import build_run, default_accum, parse_overrides
 from nanochat.common import device_name
 
 GPU_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
-SYNC_CALLS = ("Synchronize", "cudaMemcpy ", "cudaMemcpy\0", "cudaFree", "cudaMalloc", "cudaHostAlloc")
+BLOCKING_CALLS = {"cudaMemcpy", "cudaFree", "cudaFreeHost", "cudaMalloc", "cudaMallocHost", "cudaHostAlloc"}  # the CPU waits for (or stalls) the GPU
+
+
+def is_sync_call(name: str) -> bool:
+    "A CUDA runtime or driver call that makes the CPU wait: any *Synchronize, a blocking copy, an allocation or a free."
+    return name.endswith("Synchronize") or name in BLOCKING_CALLS
 
 
 def merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -86,7 +91,7 @@ def analyse(trace: dict, min_gap_us: float) -> dict:
     busy_us = sum(e - s for s, e in busy)
     by_kind = defaultdict(float)
     for e in gpu: by_kind[kernel_kind(e["name"])] += e["dur"]
-    syncs = sorted((e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and any(s in e["name"] + "\0" for s in SYNC_CALLS)),
+    syncs = sorted((e for e in events if e.get("cat") in ("cuda_runtime", "cuda_driver") and is_sync_call(e["name"])),
                    key=lambda e: e["ts"])
     gaps, by_op = [], defaultdict(lambda: [0.0, 0])
     gpu_starts = [g["ts"] for g in gpu]

@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from record import GpuClocks  # noqa: E402
-from trace_step import analyse, merged  # noqa: E402
+from trace_step import analyse, is_sync_call, merged  # noqa: E402
 
 
 def kernel(ts, dur, correlation, name="triton_poi_fused_mul_0"):
@@ -44,6 +44,11 @@ def test_analyse_charges_gaps_to_the_launching_op():
     assert gap["syncs"] == ["cudaStreamSynchronize"] and gap["next_kernel"] == "sm90_xmma_gemm_bf16"
     assert report["gap_ms_by_launching_op"] == {"Optimizer.step > aten::mm": {"ms": 0.35, "count": 1}}
     assert report["kernel_ms_by_kind"] == {"triton": 0.15, "matmul": 0.1, "copy": 0.01}
+
+
+def test_sync_calls_are_the_blocking_ones():
+    assert all(map(is_sync_call, ["cudaStreamSynchronize", "cuCtxSynchronize", "cudaMemcpy", "cudaFree"]))
+    assert not any(map(is_sync_call, ["cudaMemcpyAsync", "cudaLaunchKernel", "cuLaunchKernelEx", "cudaMallocAsync"]))
 
 
 def test_analyse_refuses_a_trace_without_gpu_work():
