@@ -1,17 +1,66 @@
 """Merge the records of several train_throughput JSON files into one (the first file's header), printing the table.
 
     python bench/merge_results.py OUT.json IN1.json IN2.json ...
-"""
-import json
-import sys
+    python bench/merge_results.py OUT.json IN*.json --name train_throughput_repeats --summary
 
-out, *ins = sys.argv[1:]
-results = [json.loads(open(p).read()) for p in ins]
-merged = dict(results[0], records=[r for res in results for r in res["records"]])
-print(f"{'depth':>5} {'pattern':>7} {'attention':>9} {'variant':>16} {'tok/s':>10} {'MFU':>6} {'mem GB':>7} {'vs upstream':>11}")
-for r in merged["records"]:
-    print(f"{r['depth']:>5} {r['pattern']:>7} {r['attention']:>9} {r['variant']:>16} {r['tok_per_s']:>10,} {r['mfu']:>6.1%} "
-          f"{r['peak_mem_gb']:>7} {r.get('vs_upstream', float('nan')):>10.2f}x")
-line = json.dumps(merged)
-print(line)
-open(out, "w").write(line + "\n")
+--summary adds one `train_summary` record per (depth, pattern, variant): the mean, lowest and highest tok/s over the
+runs, and the mean SM clock. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
+card holds under its power cap, so a claim about a row rests on the mean of several runs.
+"""
+import argparse
+import json
+from collections import defaultdict
+from statistics import mean
+
+UPSTREAM = {(12, "L"): 490e3, (12, "SSSL"): 409e3, (20, "L"): 146e3, (20, "SSSL"): 126e3}  # as in train_throughput.py
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    "One record per (depth, pattern, variant) of the `train` records: mean/min/max tok/s, runs, mean SM clock."
+    groups = defaultdict(list)
+    for r in records:
+        if r.get("kind") == "train": groups[r["depth"], r["pattern"], r.get("variant", "default")].append(r)
+    out = []
+    for (depth, pattern, variant), rows in groups.items():
+        tok = [r["tok_per_s"] for r in rows]
+        summary = {"kind": "train_summary", "depth": depth, "pattern": pattern, "variant": variant, "runs": len(rows),
+                   "tok_per_s_mean": round(mean(tok)), "tok_per_s_min": min(tok), "tok_per_s_max": max(tok)}
+        clocks = [r["sm_mhz_mean"] for r in rows if r.get("sm_mhz_mean")]
+        if clocks: summary["sm_mhz_mean"] = round(mean(clocks))
+        if (depth, pattern) in UPSTREAM:
+            ref = UPSTREAM[depth, pattern]
+            summary |= {"vs_upstream_mean": round(mean(tok) / ref, 3), "vs_upstream_min": round(min(tok) / ref, 3),
+                        "vs_upstream_max": round(max(tok) / ref, 3)}
+        out.append(summary)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out")
+    p.add_argument("inputs", nargs="+")
+    p.add_argument("--name", default=None, help="the merged result's name (default: the first file's)")
+    p.add_argument("--summary", action="store_true", help="add mean/min/max records per row")
+    args = p.parse_args()
+    results = [json.loads(open(path).read()) for path in args.inputs]
+    merged = dict(results[0], records=[r for res in results for r in res["records"]])
+    if args.name: merged["name"] = args.name
+    print(f"{'depth':>5} {'pattern':>7} {'attention':>9} {'variant':>16} {'tok/s':>10} {'MFU':>6} {'SM MHz':>6} {'vs upstream':>11}")
+    for r in merged["records"]:
+        print(f"{r['depth']:>5} {r['pattern']:>7} {r.get('attention', '?'):>9} {r.get('variant', 'default'):>16} "
+              f"{r.get('tok_per_s', 0):>10,} {r.get('mfu', float('nan')):>6.1%} {r.get('sm_mhz_mean', 0):>6} "
+              f"{r.get('vs_upstream', float('nan')):>10.3f}x")
+    if args.summary:
+        merged["records"] += summarize(merged["records"])
+        print(f"\n{'depth':>5} {'pattern':>7} {'variant':>16} {'runs':>4} {'mean tok/s':>10} {'range':>19} {'vs upstream (mean, range)':>28}")
+        for s in (r for r in merged["records"] if r["kind"] == "train_summary"):
+            print(f"{s['depth']:>5} {s['pattern']:>7} {s['variant']:>16} {s['runs']:>4} {s['tok_per_s_mean']:>10,} "
+                  f"{s['tok_per_s_min']:>9,}-{s['tok_per_s_max']:<9,} {s.get('vs_upstream_mean', float('nan')):>12.3f}x "
+                  f"({s.get('vs_upstream_min', float('nan')):.3f}-{s.get('vs_upstream_max', float('nan')):.3f})")
+    line = json.dumps(merged)
+    print(line)
+    open(args.out, "w").write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -6,6 +6,7 @@ issue's: d12 and d20, window patterns L and SSSL, batch 32 × 2048.
 
     python bench/train_throughput.py                                  # the full grid
     python bench/train_throughput.py --depths 12 --patterns L --steps 5 --attention sdpa
+    python bench/train_throughput.py --depths 12 --patterns L --compiled-autograd 0 1   # the backward as one graph too
 
 `--accum` sets the micro-steps per optimizer step (default: what base_train derives for that depth on one GPU, so
 tokens/s is the number a training log shows). Reference (upstream nanochat on the same lent H100, torch 2.11, SDPA):
@@ -18,6 +19,7 @@ import os
 
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # as upstream's base_train: less fragmentation
 import time
+import traceback
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -56,18 +58,28 @@ def parse_overrides(text: str) -> dict:
     return out
 
 
-def profile_step(step_model, tokens, amp, path: Path) -> None:
+def profile_step(step_model, tokens, amp, path: Path, backward=lambda loss: loss.backward()) -> None:
     "One micro-step's forward+backward under the profiler: CUDA time per kernel, written to `path`."
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         with amp: loss = step_model(tokens[0, :, :-1], tokens[0, :, 1:])
-        loss.backward()
+        backward(loss)
         torch.cuda.synchronize()
     path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
 
 
+def backward_fn(compiled_autograd: bool):
+    "`backward(loss, scale)`: scale*loss's gradients, plainly or under compiled autograd (the whole backward, gradient accumulation included, as one graph)."
+    if not compiled_autograd: return lambda loss, scale=1.0: (loss * scale).backward()
+    from torch._dynamo import compiled_autograd as ca
+    compiler = torch.compile(backend="inductor", dynamic=False)
+    def backward(loss, scale=1.0):
+        with ca._enable(compiler): loss.backward(torch.full_like(loss, scale))  # a seed gradient, no Python-scalar node
+    return backward
+
+
 def build_run(depth: int, pattern: str, batch: int, seq: int, accum: int, attention: str, compile_model: bool,
-              overrides: dict | None = None) -> SimpleNamespace:
+              overrides: dict | None = None, compiled_autograd: bool = False) -> SimpleNamespace:
     "A model, its optimizer and random tokens, and `train_step()`: `accum` forward/backward passes, then the optimizer."
     torch.manual_seed(0)
     torch._dynamo.reset()  # each model compiles afresh: no recompile limit reached across rows
@@ -81,23 +93,25 @@ def build_run(depth: int, pattern: str, batch: int, seq: int, accum: int, attent
     step_model = torch.compile(model, dynamic=False) if compile_model else model
     tokens = torch.randint(0, config.vocab_size, (accum, batch, seq + 1), device="cuda")
     amp = autocast_ctx("cuda", torch.bfloat16)
+    backward = backward_fn(compiled_autograd)
 
     def train_step():
         for micro in range(accum):
             with amp: loss = step_model(tokens[micro, :, :-1], tokens[micro, :, 1:])
-            (loss / accum).backward()
+            backward(loss, 1.0 / accum)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
 
     return SimpleNamespace(config=config, model=model, optimizer=optimizer, step_model=step_model, tokens=tokens, amp=amp,
-                           train_step=train_step, fp8=fp8, overrides=overrides)
+                           train_step=train_step, fp8=fp8, overrides=overrides, backward=backward)
 
 
 def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: int, warmup: int, attention: str,
-            compile_model: bool, overrides: dict | None = None, profile_path: Path | None = None) -> dict:
+            compile_model: bool, overrides: dict | None = None, profile_path: Path | None = None,
+            compiled_autograd: bool = False) -> dict:
     "Time `steps` full training steps after `warmup` ones; return one record."
-    run = build_run(depth, pattern, batch, seq, accum, attention, compile_model, overrides)
+    run = build_run(depth, pattern, batch, seq, accum, attention, compile_model, overrides, compiled_autograd)
     config, optimizer, step_model, tokens, amp, train_step = run.config, run.optimizer, run.step_model, run.tokens, run.amp, run.train_step
     fp8, overrides = run.fp8, run.overrides
     backend = run.model.attention_backend.name
@@ -107,8 +121,9 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
     for _ in range(warmup): train_step()
     torch.cuda.synchronize()
     warmup_s = time.perf_counter() - t0
-    if profile_path is not None: profile_step(step_model, tokens, amp, profile_path)
-    with amp: step_model(tokens[0, :, :-1], tokens[0, :, 1:]).backward()  # gradients to step on
+    if profile_path is not None: profile_step(step_model, tokens, amp, profile_path, run.backward)
+    with amp: loss = step_model(tokens[0, :, :-1], tokens[0, :, 1:])
+    run.backward(loss)  # gradients to step on
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     optimizer.step()  # the optimizer step alone
@@ -128,7 +143,7 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
               "accum": accum, "world_size": 1,
               "attention": backend, "compiled": compile_model, "tok_per_s": round(tok_per_s), "mfu": round(mfu, 4),
               "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "step_ms": round(1000 * seconds / steps, 1),
-              "warmup_s": round(warmup_s, 1), "opt_ms": round(opt_ms, 1), "fp8": bool(fp8), **{k: v for k, v in overrides.items()}, **clocks.summary}
+              "warmup_s": round(warmup_s, 1), "opt_ms": round(opt_ms, 1), "fp8": bool(fp8), "compiled_autograd": compiled_autograd, **{k: v for k, v in overrides.items()}, **clocks.summary}
     if (depth, pattern) in UPSTREAM: record["vs_upstream"] = round(tok_per_s / UPSTREAM[depth, pattern], 3)
     return record
 
@@ -144,6 +159,8 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--attention", nargs="+", default=["auto"], help="backends to compare (each a separate row)")
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--compiled-autograd", nargs="+", type=int, default=[0], choices=[0, 1],
+                   help="1: run the backward under compiled autograd (one row per value given, e.g. 0 1)")
     p.add_argument("--variants", nargs="+", default=[""], help="GPTConfig overrides per row, e.g. '' 'fused_qkv=0' 'fp8=1'")
     p.add_argument("--profile-dir", type=Path, default=None, help="write a per-kernel profile of each row's micro-step here")
     p.add_argument("--inductor", nargs="*", default=[], help="torch._inductor.config settings, e.g. coordinate_descent_tuning=1")
@@ -165,11 +182,11 @@ def main():
     for depth in args.depths:
         for pattern in args.patterns:
             for attention in args.attention:
-                for variant in args.variants:
+                for variant, cautograd in [(v, c) for v in args.variants for c in args.compiled_autograd]:
                     accum = args.accum or default_accum(depth, args.batch, args.seq)
-                    prof = args.profile_dir / f"profile-d{depth}-{pattern}-{variant.replace('=', '').replace(',', '_') or 'base'}.txt" if args.profile_dir else None
+                    prof = args.profile_dir / f"profile-d{depth}-{pattern}-{variant.replace('=', '').replace(',', '_') or 'base'}{'-ca' if cautograd else ''}.txt" if args.profile_dir else None
                     row = (depth, pattern, args.batch, args.seq, accum, args.steps, args.warmup, attention, not args.no_compile,
-                           parse_overrides(variant), prof)
+                           parse_overrides(variant), prof, bool(cautograd))
                     def run(row=row): return measure(*row)
                     try:
                         try: r = run()
@@ -180,11 +197,12 @@ def main():
                             finally: torch._functorch.config.activation_memory_budget = 1.0
                             r["activation_memory_budget"] = 0.8
                     except Exception as e:  # one failing variant (say FP8 on an old GPU) must not lose the others
+                        traceback.print_exc()
                         lines.append(f"{depth:>5} {pattern:>7} {attention:>9} {variant or 'default':>16} failed: {type(e).__name__}: {str(e)[:200]}")
                         print(lines[-1], flush=True)
                         torch.cuda.empty_cache()
                         continue
-                    r["variant"] = variant or "default"
+                    r["variant"] = (variant or "default") + (" +ca" if cautograd else "")
                     if args.inductor: r["inductor"] = ",".join(args.inductor)
                     records.append(r)
                     torch.cuda.empty_cache()

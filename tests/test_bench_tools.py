@@ -60,3 +60,33 @@ def test_gpu_clocks_summary():
     summary = GpuClocks.summarise("1980, 650.0, 61\n1700, 700.0, 70\n[N/A], [N/A], 70\n")
     assert summary == {"sm_mhz_mean": 1840, "sm_mhz_min": 1700, "power_w_mean": 675, "temp_c_max": 70, "clock_samples": 2}
     assert GpuClocks.summarise("") == {}
+
+
+def test_summarize_means_per_row():
+    from merge_results import summarize
+    rows = [{"kind": "train", "depth": 12, "pattern": "L", "variant": "default", "tok_per_s": t, "sm_mhz_mean": c}
+            for t, c in [(530_000, 1650), (550_000, 1750)]]
+    rows.append({"kind": "train", "depth": 12, "pattern": "L", "variant": "fp8=1", "tok_per_s": 500_000})
+    rows.append({"kind": "trace", "depth": 12, "pattern": "L"})  # not a throughput row: ignored
+    by_variant = {s["variant"]: s for s in summarize(rows)}
+    assert set(by_variant) == {"default", "fp8=1"}
+    s = by_variant["default"]
+    assert (s["runs"], s["tok_per_s_mean"], s["tok_per_s_min"], s["tok_per_s_max"], s["sm_mhz_mean"]) == (2, 540_000, 530_000, 550_000, 1700)
+    assert s["vs_upstream_mean"] == round(540_000 / 490e3, 3)
+    assert "sm_mhz_mean" not in by_variant["fp8=1"]
+
+
+def test_compiled_autograd_backward_matches_plain():
+    "The bench's compiled-autograd backward accumulates the same gradients as loss.backward() (CPU, a tiny MLP)."
+    import torch
+    from train_throughput import backward_fn
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    xs = torch.randn(2, 4, 8)
+    grads = []
+    for compiled in (False, True):
+        model.zero_grad(set_to_none=True)
+        backward = backward_fn(compiled)
+        for x in xs: backward(model(x).square().mean(), 0.5)  # two micro-steps, each scaled as in accumulation
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for plain, compiled in zip(*grads): torch.testing.assert_close(compiled, plain)
