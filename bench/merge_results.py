@@ -4,7 +4,8 @@
     python bench/merge_results.py OUT.json IN*.json --name train_throughput_repeats --summary
 
 --summary adds one `train_summary` record per (depth, pattern, variant): the mean, lowest and highest tok/s over the
-runs, and the mean SM clock. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
+runs, and the mean SM clock. Where the inputs also hold upstream's step timed in the same calls (bench/upstream_step.py,
+variant "upstream"), each row gets `vs_upstream_same_card`: its mean over upstream's mean. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
 card holds under its power cap, so a claim about a row rests on the mean of several runs.
 """
 import argparse
@@ -32,6 +33,10 @@ def summarize(records: list[dict]) -> list[dict]:
             summary |= {"vs_upstream_mean": round(mean(tok) / ref, 3), "vs_upstream_min": round(min(tok) / ref, 3),
                         "vs_upstream_max": round(max(tok) / ref, 3)}
         out.append(summary)
+    upstream_means = {(s["depth"], s["pattern"]): s["tok_per_s_mean"] for s in out if s["variant"] == "upstream"}
+    for s in out:
+        if s["variant"] != "upstream" and (s["depth"], s["pattern"]) in upstream_means:
+            s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[s["depth"], s["pattern"]], 3)
     return out
 
 
@@ -56,7 +61,8 @@ def main():
         for s in (r for r in merged["records"] if r["kind"] == "train_summary"):
             print(f"{s['depth']:>5} {s['pattern']:>7} {s['variant']:>16} {s['runs']:>4} {s['tok_per_s_mean']:>10,} "
                   f"{s['tok_per_s_min']:>9,}-{s['tok_per_s_max']:<9,} {s.get('vs_upstream_mean', float('nan')):>12.3f}x "
-                  f"({s.get('vs_upstream_min', float('nan')):.3f}-{s.get('vs_upstream_max', float('nan')):.3f})")
+                  f"({s.get('vs_upstream_min', float('nan')):.3f}-{s.get('vs_upstream_max', float('nan')):.3f})"
+                  + (f"  same card: {s['vs_upstream_same_card']:.3f}x" if "vs_upstream_same_card" in s else ""))
     line = json.dumps(merged)
     print(line)
     open(args.out, "w").write(line + "\n")

@@ -74,6 +74,16 @@ def test_summarize_means_per_row():
     assert (s["runs"], s["tok_per_s_mean"], s["tok_per_s_min"], s["tok_per_s_max"], s["sm_mhz_mean"]) == (2, 540_000, 530_000, 550_000, 1700)
     assert s["vs_upstream_mean"] == round(540_000 / 490e3, 3)
     assert "sm_mhz_mean" not in by_variant["fp8=1"]
+    assert "vs_upstream_same_card" not in s  # no upstream rows timed alongside
+
+
+def test_summarize_ratio_against_upstream_timed_alongside():
+    from merge_results import summarize
+    rows = [{"kind": "train", "depth": 12, "pattern": "L", "variant": v, "tok_per_s": t}
+            for v, t in [("default", 550_000), ("default", 530_000), ("upstream", 500_000)]]
+    by_variant = {s["variant"]: s for s in summarize(rows)}
+    assert by_variant["default"]["vs_upstream_same_card"] == 1.08
+    assert "vs_upstream_same_card" not in by_variant["upstream"]
 
 
 def test_compiled_autograd_backward_matches_plain():

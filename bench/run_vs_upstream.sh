@@ -1,0 +1,25 @@
+#!/bin/bash
+# One device call: our training step and upstream's, alternated in separate processes on the same card (ours, upstream,
+# ours, ...), so the ratio does not depend on the SM clock of the day (see bench/NOTES-train.md). Results under $OUT:
+# vs_upstream-<depth>.json with every row and a summary (mean per row, and ours over upstream's mean).
+#
+# Upstream's package must travel with the call (carry .whl): make it once on this machine with
+#   mkdir -p .whl/upstream && git -C <mirror of karpathy/nanochat> archive HEAD nanochat | tar -x -C .whl/upstream
+#   git -C <mirror> rev-parse --short HEAD > .whl/upstream/UPSTREAM_COMMIT
+# usage: DEPTH=12 PATTERNS=L ROUNDS=2 bash bench/run_vs_upstream.sh   (5 processes of ~75 s at d12, ~90 s at d20;
+#        two patterns double each process, so keep ROUNDS=1 then: a device call has 600 s)
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-unknown}
+DEPTH=${DEPTH:-12}; PATTERNS=${PATTERNS:-L}; ROUNDS=${ROUNDS:-2}; UPSTREAM=${UPSTREAM:-.whl/upstream}
+STEPS=${STEPS:-4}; ACCUM=${ACCUM:-8}
+mkdir -p $OUT/logs
+common="--depths $DEPTH --patterns $PATTERNS --steps $STEPS --warmup 2 --accum $ACCUM"
+for round in $(seq 1 $ROUNDS); do
+  python3 bench/train_throughput.py $common --out $OUT/logs/ours-$round.json > $OUT/logs/ours-$round.log 2>&1
+  grep -v '^{' $OUT/logs/ours-$round.log | grep -v -i warn | tail -n +2 | head -4
+  python3 bench/upstream_step.py --upstream $UPSTREAM $common --out $OUT/logs/upstream-$round.json > $OUT/logs/upstream-$round.log 2>&1
+  grep -v '^{' $OUT/logs/upstream-$round.log | grep -v -i warn | grep -v Scaling | tail -n +2 | head -4
+done
+python3 bench/train_throughput.py $common --out $OUT/logs/ours-last.json > $OUT/logs/ours-last.log 2>&1  # bracket the last upstream run
+python3 bench/merge_results.py $OUT/vs_upstream-d$DEPTH.json $OUT/logs/*.json --name vs_upstream --summary | grep -v '^{' | sed -n '/mean tok/,$p'
+tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs
