@@ -4,16 +4,17 @@
     python bench/merge_results.py OUT.json IN*.json --name train_throughput_repeats --summary
 
 --summary adds one `train_summary` record per (depth, pattern, variant): the mean, lowest and highest tok/s over the
-runs, and the mean SM clock. Where the inputs also hold upstream's step timed in the same calls (bench/upstream_step.py,
-variant "upstream"), each row gets `vs_upstream_same_card`: its mean over upstream's mean. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
-card holds under its power cap, so a claim about a row rests on the mean of several runs.
+runs, and the mean SM clock. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
+card holds under its power cap, so a claim about a row rests on the mean of several runs. Where the inputs also hold
+upstream's step timed in the same calls (bench/upstream_step.py, variant "upstream"), each row gets
+`vs_upstream_same_card`: its mean over upstream's mean.
 """
 import argparse
 import json
 from collections import defaultdict
 from statistics import mean
 
-UPSTREAM = {(12, "L"): 490e3, (12, "SSSL"): 409e3, (20, "L"): 146e3, (20, "SSSL"): 126e3}  # as in train_throughput.py
+from record import UPSTREAM_TOK_PER_S as UPSTREAM
 
 
 def summarize(records: list[dict]) -> list[dict]:

@@ -25,14 +25,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from record import GpuClocks, git_commit, save_result
+from record import UPSTREAM_TOK_PER_S, GpuClocks, git_commit, save_result
 
 from nanochat.common import autocast_ctx, compute_mfu, device_name, get_peak_flops
 from nanochat.gpt import GPT, GPTConfig, config_for_depth, enable_fp8, estimate_flops
 from nanochat.optim import setup_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = {(12, "L"): 490e3, (12, "SSSL"): 409e3, (20, "L"): 146e3, (20, "SSSL"): 126e3}  # tok/s, H100, see docstring
+UPSTREAM = UPSTREAM_TOK_PER_S  # tok/s, H100, see docstring
 
 
 TOTAL_BATCH = 524288  # upstream's tokens per optimizer step
@@ -184,6 +184,7 @@ def main():
             for attention in args.attention:
                 for variant, cautograd in [(v, c) for v in args.variants for c in args.compiled_autograd]:
                     accum = args.accum or default_accum(depth, args.batch, args.seq)
+                    label = (variant or "default") + (" +ca" if cautograd else "")
                     prof = args.profile_dir / f"profile-d{depth}-{pattern}-{variant.replace('=', '').replace(',', '_') or 'base'}{'-ca' if cautograd else ''}.txt" if args.profile_dir else None
                     row = (depth, pattern, args.batch, args.seq, accum, args.steps, args.warmup, attention, not args.no_compile,
                            parse_overrides(variant), prof, bool(cautograd))
@@ -198,11 +199,11 @@ def main():
                             r["activation_memory_budget"] = 0.8
                     except Exception as e:  # one failing variant (say FP8 on an old GPU) must not lose the others
                         traceback.print_exc()
-                        lines.append(f"{depth:>5} {pattern:>7} {attention:>9} {variant or 'default':>16} failed: {type(e).__name__}: {str(e)[:200]}")
+                        lines.append(f"{depth:>5} {pattern:>7} {attention:>9} {label:>16} failed: {type(e).__name__}: {str(e)[:200]}")
                         print(lines[-1], flush=True)
                         torch.cuda.empty_cache()
                         continue
-                    r["variant"] = (variant or "default") + (" +ca" if cautograd else "")
+                    r["variant"] = label
                     if args.inductor: r["inductor"] = ",".join(args.inductor)
                     records.append(r)
                     torch.cuda.empty_cache()

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from record import GpuClocks, git_commit, save_result
 
-H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s, the peak our MFU uses for an H100
+H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s: nanochat.common.get_peak_flops's H100 value (our package is not imported here)
 
 
 def load_upstream(path: Path):
