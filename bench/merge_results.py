@@ -14,11 +14,12 @@ import json
 from collections import defaultdict
 from statistics import mean
 
-from record import UPSTREAM_TOK_PER_S as UPSTREAM
+from record import reference_tok_per_s
 
 
-def summarize(records: list[dict]) -> list[dict]:
-    "One record per (depth, pattern, variant) of the `train` records: mean/min/max tok/s, runs, mean SM clock."
+def summarize(records: list[dict], gpu: str = "NVIDIA H100 80GB HBM3") -> list[dict]:
+    """One record per (depth, pattern, variant) of the `train` records: mean/min/max tok/s, runs, mean SM clock; the
+    ratios to the issue's fixed upstream numbers only where `gpu` is the card they were taken on."""
     groups = defaultdict(list)
     for r in records:
         if r.get("kind") == "train": groups[r["depth"], r["pattern"], r.get("variant", "default")].append(r)
@@ -29,8 +30,8 @@ def summarize(records: list[dict]) -> list[dict]:
                    "tok_per_s_mean": round(mean(tok)), "tok_per_s_min": min(tok), "tok_per_s_max": max(tok)}
         clocks = [r["sm_mhz_mean"] for r in rows if r.get("sm_mhz_mean")]
         if clocks: summary["sm_mhz_mean"] = round(mean(clocks))
-        if (depth, pattern) in UPSTREAM:
-            ref = UPSTREAM[depth, pattern]
+        ref = reference_tok_per_s(gpu, depth, pattern)
+        if ref:
             summary |= {"vs_upstream_mean": round(mean(tok) / ref, 3), "vs_upstream_min": round(min(tok) / ref, 3),
                         "vs_upstream_max": round(max(tok) / ref, 3)}
         out.append(summary)
@@ -51,18 +52,23 @@ def main():
     results = [json.loads(open(path).read()) for path in args.inputs]
     merged = dict(results[0], records=[r for res in results for r in res["records"]])
     if args.name: merged["name"] = args.name
+    gpus = {res.get("gpu", "?") for res in results}
+    if len(gpus) > 1: p.error(f"the inputs come from different GPUs ({', '.join(sorted(gpus))}): merge runs of one card")
+    for r in merged["records"]:  # a ratio to the H100 reference is meaningless on another card (older files carry one)
+        if reference_tok_per_s(merged.get("gpu", "?"), r.get("depth", 0), r.get("pattern", "")) is None: r.pop("vs_upstream", None)
     print(f"{'depth':>5} {'pattern':>7} {'attention':>9} {'variant':>16} {'tok/s':>10} {'MFU':>6} {'SM MHz':>6} {'vs upstream':>11}")
     for r in merged["records"]:
         print(f"{r['depth']:>5} {r['pattern']:>7} {r.get('attention', '?'):>9} {r.get('variant', 'default'):>16} "
               f"{r.get('tok_per_s', 0):>10,} {r.get('mfu', float('nan')):>6.1%} {r.get('sm_mhz_mean', 0):>6} "
-              f"{r.get('vs_upstream', float('nan')):>10.3f}x")
+              f"{(format(r['vs_upstream'], '.3f') + 'x') if 'vs_upstream' in r else '-':>11}")
     if args.summary:
-        merged["records"] += summarize(merged["records"])
+        merged["records"] += summarize(merged["records"], merged.get("gpu", "?"))
         print(f"\n{'depth':>5} {'pattern':>7} {'variant':>16} {'runs':>4} {'mean tok/s':>10} {'range':>19} {'vs upstream (mean, range)':>28}")
         for s in (r for r in merged["records"] if r["kind"] == "train_summary"):
             print(f"{s['depth']:>5} {s['pattern']:>7} {s['variant']:>16} {s['runs']:>4} {s['tok_per_s_mean']:>10,} "
-                  f"{s['tok_per_s_min']:>9,}-{s['tok_per_s_max']:<9,} {s.get('vs_upstream_mean', float('nan')):>12.3f}x "
-                  f"({s.get('vs_upstream_min', float('nan')):.3f}-{s.get('vs_upstream_max', float('nan')):.3f})"
+                  f"{s['tok_per_s_min']:>9,}-{s['tok_per_s_max']:<9,} "
+                  + (f"{s['vs_upstream_mean']:>12.3f}x ({s['vs_upstream_min']:.3f}-{s['vs_upstream_max']:.3f})" if "vs_upstream_mean" in s
+                     else f"{'-':>28}")
                   + (f"  same card: {s['vs_upstream_same_card']:.3f}x" if "vs_upstream_same_card" in s else ""))
     line = json.dumps(merged)
     print(line)

@@ -7,6 +7,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The reference: upstream nanochat's training tok/s on the lent H100 80GB (torch 2.11, SDPA), batch 32 x 2048.
 UPSTREAM_TOK_PER_S = {(12, "L"): 490e3, (12, "SSSL"): 409e3, (20, "L"): 146e3, (20, "SSSL"): 126e3}
+REFERENCE_GPU = "H100"  # the card those numbers were taken on; on any other card a ratio to them means nothing
+
+
+def reference_tok_per_s(gpu: str, depth: int, pattern: str) -> float | None:
+    "The issue's upstream tok/s for this row, only where `gpu` is the card it was measured on (else None: time upstream in the same call)."
+    return UPSTREAM_TOK_PER_S.get((depth, pattern)) if REFERENCE_GPU in gpu else None
 
 
 def git_commit() -> str:

@@ -11,7 +11,7 @@
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-unknown}
 DEPTH=${DEPTH:-12}; PATTERNS=${PATTERNS:-L}; ROUNDS=${ROUNDS:-2}; UPSTREAM=${UPSTREAM:-.whl/upstream}
-STEPS=${STEPS:-4}; ACCUM=${ACCUM:-8}
+STEPS=${STEPS:-4}; ACCUM=${ACCUM:-8}; BRACKET=${BRACKET:-1}  # BRACKET=0: no closing run of ours (saves a process)
 mkdir -p $OUT/logs
 common="--depths $DEPTH --patterns $PATTERNS --steps $STEPS --warmup 2 --accum $ACCUM"
 for round in $(seq 1 $ROUNDS); do
@@ -20,6 +20,8 @@ for round in $(seq 1 $ROUNDS); do
   python3 bench/upstream_step.py --upstream $UPSTREAM $common --out $OUT/logs/upstream-$round.json > $OUT/logs/upstream-$round.log 2>&1
   grep -v '^{' $OUT/logs/upstream-$round.log | grep -v -i warn | grep -v Scaling | tail -n +2 | head -4
 done
-python3 bench/train_throughput.py $common --out $OUT/logs/ours-last.json > $OUT/logs/ours-last.log 2>&1  # bracket the last upstream run
+if [ "$BRACKET" = 1 ]; then  # bracket the last upstream run
+  python3 bench/train_throughput.py $common --out $OUT/logs/ours-last.json > $OUT/logs/ours-last.log 2>&1
+fi
 python3 bench/merge_results.py $OUT/vs_upstream-d$DEPTH.json $OUT/logs/*.json --name vs_upstream --summary | grep -v '^{' | sed -n '/mean tok/,$p'
 tar czf $OUT/logs.tgz -C $OUT logs && rm -rf $OUT/logs

@@ -10,7 +10,8 @@ issue's: d12 and d20, window patterns L and SSSL, batch 32 × 2048.
 
 `--accum` sets the micro-steps per optimizer step (default: what base_train derives for that depth on one GPU, so
 tokens/s is the number a training log shows). Reference (upstream nanochat on the same lent H100, torch 2.11, SDPA):
-d12 L 490k tok/s (44% MFU), d12 SSSL 409k, d20 L 146k (48%), d20 SSSL 126k.
+d12 L 490k tok/s (44% MFU), d12 SSSL 409k, d20 L 146k (48%), d20 SSSL 126k. Rows get `vs_upstream` against those
+numbers only on an H100; on any other card, time upstream in the same call (bench/run_vs_upstream.sh).
 
 Prints a table and one JSON line, saved as bench/results/train_throughput-DATE.json (or --out).
 """
@@ -25,14 +26,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from record import UPSTREAM_TOK_PER_S, GpuClocks, git_commit, save_result
+from record import GpuClocks, git_commit, reference_tok_per_s, save_result
 
 from nanochat.common import autocast_ctx, compute_mfu, device_name, get_peak_flops
 from nanochat.gpt import GPT, GPTConfig, config_for_depth, enable_fp8, estimate_flops
 from nanochat.optim import setup_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-UPSTREAM = UPSTREAM_TOK_PER_S  # tok/s, H100, see docstring
 
 
 TOTAL_BATCH = 524288  # upstream's tokens per optimizer step
@@ -144,7 +144,8 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
               "attention": backend, "compiled": compile_model, "tok_per_s": round(tok_per_s), "mfu": round(mfu, 4),
               "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "step_ms": round(1000 * seconds / steps, 1),
               "warmup_s": round(warmup_s, 1), "opt_ms": round(opt_ms, 1), "fp8": bool(fp8), "compiled_autograd": compiled_autograd, **{k: v for k, v in overrides.items()}, **clocks.summary}
-    if (depth, pattern) in UPSTREAM: record["vs_upstream"] = round(tok_per_s / UPSTREAM[depth, pattern], 3)
+    reference = reference_tok_per_s(device_name("cuda"), depth, pattern)  # the issue's numbers hold on an H100 only
+    if reference: record["vs_upstream"] = round(tok_per_s / reference, 3)
     return record
 
 

@@ -54,12 +54,35 @@ def build_upstream(GPT, GPTConfig, depth: int, pattern: str, seq: int, vocab: in
     return model
 
 
+def profile_micro_step(step_model, inputs, targets, path: Path) -> None:
+    "One micro-step's forward+backward under the profiler: CUDA time per kernel, written to `path` (as train_throughput's)."
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step_model(inputs[0], targets[0]).backward()
+        torch.cuda.synchronize()
+    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
+
+
+def convert_fp8(model, recipe: str = "tensorwise") -> int:
+    "Upstream's FP8 training switch, as its base_train applies it (Linear layers of 128+ features, multiples of 16); returns how many."
+    import torch.nn as nn
+    from nanochat.fp8 import (  # upstream's module (on the path from load_upstream)
+        Float8LinearConfig,
+        convert_to_float8_training,
+    )
+    def eligible(mod, fqn):
+        return isinstance(mod, nn.Linear) and mod.in_features % 16 == 0 and mod.out_features % 16 == 0 and min(mod.in_features, mod.out_features) >= 128
+    convert_to_float8_training(model, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=eligible)
+    return sum(1 for m in model.modules() if "Float8" in type(m).__name__)
+
+
 def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, vocab: int, accum: int, steps: int,
-            warmup: int, device: str) -> dict:
+            warmup: int, device: str, profile_path: Path | None = None, fp8: bool = False) -> dict:
     "Time `steps` full upstream training steps after `warmup` ones; return one record."
     torch.manual_seed(0)
     torch._dynamo.reset()
     model = build_upstream(GPT, GPTConfig, depth, pattern, seq, vocab, device)
+    if fp8: convert_fp8(model)  # before compiling and before the optimizer, as upstream's base_train orders it
     optimizer = model.setup_optimizer()
     step_model = torch.compile(model, dynamic=False)
     tokens = torch.randint(0, vocab, (accum, batch, seq + 1), device=device)
@@ -78,6 +101,9 @@ def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, voca
     for _ in range(warmup): train_step()
     sync()
     warmup_s = time.perf_counter() - t0
+    if profile_path is not None and device == "cuda":
+        profile_micro_step(step_model, inputs, targets, profile_path)
+        model.zero_grad(set_to_none=True)
     if device == "cuda": torch.cuda.reset_peak_memory_stats()
     with GpuClocks() as clocks:  # {} without nvidia-smi (CPU)
         start = time.perf_counter()
@@ -86,7 +112,7 @@ def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, voca
         sync()
         seconds = time.perf_counter() - start
     tok_per_s = steps * accum * batch * seq / seconds
-    record = {"kind": "train", "impl": "upstream", "variant": "upstream", "depth": depth, "pattern": pattern, "batch": batch, "seq": seq, "accum": accum,
+    record = {"kind": "train", "impl": "upstream", "variant": "upstream-fp8" if fp8 else "upstream", "fp8": fp8, "depth": depth, "pattern": pattern, "batch": batch, "seq": seq, "accum": accum,
               "world_size": 1, "compiled": True, "tok_per_s": round(tok_per_s), "step_ms": round(1000 * seconds / steps, 1),
               "warmup_s": round(warmup_s, 1), "loss": round(loss.item(), 4), **clocks.summary}
     if hasattr(model, "estimate_flops") and device == "cuda":
@@ -107,9 +133,12 @@ def main():
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--fp8", action="store_true", help="upstream's FP8 training (tensorwise scales, its base_train's --fp8)")
+    p.add_argument("--profile-dir", type=Path, default=None, help="write a per-kernel profile of each row's micro-step here (CUDA only)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available(): p.error("no CUDA GPU here (use --device cpu for a smoke test)")
+    if args.fp8 and args.device != "cuda": p.error("--fp8 needs a CUDA GPU (upstream's FP8 matmuls are Hopper's)")
     for pattern in args.patterns:
         if not pattern or set(pattern) - {"S", "L"}: p.error(f"--patterns: {pattern!r} is not made of S and L")
     if min(args.depths + [args.batch, args.seq, args.accum, args.steps]) < 1: p.error("depths, batch, seq, accum and steps must be positive")
@@ -121,7 +150,10 @@ def main():
     print(f"{'depth':>5} {'pattern':>7} {'accum':>5} {'tok/s':>10} {'MFU':>6} {'SM MHz':>6} {'loss':>7}")
     for depth in args.depths:
         for pattern in args.patterns:
-            r = measure(GPT, GPTConfig, depth, pattern, args.batch, args.seq, args.vocab, args.accum, args.steps, args.warmup, args.device)
+            prof = args.profile_dir / f"profile-upstream-d{depth}-{pattern}.txt" if args.profile_dir else None
+            if prof: prof.parent.mkdir(parents=True, exist_ok=True)
+            r = measure(GPT, GPTConfig, depth, pattern, args.batch, args.seq, args.vocab, args.accum, args.steps, args.warmup,
+                        args.device, prof, args.fp8)
             r["upstream_commit"] = upstream_commit
             records.append(r)
             print(f"{depth:>5} {pattern:>7} {args.accum:>5} {r['tok_per_s']:>10,} {r.get('mfu', float('nan')):>6.1%} "

@@ -86,6 +86,37 @@ def test_summarize_ratio_against_upstream_timed_alongside():
     assert "vs_upstream_same_card" not in by_variant["upstream"]
 
 
+def test_fixed_reference_only_on_the_card_it_was_taken_on():
+    "The issue's upstream numbers were measured on an H100: another card's rows get no ratio to them, only same-card ones."
+    from merge_results import summarize
+    from record import reference_tok_per_s
+    assert reference_tok_per_s("NVIDIA H100 80GB HBM3", 12, "L") == 490e3
+    assert reference_tok_per_s("NVIDIA H200", 12, "L") is None and reference_tok_per_s("NVIDIA H100 80GB HBM3", 12, "SL") is None
+    rows = [{"kind": "train", "depth": 12, "pattern": "L", "variant": v, "tok_per_s": t} for v, t in [("default", 580_000), ("upstream", 550_000)]]
+    ours = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H200")}["default"]
+    assert "vs_upstream_mean" not in ours and ours["vs_upstream_same_card"] == round(580 / 550, 3)
+
+
+def test_merge_results_keeps_to_one_card(tmp_path):
+    "merge_results refuses runs of different GPUs, and drops a stale H100 ratio from another card's rows."
+    import json
+    import subprocess
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    def result(name, gpu, tok):
+        path = tmp_path / name
+        path.write_text(json.dumps({"name": "train_throughput", "date": "2026-12-03", "gpu": gpu, "commit": "x", "records": [
+            {"kind": "train", "depth": 12, "pattern": "L", "variant": "default", "tok_per_s": tok, "vs_upstream": round(tok / 490e3, 3)}]}))
+        return str(path)
+    a, b, c = result("a.json", "NVIDIA H200", 580_000), result("b.json", "NVIDIA H200", 582_000), result("c.json", "NVIDIA H100 80GB HBM3", 540_000)
+    run = lambda *files: subprocess.run([sys.executable, str(bench / "merge_results.py"), str(tmp_path / "out.json"), *files, "--summary"],
+                                        capture_output=True, text=True)
+    mixed = run(a, c)
+    assert mixed.returncode != 0 and "different GPUs" in mixed.stderr
+    assert run(a, b).returncode == 0
+    records = json.loads((tmp_path / "out.json").read_text())["records"]
+    assert all("vs_upstream" not in r and "vs_upstream_mean" not in r for r in records)
+
+
 def test_compiled_autograd_backward_matches_plain():
     "The bench's compiled-autograd backward accumulates the same gradients as loss.backward() (CPU, a tiny MLP)."
     import torch
