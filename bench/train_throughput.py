@@ -209,7 +209,7 @@ def main():
                     records.append(r)
                     torch.cuda.empty_cache()
                     lines.append(f"{depth:>5} {pattern:>7} {r['attention']:>9} {r['variant']:>16} {accum:>5} {r['tok_per_s']:>10,} {r['mfu']:>6.1%} "
-                                 f"{r['peak_mem_gb']:>7} {r['opt_ms']:>7} {r.get('vs_upstream', float('nan')):>10.2f}x")
+                                 f"{r['peak_mem_gb']:>7} {r['opt_ms']:>7} {(format(r['vs_upstream'], '.2f') + 'x') if 'vs_upstream' in r else '-':>11}")
                     print(lines[-1], flush=True)
     print("\n".join(lines))
     commit = git_commit()

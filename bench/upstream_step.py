@@ -82,6 +82,7 @@ def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, voca
     torch.manual_seed(0)
     torch._dynamo.reset()
     model = build_upstream(GPT, GPTConfig, depth, pattern, seq, vocab, device)
+    flops_per_token = model.estimate_flops() if hasattr(model, "estimate_flops") else None  # before FP8 swaps its Linear layers
     if fp8: convert_fp8(model)  # before compiling and before the optimizer, as upstream's base_train orders it
     optimizer = model.setup_optimizer()
     step_model = torch.compile(model, dynamic=False)
@@ -115,8 +116,8 @@ def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, voca
     record = {"kind": "train", "impl": "upstream", "variant": "upstream-fp8" if fp8 else "upstream", "fp8": fp8, "depth": depth, "pattern": pattern, "batch": batch, "seq": seq, "accum": accum,
               "world_size": 1, "compiled": True, "tok_per_s": round(tok_per_s), "step_ms": round(1000 * seconds / steps, 1),
               "warmup_s": round(warmup_s, 1), "loss": round(loss.item(), 4), **clocks.summary}
-    if hasattr(model, "estimate_flops") and device == "cuda":
-        record["mfu"] = round(model.estimate_flops() * tok_per_s / H100_BF16_PEAK, 4)
+    if flops_per_token and device == "cuda":
+        record["mfu"] = round(flops_per_token * tok_per_s / H100_BF16_PEAK, 4)
         record["peak_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return record
 
