@@ -17,7 +17,7 @@ from statistics import mean
 from record import reference_tok_per_s
 
 
-def summarize(records: list[dict], gpu: str = "NVIDIA H100 80GB HBM3") -> list[dict]:
+def summarize(records: list[dict], gpu: str) -> list[dict]:
     """One record per (depth, pattern, variant) of the `train` records: mean/min/max tok/s, runs, mean SM clock; the
     ratios to the issue's fixed upstream numbers only where `gpu` is the card they were taken on."""
     groups = defaultdict(list)

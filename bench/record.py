@@ -32,6 +32,16 @@ def save_result(result: dict, out: Path | None = None) -> Path:
     return out
 
 
+def profile_kernels(run, path: Path) -> None:
+    "Run `run()` (say one micro-step's forward+backward) under the profiler; write its CUDA time per kernel to `path`."
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
+
+
 class GpuClocks:
     """Samples the GPU's SM clock, power and temperature (`nvidia-smi -lms`) while the `with` block runs; `.summary`
     holds their means and extremes afterwards ({} where nvidia-smi is missing). Sustained matmuls can hit the power cap

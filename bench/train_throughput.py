@@ -26,7 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from record import GpuClocks, git_commit, reference_tok_per_s, save_result
+from record import GpuClocks, git_commit, profile_kernels, reference_tok_per_s, save_result
 
 from nanochat.common import autocast_ctx, compute_mfu, device_name, get_peak_flops
 from nanochat.gpt import GPT, GPTConfig, config_for_depth, enable_fp8, estimate_flops
@@ -60,12 +60,10 @@ def parse_overrides(text: str) -> dict:
 
 def profile_step(step_model, tokens, amp, path: Path, backward=lambda loss: loss.backward()) -> None:
     "One micro-step's forward+backward under the profiler: CUDA time per kernel, written to `path`."
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    def micro_step():
         with amp: loss = step_model(tokens[0, :, :-1], tokens[0, :, 1:])
         backward(loss)
-        torch.cuda.synchronize()
-    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
+    profile_kernels(micro_step, path)
 
 
 def backward_fn(compiled_autograd: bool):

@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from record import GpuClocks, git_commit, save_result
+from record import GpuClocks, git_commit, profile_kernels, save_result
 
 H100_BF16_PEAK = 989e12  # dense bf16 FLOP/s: nanochat.common.get_peak_flops's H100 value (our package is not imported here)
 
@@ -54,17 +54,8 @@ def build_upstream(GPT, GPTConfig, depth: int, pattern: str, seq: int, vocab: in
     return model
 
 
-def profile_micro_step(step_model, inputs, targets, path: Path) -> None:
-    "One micro-step's forward+backward under the profiler: CUDA time per kernel, written to `path` (as train_throughput's)."
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        step_model(inputs[0], targets[0]).backward()
-        torch.cuda.synchronize()
-    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=90))
-
-
-def convert_fp8(model, recipe: str = "tensorwise") -> int:
-    "Upstream's FP8 training switch, as its base_train applies it (Linear layers of 128+ features, multiples of 16); returns how many."
+def convert_fp8(model, recipe: str = "tensorwise") -> None:
+    "Upstream's FP8 training switch, as its base_train applies it (Linear layers of 128+ features, multiples of 16)."
     import torch.nn as nn
     from nanochat.fp8 import (  # upstream's module (on the path from load_upstream)
         Float8LinearConfig,
@@ -73,7 +64,6 @@ def convert_fp8(model, recipe: str = "tensorwise") -> int:
     def eligible(mod, fqn):
         return isinstance(mod, nn.Linear) and mod.in_features % 16 == 0 and mod.out_features % 16 == 0 and min(mod.in_features, mod.out_features) >= 128
     convert_to_float8_training(model, config=Float8LinearConfig.from_recipe_name(recipe), module_filter_fn=eligible)
-    return sum(1 for m in model.modules() if "Float8" in type(m).__name__)
 
 
 def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, vocab: int, accum: int, steps: int,
@@ -103,7 +93,7 @@ def measure(GPT, GPTConfig, depth: int, pattern: str, batch: int, seq: int, voca
     sync()
     warmup_s = time.perf_counter() - t0
     if profile_path is not None and device == "cuda":
-        profile_micro_step(step_model, inputs, targets, profile_path)
+        profile_kernels(lambda: step_model(inputs[0], targets[0]).backward(), profile_path)  # one micro-step
         model.zero_grad(set_to_none=True)
     if device == "cuda": torch.cuda.reset_peak_memory_stats()
     with GpuClocks() as clocks:  # {} without nvidia-smi (CPU)

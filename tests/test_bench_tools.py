@@ -68,7 +68,7 @@ def test_summarize_means_per_row():
             for t, c in [(530_000, 1650), (550_000, 1750)]]
     rows.append({"kind": "train", "depth": 12, "pattern": "L", "variant": "fp8=1", "tok_per_s": 500_000})
     rows.append({"kind": "trace", "depth": 12, "pattern": "L"})  # not a throughput row: ignored
-    by_variant = {s["variant"]: s for s in summarize(rows)}
+    by_variant = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H100 80GB HBM3")}
     assert set(by_variant) == {"default", "fp8=1"}
     s = by_variant["default"]
     assert (s["runs"], s["tok_per_s_mean"], s["tok_per_s_min"], s["tok_per_s_max"], s["sm_mhz_mean"]) == (2, 540_000, 530_000, 550_000, 1700)
@@ -81,7 +81,7 @@ def test_summarize_ratio_against_upstream_timed_alongside():
     from merge_results import summarize
     rows = [{"kind": "train", "depth": 12, "pattern": "L", "variant": v, "tok_per_s": t}
             for v, t in [("default", 550_000), ("default", 530_000), ("upstream", 500_000)]]
-    by_variant = {s["variant"]: s for s in summarize(rows)}
+    by_variant = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H100 80GB HBM3")}
     assert by_variant["default"]["vs_upstream_same_card"] == 1.08
     assert "vs_upstream_same_card" not in by_variant["upstream"]
 
