@@ -6,8 +6,8 @@
 --summary adds one `train_summary` record per (depth, pattern, variant): the mean, lowest and highest tok/s over the
 runs, and the mean SM clock. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
 card holds under its power cap, so a claim about a row rests on the mean of several runs. Where the inputs also hold
-upstream's step timed in the same calls (bench/upstream_step.py, variant "upstream"), each row gets
-`vs_upstream_same_card`: its mean over upstream's mean.
+upstream's step timed in the same calls (bench/upstream_step.py, variant "upstream" or "upstream-fp8"), each row gets
+`vs_upstream_same_card`: its mean over upstream's mean in the same precision (our FP8 rows against upstream's --fp8).
 """
 import argparse
 import json
@@ -27,6 +27,7 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
     for (depth, pattern, variant), rows in groups.items():
         tok = [r["tok_per_s"] for r in rows]
         summary = {"kind": "train_summary", "depth": depth, "pattern": pattern, "variant": variant, "runs": len(rows),
+                   "fp8": any(r.get("fp8", False) for r in rows),
                    "tok_per_s_mean": round(mean(tok)), "tok_per_s_min": min(tok), "tok_per_s_max": max(tok)}
         clocks = [r["sm_mhz_mean"] for r in rows if r.get("sm_mhz_mean")]
         if clocks: summary["sm_mhz_mean"] = round(mean(clocks))
@@ -35,10 +36,12 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
             summary |= {"vs_upstream_mean": round(mean(tok) / ref, 3), "vs_upstream_min": round(min(tok) / ref, 3),
                         "vs_upstream_max": round(max(tok) / ref, 3)}
         out.append(summary)
-    upstream_means = {(s["depth"], s["pattern"]): s["tok_per_s_mean"] for s in out if s["variant"] == "upstream"}
+    is_upstream = lambda s: s["variant"].startswith("upstream")
+    upstream_means = {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"] for s in out if is_upstream(s)}
     for s in out:
-        if s["variant"] != "upstream" and (s["depth"], s["pattern"]) in upstream_means:
-            s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[s["depth"], s["pattern"]], 3)
+        key = s["depth"], s["pattern"], s["fp8"]
+        if not is_upstream(s) and key in upstream_means:
+            s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[key], 3)
     return out
 
 

@@ -86,6 +86,18 @@ def test_summarize_ratio_against_upstream_timed_alongside():
     assert "vs_upstream_same_card" not in by_variant["upstream"]
 
 
+def test_same_card_ratio_pairs_precisions():
+    "Our FP8 rows are compared with upstream's --fp8 step, our bf16 rows with its bf16 step; never across."
+    from merge_results import summarize
+    rows = [{"kind": "train", "depth": 20, "pattern": "L", "variant": v, "fp8": f, "tok_per_s": t}
+            for v, f, t in [("default", False, 165_000), ("fp8=1", True, 193_000), ("upstream", False, 161_000), ("upstream-fp8", True, 175_000)]]
+    by_variant = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H200")}
+    assert by_variant["default"]["vs_upstream_same_card"] == round(165 / 161, 3)
+    assert by_variant["fp8=1"]["vs_upstream_same_card"] == round(193 / 175, 3)
+    rows = [r for r in rows if r["variant"] != "upstream-fp8"]  # no FP8 step of upstream's: no ratio for our FP8 row
+    assert "vs_upstream_same_card" not in {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H200")}["fp8=1"]
+
+
 def test_fixed_reference_only_on_the_card_it_was_taken_on():
     "The issue's upstream numbers were measured on an H100: another card's rows get no ratio to them, only same-card ones."
     from merge_results import summarize
