@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from statistics import mean
 
-from record import reference_tok_per_s
+from record import ratio_cell, reference_tok_per_s
 
 
 def summarize(records: list[dict], gpu: str) -> list[dict]:
@@ -63,7 +63,7 @@ def main():
     for r in merged["records"]:
         print(f"{r['depth']:>5} {r['pattern']:>7} {r.get('attention', '?'):>9} {r.get('variant', 'default'):>16} "
               f"{r.get('tok_per_s', 0):>10,} {r.get('mfu', float('nan')):>6.1%} {r.get('sm_mhz_mean', 0):>6} "
-              f"{(format(r['vs_upstream'], '.3f') + 'x') if 'vs_upstream' in r else '-':>11}")
+              f"{ratio_cell(r.get('vs_upstream')):>11}")
     if args.summary:
         merged["records"] += summarize(merged["records"], merged.get("gpu", "?"))
         print(f"\n{'depth':>5} {'pattern':>7} {'variant':>16} {'runs':>4} {'mean tok/s':>10} {'range':>19} {'vs upstream (mean, range)':>28}")

@@ -15,6 +15,11 @@ def reference_tok_per_s(gpu: str, depth: int, pattern: str) -> float | None:
     return UPSTREAM_TOK_PER_S.get((depth, pattern)) if REFERENCE_GPU in gpu else None
 
 
+def ratio_cell(value: float | None, digits: int = 3) -> str:
+    "A ratio for a table cell ('1.104x'), or '-' where a row has none (no reference on this card)."
+    return "-" if value is None else f"{value:.{digits}f}x"
+
+
 def git_commit() -> str:
     "The commit being measured: $NANOCHAT_COMMIT (set it where the copy has no .git), else git's HEAD."
     if os.environ.get("NANOCHAT_COMMIT"): return os.environ["NANOCHAT_COMMIT"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from record import GpuClocks, git_commit, profile_kernels, reference_tok_per_s, save_result
+from record import GpuClocks, git_commit, profile_kernels, ratio_cell, reference_tok_per_s, save_result
 
 from nanochat.common import autocast_ctx, compute_mfu, device_name, get_peak_flops
 from nanochat.gpt import GPT, GPTConfig, config_for_depth, enable_fp8, estimate_flops
@@ -207,7 +207,7 @@ def main():
                     records.append(r)
                     torch.cuda.empty_cache()
                     lines.append(f"{depth:>5} {pattern:>7} {r['attention']:>9} {r['variant']:>16} {accum:>5} {r['tok_per_s']:>10,} {r['mfu']:>6.1%} "
-                                 f"{r['peak_mem_gb']:>7} {r['opt_ms']:>7} {(format(r['vs_upstream'], '.2f') + 'x') if 'vs_upstream' in r else '-':>11}")
+                                 f"{r['peak_mem_gb']:>7} {r['opt_ms']:>7} {ratio_cell(r.get('vs_upstream'), 2):>11}")
                     print(lines[-1], flush=True)
     print("\n".join(lines))
     commit = git_commit()
