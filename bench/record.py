@@ -7,7 +7,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The reference: upstream nanochat's training tok/s on the lent H100 80GB (torch 2.11, SDPA), batch 32 x 2048.
 UPSTREAM_TOK_PER_S = {(12, "L"): 490e3, (12, "SSSL"): 409e3, (20, "L"): 146e3, (20, "SSSL"): 126e3}
-REFERENCE_GPU = "H100"  # the card those numbers were taken on; on any other card a ratio to them means nothing
+# The card those numbers were taken on, as torch names it (the SXM part): on any other card, a PCIe or NVL H100
+# included (lower clocks and power limit), a ratio to them means nothing.
+REFERENCE_GPU = "H100 80GB HBM3"
 
 
 def reference_tok_per_s(gpu: str, depth: int, pattern: str) -> float | None:

@@ -104,6 +104,7 @@ def test_fixed_reference_only_on_the_card_it_was_taken_on():
     from record import reference_tok_per_s
     assert reference_tok_per_s("NVIDIA H100 80GB HBM3", 12, "L") == 490e3
     assert reference_tok_per_s("NVIDIA H200", 12, "L") is None and reference_tok_per_s("NVIDIA H100 80GB HBM3", 12, "SL") is None
+    assert reference_tok_per_s("NVIDIA H100 PCIe", 12, "L") is None and reference_tok_per_s("NVIDIA H100 NVL", 12, "L") is None
     rows = [{"kind": "train", "depth": 12, "pattern": "L", "variant": v, "tok_per_s": t} for v, t in [("default", 580_000), ("upstream", 550_000)]]
     ours = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H200")}["default"]
     assert "vs_upstream_mean" not in ours and ours["vs_upstream_same_card"] == round(580 / 550, 3)
