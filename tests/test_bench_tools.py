@@ -144,3 +144,24 @@ def test_compiled_autograd_backward_matches_plain():
         for x in xs: backward(model(x).square().mean(), 0.5)  # two micro-steps, each scaled as in accumulation
         grads.append([p.grad.clone() for p in model.parameters()])
     for plain, compiled in zip(*grads): torch.testing.assert_close(compiled, plain)
+
+
+def test_fp8_quality_variants_and_verdict():
+    "The FP8 quality bench: variants parse or fail clearly, gaps are to the first run, and the verdict sizes them by the seed gap."
+    import argparse
+
+    from fp8_quality import gaps, parse_variant, train_command, verdict
+    assert parse_variant("fp8") == {"name": "fp8", "fp8": True, "seed": None}
+    assert parse_variant("bf16:seed=43") == {"name": "bf16:seed=43", "fp8": False, "seed": 43}
+    for bad in ("fp16", "bf16:seed=x", "fp8:lr=2"):
+        with pytest.raises(argparse.ArgumentTypeError): parse_variant(bad)
+    runs = {"bf16": {"evals": {50: 1.5, 100: 1.20}}, "fp8": {"evals": {50: 1.5, 100: 1.21}}, "bf16:seed=43": {"evals": {100: 1.185}}}
+    assert gaps(runs, "bf16") == {"fp8": 0.01, "bf16:seed=43": -0.015}
+    variants = [parse_variant(v) for v in runs]
+    assert verdict(gaps(runs, "bf16"), variants).endswith("within the noise")
+    runs["fp8"]["evals"][100] = 1.25
+    assert verdict(gaps(runs, "bf16"), variants).endswith("larger than the noise")
+    args = argparse.Namespace(depth=4, pattern="L", steps=10, total_batch_size=2048, device_batch_size=4, max_seq_len=256,
+                              eval_every=5, eval_tokens=4096, seed=42, data=None, tokenizer_dir=None, extra=[])
+    a, b = train_command(args, variants[0], "v0"), train_command(args, variants[1], "v1")
+    assert [x for x in a if x not in b] == ["v0", "--no-fp8"] and [x for x in b if x not in a] == ["v1", "--fp8"]  # nothing else differs
