@@ -54,19 +54,40 @@ def train_command(args, variant: dict, tag: str) -> list[str]:
     return command + args.extra
 
 
-def read_run(folder: Path) -> dict:
-    "A finished run's evaluations {step: val_bpb}, its last smoothed training loss and its summary.json."
-    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+def read_run(folder: Path) -> dict | None:
+    """A run's evaluations {step: val_bpb}, its last smoothed training loss and its summary.json; a run cut short has
+    no summary (`complete` False) but keeps the evaluations it made. None where it got to no evaluation at all."""
+    metrics = folder / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
     evals = {m["step"]: m["val_bpb"] for m in lines if "val_bpb" in m}
+    if not evals: return None
     losses = [m["smooth_loss"] for m in lines if "smooth_loss" in m]
-    summary = json.loads((folder / "summary.json").read_text())
-    return {"evals": evals, "smooth_loss": losses[-1] if losses else None, "summary": summary}
+    complete = (folder / "summary.json").exists()
+    summary = json.loads((folder / "summary.json").read_text()) if complete else {"steps": max(m["step"] for m in lines)}
+    return {"evals": evals, "smooth_loss": losses[-1] if losses else None, "summary": summary, "complete": complete}
+
+
+def runs_from_result(result: dict) -> dict[str, dict]:
+    "Runs saved in an earlier fp8_quality JSON, in `read_run`'s shape, to compare new runs with (`--compare-with`)."
+    runs = {}
+    for r in result["records"]:
+        run = runs.setdefault(r["variant"], {"evals": {}, "smooth_loss": None, "summary": {}, "seconds": None, "complete": True})
+        if "val_bpb" in r: run["evals"][r["step"]] = r["val_bpb"]
+        if "final_val_bpb" in r:
+            run.update(smooth_loss=r["smooth_loss"], seconds=r["seconds"], complete=r.get("complete", True))
+            run["summary"] = {"steps": r["step"], "unigram_bpb": r["unigram_bpb"], "tok_per_s": r["tok_per_s"], "mfu": r["mfu"]}
+    return runs
 
 
 def gaps(runs: dict[str, dict], baseline: str) -> dict[str, float]:
-    "Each run's final val bpb minus the baseline's (positive: worse than the baseline)."
-    final = {name: run["evals"][max(run["evals"])] for name, run in runs.items() if run["evals"]}
-    return {name: round(value - final[baseline], 4) for name, value in final.items() if name != baseline}
+    """Each run's val bpb minus the baseline's (positive: worse than the baseline), at the last step both evaluated:
+    the end, unless one of them was cut short."""
+    base = runs[baseline]["evals"]
+    out = {}
+    for name, run in runs.items():
+        common = set(run["evals"]) & set(base)
+        if name != baseline and common: out[name] = round(run["evals"][max(common)] - base[max(common)], 4)
+    return out
 
 
 def verdict(gap_by_variant: dict[str, float], variants: list[dict]) -> str:
@@ -95,6 +116,8 @@ def main():
     p.add_argument("--data", type=Path, default=None, help="folder of .parquet shards (the last one is validation)")
     p.add_argument("--tokenizer-dir", type=Path, default=None)
     p.add_argument("--keep", type=Path, default=None, help="keep each run's log and metrics here (default: discarded)")
+    p.add_argument("--compare-with", type=Path, default=None,
+                   help="an earlier result of this bench (same steps and batch): its runs of these variants are reused, not rerun")
     p.add_argument("--run-timeout", type=float, default=None, help="seconds one run may take before it is stopped")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("extra", nargs="*", help="more base_train arguments, after --")
@@ -103,7 +126,14 @@ def main():
     if args.steps < 1 or args.eval_every < 1: p.error("--steps and --eval-every must be positive")
 
     runs, base = {}, Path(tempfile.mkdtemp(prefix="fp8q-"))
+    if args.compare_with:  # runs made before, with the same settings: only the variants not among them run now
+        earlier = json.loads(args.compare_with.read_text())
+        if (earlier["steps"], earlier["total_batch_size"]) != (args.steps, args.total_batch_size):
+            p.error(f"--compare-with: {args.compare_with} ran {earlier['steps']} steps of {earlier['total_batch_size']} tokens")
+        runs = {name: run for name, run in runs_from_result(earlier).items() if name in {v["name"] for v in args.variants}}
+        print(f"from {args.compare_with}: {', '.join(runs) or 'no run of these variants'}")
     for i, variant in enumerate(args.variants):
+        if variant["name"] in runs: continue
         tag = f"v{i}"
         env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         start = time.perf_counter()
@@ -119,21 +149,23 @@ def main():
             (args.keep / f"{tag}.log").write_text(run.stdout + run.stderr)
         if run.returncode != 0:
             print(f"{variant['name']}: base_train failed (exit {run.returncode}):\n{(run.stdout + run.stderr)[-3000:]}", file=sys.stderr)
-            continue
-        runs[variant["name"]] = read_run(folder) | {"seconds": round(seconds, 1)}
-        print(f"{variant['name']}: {len(runs[variant['name']]['evals'])} evaluations in {seconds:.0f} s", flush=True)
+        result = read_run(folder)
+        if result is None: continue
+        runs[variant["name"]] = result | {"seconds": round(seconds, 1)}
+        cut = "" if result["complete"] else f" (cut short at step {result['summary']['steps']})"
+        print(f"{variant['name']}: {len(result['evals'])} evaluations in {seconds:.0f} s{cut}", flush=True)
         if args.out:  # what is done so far survives a kill of this process (the JSON line is printed once, at the end)
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(build_result(args, runs)) + "\n")
     if args.variants[0]["name"] not in runs: sys.exit("fp8_quality: the baseline run failed; nothing to compare")
 
-    baseline, names = args.variants[0]["name"], list(runs)
+    baseline, names = args.variants[0]["name"], [v["name"] for v in args.variants if v["name"] in runs]
     gap_by_variant = gaps(runs, baseline)
     print(f"\nval bpb, d{args.depth} {args.pattern}, {args.steps} steps of {args.total_batch_size:,} tokens")
     print("| step | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
     for step in sorted(runs[baseline]["evals"]):
         print(f"| {step} | " + " | ".join(f"{runs[n]['evals'].get(step, float('nan')):.4f}" for n in names) + " |")
-    print("| gap to " + baseline + " | - | " + " | ".join(f"{gap_by_variant[n]:+.4f}" for n in names[1:]) + " |")
+    print("| gap to " + baseline + " | - | " + " | ".join(f"{gap_by_variant.get(n, float('nan')):+.4f}" for n in names[1:]) + " |")
     print(verdict(gap_by_variant, args.variants))
     save_result(build_result(args, runs), args.out)
 
@@ -149,7 +181,7 @@ def build_result(args, runs: dict[str, dict]) -> dict:
         common = {"kind": "quality", "depth": args.depth, "pattern": args.pattern, "variant": variant["name"],
                   "fp8": variant["fp8"], "seed": variant["seed"] or args.seed}
         records += [common | {"step": step, "val_bpb": bpb} for step, bpb in sorted(run["evals"].items())]
-        records.append(common | {"step": summary["steps"], "final_val_bpb": run["evals"][max(run["evals"])] if run["evals"] else None,
+        records.append(common | {"step": summary["steps"], "complete": run["complete"], "final_val_bpb": run["evals"][max(run["evals"])],
                                  "gap_bpb": gap_by_variant.get(variant["name"], 0.0), "smooth_loss": run["smooth_loss"],
                                  "unigram_bpb": summary.get("unigram_bpb"), "tok_per_s": summary.get("tok_per_s"),
                                  "mfu": summary.get("mfu"), "seconds": run["seconds"]})

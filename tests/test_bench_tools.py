@@ -165,3 +165,17 @@ def test_fp8_quality_variants_and_verdict():
                               eval_every=5, eval_tokens=4096, seed=42, data=None, tokenizer_dir=None, extra=[])
     a, b = train_command(args, variants[0], "v0"), train_command(args, variants[1], "v1")
     assert [x for x in a if x not in b] == ["v0", "--no-fp8"] and [x for x in b if x not in a] == ["v1", "--fp8"]  # nothing else differs
+
+
+def test_fp8_quality_keeps_a_cut_short_run(tmp_path):
+    "A run stopped by --run-timeout has no summary.json: its evaluations still count, and gaps compare at a step both reached."
+    import json
+
+    from fp8_quality import gaps, read_run
+    assert read_run(tmp_path) is None  # nothing written at all
+    lines = [{"step": 50, "loss": 6.1, "smooth_loss": 6.2}, {"step": 50, "val_bpb": 1.94}, {"step": 100, "val_bpb": 1.66}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    run = read_run(tmp_path)
+    assert run["complete"] is False and run["evals"] == {50: 1.94, 100: 1.66} and run["summary"] == {"steps": 100}
+    base = {"evals": {50: 1.93, 100: 1.65, 150: 1.51}}
+    assert gaps({"bf16": base, "fp8": run}, "bf16") == {"fp8": 0.01}  # at step 100, not the baseline's 150
