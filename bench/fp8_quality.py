@@ -22,10 +22,9 @@ from pathlib import Path
 
 from record import git_commit, save_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nanochat.checkpoint import checkpoint_dir  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from nanochat.checkpoint import checkpoint_dir  # noqa: E402
 
 
 def parse_variant(text: str) -> dict:
@@ -40,6 +39,11 @@ def parse_variant(text: str) -> dict:
     return {"name": text, "fp8": precision == "fp8", "seed": seed}
 
 
+def seed_of(variant: dict, args) -> int:
+    "The variant's own seed, else the common one."
+    return variant["seed"] if variant["seed"] is not None else args.seed
+
+
 def train_command(args, variant: dict, tag: str) -> list[str]:
     "The base_train command line of one variant: everything equal across variants except precision and seed."
     command = [sys.executable, "-m", "nanochat.scripts.base_train", "--depth", str(args.depth),
@@ -47,7 +51,7 @@ def train_command(args, variant: dict, tag: str) -> list[str]:
                "--total-batch-size", str(args.total_batch_size), "--device-batch-size", str(args.device_batch_size),
                "--max-seq-len", str(args.max_seq_len), "--eval-every", str(args.eval_every),
                "--eval-tokens", str(args.eval_tokens), "--sample-every", "-1", "--log-every", "50",
-               "--model-tag", tag, "--seed", str(variant["seed"] if variant["seed"] is not None else args.seed),
+               "--model-tag", tag, "--seed", str(seed_of(variant, args)),
                "--fp8" if variant["fp8"] else "--no-fp8"]
     if args.data: command += ["--data", str(args.data)]
     if args.tokenizer_dir: command += ["--tokenizer-dir", str(args.tokenizer_dir)]
@@ -128,8 +132,10 @@ def main():
     runs, base = {}, Path(tempfile.mkdtemp(prefix="fp8q-"))
     if args.compare_with:  # runs made before, with the same settings: only the variants not among them run now
         earlier = json.loads(args.compare_with.read_text())
-        if (earlier["steps"], earlier["total_batch_size"]) != (args.steps, args.total_batch_size):
-            p.error(f"--compare-with: {args.compare_with} ran {earlier['steps']} steps of {earlier['total_batch_size']} tokens")
+        ran = {(r["depth"], r["pattern"]) for r in earlier["records"]}
+        if (earlier["steps"], earlier["total_batch_size"]) != (args.steps, args.total_batch_size) or ran != {(args.depth, args.pattern)}:
+            p.error(f"--compare-with: {args.compare_with} ran {earlier['steps']} steps of {earlier['total_batch_size']} tokens "
+                    f"at {sorted(ran)}, not these settings")
         runs = {name: run for name, run in runs_from_result(earlier).items() if name in {v["name"] for v in args.variants}}
         print(f"from {args.compare_with}: {', '.join(runs) or 'no run of these variants'}")
     for i, variant in enumerate(args.variants):
@@ -179,7 +185,7 @@ def build_result(args, runs: dict[str, dict]) -> dict:
         if variant["name"] not in runs: continue
         run, summary = runs[variant["name"]], runs[variant["name"]]["summary"]
         common = {"kind": "quality", "depth": args.depth, "pattern": args.pattern, "variant": variant["name"],
-                  "fp8": variant["fp8"], "seed": variant["seed"] or args.seed}
+                  "fp8": variant["fp8"], "seed": seed_of(variant, args)}
         records += [common | {"step": step, "val_bpb": bpb} for step, bpb in sorted(run["evals"].items())]
         records.append(common | {"step": summary["steps"], "complete": run["complete"], "final_val_bpb": run["evals"][max(run["evals"])],
                                  "gap_bpb": gap_by_variant.get(variant["name"], 0.0), "smooth_loss": run["smooth_loss"],
@@ -189,5 +195,6 @@ def build_result(args, runs: dict[str, dict]) -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "commit": git_commit(),
             "torch": torch.__version__, "steps": args.steps, "total_batch_size": args.total_batch_size,
             "verdict": verdict(gap_by_variant, args.variants), "records": records}
+
 
 if __name__ == "__main__": main()
