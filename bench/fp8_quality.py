@@ -138,10 +138,10 @@ def main():
                     f"at {sorted(ran)}, not these settings")
         runs = {name: run for name, run in runs_from_result(earlier).items() if name in {v["name"] for v in args.variants}}
         print(f"from {args.compare_with}: {', '.join(runs) or 'no run of these variants'}")
+    env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     for i, variant in enumerate(args.variants):
         if variant["name"] in runs: continue
         tag = f"v{i}"
-        env = dict(os.environ, NANOCHAT_BASE_DIR=str(base), PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
         start = time.perf_counter()
         try: run = subprocess.run(train_command(args, variant, tag), env=env, cwd=ROOT, capture_output=True, text=True,
                                   timeout=args.run_timeout)
