@@ -2,8 +2,8 @@
 
 # %% auto #0
 __all__ = ['GATE_CHANNELS', 'FP8_MAX', 'GPTConfig', 'pad_vocab', 'config_for_depth', 'norm', 'rotary_tables', 'apply_rotary',
-           'has_value_embed', 'linear', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'KVCache', 'parameter_counts',
-           'estimate_flops', 'size_table', 'to_fp8', 'fp8_linear', 'enable_fp8']
+           'has_value_embed', 'linear', 'CausalSelfAttention', 'MLP', 'Block', 'GPT', 'KVCache', 'generate',
+           'parameter_counts', 'estimate_flops', 'size_table', 'to_fp8', 'fp8_linear', 'enable_fp8']
 
 # %% ../nbs/08_gpt.ipynb #3d0abe19
 import math
@@ -265,6 +265,33 @@ class KVCache:
         new.k, new.v = self.k.repeat_interleave(n, dim=1), self.v.repeat_interleave(n, dim=1)
         new.pos, new.max_len = self.pos, self.max_len
         return new
+
+# %% ../nbs/08_gpt.ipynb #08ac2a20
+@torch.no_grad()
+def generate(model, prompt: list[int], max_tokens: int, stop_ids: set[int], num_samples: int = 1, temperature: float = 0.0,
+             top_k: int | None = None, seed: int = 0) -> list[list[int]]:
+    "`num_samples` continuations of `prompt` (token ids), each cut at its first stop token (which is not included)."
+    device = model.wte.weight.device
+    prompt = prompt[-(model.cos.size(0) - 1):]  # keep the end of a prompt longer than the model can see
+    max_len = min(len(prompt) + max_tokens, model.cos.size(0))
+    cache = KVCache(model.config, 1, max_len, device=device, dtype=model.wte.weight.dtype)
+    logits = model(torch.tensor([prompt], device=device), kv_cache=cache)[:, -1]
+    if num_samples > 1: cache, logits = cache.replicate(num_samples), logits.repeat(num_samples, 1)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    outputs, done = [[] for _ in range(num_samples)], [False] * num_samples
+    while cache.pos < max_len and not all(done):
+        if temperature > 0:
+            scaled = logits / temperature
+            if top_k: scaled = scaled.masked_fill(scaled < scaled.topk(min(top_k, scaled.size(-1)), dim=-1).values[:, -1:], float("-inf"))
+            tokens = torch.multinomial(scaled.softmax(-1), 1, generator=gen)
+        else: tokens = logits.argmax(-1, keepdim=True)
+        for i, t in enumerate(tokens.flatten().tolist()):
+            if done[i]: continue
+            if t in stop_ids: done[i] = True
+            else: outputs[i].append(t)
+        logits = model(tokens, kv_cache=cache)[:, -1]
+    return outputs
+
 
 # %% ../nbs/08_gpt.ipynb #7a507ece
 def parameter_counts(model: GPT) -> dict[str, int]:

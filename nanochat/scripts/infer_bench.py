@@ -83,8 +83,8 @@ def bench_engine(decoder: DecodeModel, batch: int, prompt_len: int, new_tokens: 
 
 
 def bench_naive(model: GPT, batch: int, prompt_len: int, new_tokens: int, params: SamplingParams, seed: int = 0) -> dict:
-    "The baseline: `chat_eval.generate` (eager, chapter 08's KVCache, `batch` samples of one prompt) under autocast."
-    from nanochat.scripts.chat_eval import generate
+    "The baseline: `gpt.generate` (eager, over chapter 08's KVCache, `batch` samples of one prompt) under autocast."
+    from nanochat.gpt import generate
     device = model.wte.weight.device
     prompt = torch.randint(0, model.config.vocab_size, (prompt_len,), generator=torch.Generator().manual_seed(seed)).tolist()
     run = lambda n: generate(model, prompt, n, set(), batch, params.temperature, params.top_k, seed)
@@ -110,7 +110,7 @@ class InferBenchConfig:
     batch_sizes: tuple[int, ...] = setting((1, 8, 32, 64), "comma-separated batch sizes")
     prompt_len: int = setting(128, "prompt tokens per row")
     new_tokens: int = setting(256, "tokens to generate per row")
-    engine: tuple[str, ...] = setting(("fast", "naive"), "engines to measure: fast (DecodeBatch), naive (chat_eval.generate)")
+    engine: tuple[str, ...] = setting(("fast", "naive"), "engines to measure: fast (DecodeBatch), naive (gpt.generate)")
     temperature: float = setting(1.0, "sampling temperature (0: greedy)")
     top_k: int = setting(0, "top-k filter (0: off)")
     top_p: float = setting(1.0, "top-p filter (1: off)")

@@ -20,7 +20,7 @@ from ..report import log_stage, steady_throughput
 from ..dataloader import BestFitPacker
 from ..optim import setup_optimizer
 from .base_eval import find_run
-from .chat_eval import generate
+from ..gpt import generate
 from ..tokenizer import SPECIAL_TOKENS, load_tokenizer, render_conversation, render_for_completion
 from ..trainer import MetricsLog, Trainer, plan_training
 

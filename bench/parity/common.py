@@ -1,0 +1,92 @@
+"""What both sides of a parity check share: JSON files, the state-dict mapping between the two GPTs, result rows.
+
+This module is imported by our side and by upstream's side, so it imports neither package at the top: only the
+standard library (and torch, inside the functions that need it). A component module (`tokenizer.py`, `model.py`, ...)
+defines:
+
+    prepare(work, opts)        -> None        our environment: writes the shared inputs into `work`
+    ours(work, opts)           -> dict        our environment: our numbers on those inputs
+    upstream(work, opts)       -> dict        upstream's environment (its checkout first on sys.path): its numbers
+    compare(ours, up, opts)    -> list[row]   in the runner: one row per thing compared (see `row`)
+    fixture(up, opts)          -> dict|None   the small part of upstream's numbers that CI keeps in tests/parity/
+
+`opts` is a plain dict: device ("cpu" or "cuda"), quick (bool), upstream (checkout path), upstream_commit, and any
+component-specific keys the runner passes on (`--set key=value`).
+"""
+import json
+import math
+from pathlib import Path
+
+PINNED_COMMIT = "92d63d4"  # the upstream commit every fixture and every reported parity number refers to
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "parity"
+
+
+def write_json(path: Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def row(component: str, compared: str, difference, verdict: bool | str, tolerance=None, **extra) -> dict:
+    """One line of the parity table. `difference` is a number (max abs difference, or a count of disagreements) or a
+    short text; `verdict` True/"match" when within `tolerance`, False/"differs" otherwise."""
+    if isinstance(verdict, bool): verdict = "match" if verdict else "differs"
+    if verdict not in ("match", "differs"): raise ValueError(f"verdict must be match or differs, got {verdict!r}")
+    return {"kind": "parity", "component": component, "compared": compared, "difference": difference,
+            "tolerance": tolerance, "verdict": verdict, **extra}
+
+
+def within(difference: float, tolerance: float) -> bool:
+    return difference is not None and not math.isnan(difference) and difference <= tolerance
+
+
+def disagreements(a: list, b: list) -> list[int]:
+    "Indices where two equally long lists of verdicts (or ids) differ; a length mismatch is an error."
+    if len(a) != len(b): raise ValueError(f"cannot compare {len(a)} results with {len(b)}")
+    return [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+
+
+# --- the two GPTs' parameter names --------------------------------------------------------------------------------
+# Upstream keeps the embedding and the blocks in a `transformer` ModuleDict; we keep them at the top level.
+_UPSTREAM_PREFIXES = (("transformer.wte.", "wte."), ("transformer.h.", "blocks."))
+
+
+def upstream_name(ours: str) -> str:
+    "The upstream name of one of our GPT's parameters."
+    for up, us in _UPSTREAM_PREFIXES:
+        if ours.startswith(us): return up + ours[len(us):]
+    return ours
+
+
+def our_name(upstream: str) -> str:
+    "Our name of one of upstream's GPT's parameters."
+    for up, us in _UPSTREAM_PREFIXES:
+        if upstream.startswith(up): return us + upstream[len(up):]
+    return upstream
+
+
+def to_upstream(state: dict) -> dict:
+    "Our GPT's state dict, renamed for upstream's GPT."
+    return {upstream_name(k): v for k, v in state.items()}
+
+
+def from_upstream(state: dict) -> dict:
+    "Upstream's GPT's state dict, renamed for ours."
+    return {our_name(k): v for k, v in state.items()}
+
+
+def tensor_digest(t) -> dict:
+    "A few numbers that identify a tensor well enough for a fixture: shape, sum, sum of squares, some values."
+    import torch
+    flat = t.detach().double().flatten().cpu()
+    picks = torch.linspace(0, flat.numel() - 1, min(8, flat.numel())).long()
+    return {"shape": list(t.shape), "sum": flat.sum().item(), "sumsq": flat.square().sum().item(),
+            "values": flat[picks].tolist(), "at": picks.tolist()}
