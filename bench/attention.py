@@ -1,6 +1,6 @@
 """Attention kernels on the GPU: forward + backward time of each backend at the GPT's training shapes.
 
-    python bench/attention.py                       # d12 and d20 head counts, T=2048, windows 2048 (L) and 512 (S)
+    python bench/attention.py                       # d12 and d20 head counts, T=2048, windows 2048 (L) and 513 (S)
 
 Every backend is first checked against the reference on a small input (bf16 tolerance); then timed. SDPA is also
 timed with each of PyTorch's kernels forced (flash, cuDNN, memory-efficient) to show what "sdpa" picks. Prints a
@@ -58,7 +58,8 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--heads", type=int, nargs="+", default=[6, 10], help="query heads (d12: 6, d20: 10); head dim 128")
-    p.add_argument("--windows", type=int, nargs="+", default=[2048, 512])
+    p.add_argument("--windows", type=int, nargs="+", default=[2048, 513],
+                   help="keys a query sees, itself included: an S layer of the model passes its short window + 1 (513 at 2048)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU (run it through the device tool)")

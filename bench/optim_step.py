@@ -1,6 +1,6 @@
 """Where an optimizer step's time goes: our AdamW and Muon (chapter 09) on a real GPT's parameters, with the parts that
-a faster step could not remove beside them (Muon's batched orthogonalisation alone, PyTorch's fused AdamW on the same
-tensors). The difference is elementwise passes and launch overhead, the share of each step that a fused or compiled
+a faster step could not remove beside them (Muon's batched orthogonalisation alone, in bf16 where the step casts to
+it; PyTorch's fused AdamW on the same tensors). Muon's step includes MuonEq, Muon+ and NorMuon (chapter 09). The difference is elementwise passes and launch overhead, the share of each step that a fused or compiled
 optimizer would win back; it matters most where a step has few micro-steps (many GPUs, small batches).
 
     python bench/optim_step.py                       # d12 and d20 on the GPU
@@ -18,6 +18,7 @@ import torch
 from record import git_commit, save_result
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nanochat.common import compute_dtype  # noqa: E402
 from nanochat.gpt import GPT, config_for_depth  # noqa: E402
 from nanochat.optim import group_by_shape, orthogonalize, setup_optimizer  # noqa: E402
 
@@ -47,8 +48,9 @@ def measure(depth: int, steps: int, device: torch.device) -> list[dict]:
     reference = torch.optim.AdamW(adam_params, lr=1e-4, betas=(0.8, 0.95), eps=1e-10, fused=device.type == "cuda")
     matrices = [p for g in muon.param_groups for p in g["params"]]
     groups = group_by_shape(matrices)
+    ortho = torch.bfloat16 if compute_dtype(device.type) == torch.bfloat16 else None  # as Muon's step casts
     parts = {"total": lambda: (adamw.step(), muon.step()), "adamw": adamw.step, "muon": muon.step,
-             "muon_orthogonalize": lambda: [orthogonalize(torch.stack([p.grad for p in ps])) for ps in groups],
+             "muon_orthogonalize": lambda: [orthogonalize(torch.stack([p.grad for p in ps]), dtype=ortho) for ps in groups],
              "torch_fused_adamw": reference.step}
     common = {"kind": "optim_step", "depth": depth, "adamw_params": sum(p.numel() for p in adam_params),
               "muon_params": sum(p.numel() for p in matrices)}

@@ -1,8 +1,8 @@
 """Rotary + QK-norm of queries and keys alone, plain vs fused (chapter 07b): forward+backward time and bandwidth.
 
 At the training shape (32 × 2048 positions, head size 128) with the head counts of d12 (6) and d20 (10), bf16:
-- plain: `apply_rotary` then `F.rms_norm` (GPT's path without `fused_rope_norm`), compiled with torch.compile;
-- fused: `nanochat.rope_norm.rope_norm` (one Triton kernel each way, backward from the output), for several
+- plain: `apply_rotary`, `F.rms_norm`, × 1.2 (GPT's path without `fused_rope_norm`), compiled with torch.compile;
+- fused: `nanochat.rope_norm.rope_norm` with the 1.2 folded in (one Triton kernel each way, backward from the output), for several
   `rows` per program.
 Each timing is one forward and backward of q and k, the gradient arriving through a transposed view as it does from
 attention. Bandwidth counts the bytes the fused kernels must move (forward: read x, write y; backward: read dy and
@@ -29,17 +29,23 @@ from nanochat.rope_norm import (
     rope_norm_triton,
 )
 
+QK_SCALE = 1.2  # what the GPT multiplies normalised queries and keys by (GPTConfig.qk_scale), folded into the kernel
 
-def plain(x, cos, sin): return norm(apply_rotary(x, cos, sin))
+
+def plain(x, cos, sin): return norm(apply_rotary(x, cos, sin)) * QK_SCALE
+
+
+def fused(x, cos, sin): return rope_norm(x, cos, sin, scale=QK_SCALE)
 
 
 def agreement(cos, sin) -> float:
     "Largest difference of the kernels from the torch reference (forward and backward, bf16, strided gradient)."
     x = torch.randn(4, cos.size(0), 6, 2 * cos.size(1), device="cuda").to(torch.bfloat16)
-    y, rstd = rope_norm_triton(x, cos, sin, 2**-7)
-    y_ref, _ = rope_norm_torch(x, cos, sin, 2**-7)
+    y, rstd = rope_norm_triton(x, cos, sin, 2**-7, QK_SCALE)
+    y_ref, _ = rope_norm_torch(x, cos, sin, 2**-7, QK_SCALE)
     dy = torch.randn(4, 6, cos.size(0), 2 * cos.size(1), device="cuda").to(torch.bfloat16).transpose(1, 2)
-    dx, dx_ref = rope_norm_backward_triton(dy, y, rstd, cos, sin), rope_norm_backward_torch(dy, y, rstd, cos, sin)
+    dx = rope_norm_backward_triton(dy, y, rstd, cos, sin, QK_SCALE)
+    dx_ref = rope_norm_backward_torch(dy, y, rstd, cos, sin, QK_SCALE)
     worst = max((y.float() - y_ref.float()).abs().max().item(), (dx.float() - dx_ref.float()).abs().max().item())
     if worst > 5e-2: raise SystemExit(f"the Triton kernels disagree with the torch reference by {worst:.3g}")
     return worst
@@ -70,11 +76,11 @@ def measure(heads: int, args, cos, sin, compiled_plain) -> list[dict]:
 
     def kernels(rows):
         for _ in range(2):
-            y, rstd = rope_norm_triton(x, cos, sin, 2**-7, rows=rows)
-            rope_norm_backward_triton(dy, y, rstd, cos, sin, rows=rows)
+            y, rstd = rope_norm_triton(x, cos, sin, 2**-7, QK_SCALE, rows=rows)
+            rope_norm_backward_triton(dy, y, rstd, cos, sin, QK_SCALE, rows=rows)
 
     impls = {"plain compiled": (lambda: step(compiled_plain), lambda: [compiled_plain(x, cos, sin) for _ in range(2)]),
-             "rope_norm op": (lambda: step(rope_norm), lambda: [rope_norm(x, cos, sin) for _ in range(2)])}
+             "rope_norm op": (lambda: step(fused), lambda: [fused(x, cos, sin) for _ in range(2)])}
     for rows in args.rows: impls[f"kernels rows={rows}"] = (lambda rows=rows: kernels(rows), None)
     records = []
     for name, (both, forward) in impls.items():

@@ -3,7 +3,7 @@
 Same text (real English: the local Wikipedia shards), same vocabulary size, same split pattern for all three.
 The Python reference is timed on a smaller slice (it recounts every pair at every merge); its row says so.
 
-    python bench/tokenizer.py                      # ~30 MB at vocab 32768 (the setting)
+    python bench/tokenizer.py                      # ~30 MB at vocab 32768 (the speedrun's vocabulary)
     python bench/tokenizer.py --mb 2 --vocab 4096  # a quick run
 
 Prints a table and one JSON line, and saves that JSON as bench/results/tokenizer-DATE.json.

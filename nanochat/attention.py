@@ -197,7 +197,7 @@ def backend_table(device: str | torch.device = "cpu", dtype: torch.dtype = torch
 
 # %% ../nbs/07_attention.ipynb #dc1c2ddb
 AGREEMENT_CASES = [dict(Tq=16, Tk=16, w=16), dict(Tq=16, Tk=16, w=5), dict(Tq=1, Tk=16, w=16), dict(Tq=1, Tk=16, w=5),
-                   dict(Tq=4, Tk=16, w=6), dict(Tq=16, Tk=16, w=1)]
+                   dict(Tq=4, Tk=16, w=6), dict(Tq=16, Tk=16, w=1), dict(Tq=300, Tk=300, w=129), dict(Tq=1, Tk=300, w=129)]
 TOLERANCES = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 

@@ -320,7 +320,7 @@ def load_model_weights(path: Path | str, model: torch.nn.Module, step: int | Non
 # %% ../nbs/10_checkpoint.ipynb #09775408
 def load_gpt(folder: Path | str, step: int | None = None, device: str | torch.device = "cpu"):
     "The GPT saved in run `folder` at `step` (None: the newest valid), on `device`, and that step's `meta`."
-    from nanochat.gpt import GPT, GPTConfig  # the model chapter comes first; imported here so checkpoints stay model-agnostic
+    from nanochat.gpt import GPT, config_from_saved  # the model chapter comes first; imported here so checkpoints stay model-agnostic
     folder = Path(folder)
     d = _checked_step_dir(folder, step)
     record = json.loads((d / META_FILE).read_text())
@@ -329,7 +329,7 @@ def load_gpt(folder: Path | str, step: int | None = None, device: str | torch.de
                               "the model's shape is unknown; build the model yourself and use load_model_weights")
     config = dict(record["meta"]["model_config"])
     if config.get("fp8") and torch.device(device).type != "cuda": config["fp8"] = False  # FP8 sped up training; the weights are ordinary
-    with torch.device("meta"): model = GPT(GPTConfig(**config))
+    with torch.device("meta"): model = GPT(config_from_saved(config))  # fields it lacks: their values before they existed
     model.to_empty(device=device)
     model.init_weights()  # the rotary tables, which are not saved; every parameter is then overwritten
     load_model_weights(d, model)

@@ -2,9 +2,9 @@
 
 # %% auto #0
 __all__ = ['DEVICE_TYPES', 'DTYPES', 'TORCHRUN_VARS', 'PEAK_FLOPS', 'get_base_dir', 'atomic_write', 'shared_data_dir',
-           'autodetect_device_type', 'compute_dtype', 'autocast_ctx', 'DistInfo', 'get_dist_info', 'init_distributed',
-           'cleanup_distributed', 'print0', 'get_logger', 'seed_everything', 'get_peak_flops', 'compute_mfu',
-           'device_name', 'describe_environment']
+           'parity_fixture', 'autodetect_device_type', 'compute_dtype', 'autocast_ctx', 'DistInfo', 'get_dist_info',
+           'init_distributed', 'cleanup_distributed', 'print0', 'get_logger', 'seed_everything', 'get_peak_flops',
+           'compute_mfu', 'device_name', 'describe_environment']
 
 # %% ../nbs/00_common.ipynb #52101f21
 import logging
@@ -47,6 +47,16 @@ def shared_data_dir() -> Path | None:
     checkout = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd()
     for folder in (checkout, *checkout.parents):
         if (folder / "shared" / "data").is_dir(): return folder / "shared" / "data"
+    return None
+
+# %% ../nbs/00_common.ipynb #5e1f0a72
+def parity_fixture(name: str) -> dict | None:
+    """Upstream nanochat's numbers for the parity component `name`, as `tests/parity/NAME.json` of this checkout keeps
+    them (with `upstream_commit` and the `regenerate` command beside the `data`); None outside a checkout."""
+    import json
+    checkout = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd()
+    for folder in (checkout, *checkout.parents):
+        if (path := folder / "tests" / "parity" / f"{name}.json").is_file(): return json.loads(path.read_text())
     return None
 
 # %% ../nbs/00_common.ipynb #d5f4da11

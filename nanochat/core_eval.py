@@ -3,8 +3,8 @@
 # %% auto #0
 __all__ = ['CORE_BUNDLE_URL', 'TASK_TYPES', 'CoreTask', 'default_core_dir', 'load_core_tasks', 'load_items', 'zip_problem',
            'core_tasks_from_bundle', 'download_core_bundle', 'main', 'fewshot_examples', 'render_example', 'gold_index',
-           'common_prefix', 'tokenize_example', 'score_example', 'evaluate_task', 'OracleModel', 'RandomModel',
-           'centered', 'evaluate_core']
+           'CoreEvalError', 'UnscorableExample', 'common_prefix', 'tokenize_example', 'score_example', 'example_label',
+           'task_verdicts', 'evaluate_task', 'OracleModel', 'RandomModel', 'centered', 'evaluate_core']
 
 # %% ../nbs/15_core_eval.ipynb #fbab7890
 import csv
@@ -23,7 +23,6 @@ import yaml
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from .common import atomic_write, get_base_dir, get_logger, shared_data_dir
 from .dataset import ShardSource, download_shard
@@ -139,14 +138,18 @@ if __name__ == "__main__" and "get_ipython" not in globals(): main()
 
 # %% ../nbs/15_core_eval.ipynb #98502763
 def fewshot_examples(items: list[dict], idx: int, shots: int) -> list[dict]:
-    "`shots` other examples to show before example `idx`, the same every run (seeded by `idx`)."
-    if shots == 0: return []
+    """`shots` other examples of `items` to show before example `idx`, the same every run (seeded by `idx`); all the
+    others when there are fewer than `shots` (upstream stops with an error there)."""
+    shots = min(shots, len(items) - 1)
+    if shots <= 0: return []
     rng = random.Random(1234 + idx)
     return [items[i] for i in rng.sample([i for i in range(len(items)) if i != idx], shots)]
 
 
 def render_example(task: CoreTask, item: dict, shots: list[dict]) -> list[tuple[str, str]]:
-    "(context, continuation) text pairs for one example: one per choice or context option, one for language modelling."
+    """(context, continuation) text pairs for one example: one per choice or context option, one for language modelling.
+    For language modelling the delimiter's trailing whitespace moves to the continuation (" Paris", not " " + "Paris"),
+    because a tokenizer glues a space to the word after it; see `tokenize_example`."""
     d = task.delimiter
     if task.task_type == "multiple_choice":
         prefix = "".join(f"{s['query']}{d}{s['choices'][s['gold']]}\n\n" for s in shots)
@@ -155,7 +158,9 @@ def render_example(task: CoreTask, item: dict, shots: list[dict]) -> list[tuple[
         prefix = "".join(f"{s['context_options'][s['gold']]}{d}{s['continuation']}\n\n" for s in shots)
         return [(prefix + option + d, item["continuation"]) for option in item["context_options"]]
     prefix = "".join(f"{s['context'].strip()}{d}{s['continuation']}\n\n" for s in shots)
-    return [(prefix + item["context"].strip() + d, item["continuation"])]
+    context = prefix + item["context"].strip() + d
+    bare = context.rstrip()
+    return [(bare, context[len(bare):] + item["continuation"])]
 
 
 def gold_index(task: CoreTask, item: dict) -> int:
@@ -163,6 +168,14 @@ def gold_index(task: CoreTask, item: dict) -> int:
     return 0 if task.task_type == "language_modeling" else int(item["gold"])
 
 # %% ../nbs/15_core_eval.ipynb #342d6340
+class CoreEvalError(ValueError):
+    "An example whose scored span is empty or cannot be located: scoring it would give a verdict that means nothing."
+
+
+class UnscorableExample(CoreEvalError):
+    "A multiple-choice or schema example with an option that has no tokens of its own (a prefix or copy of another)."
+
+
 def common_prefix(seqs: list[list[int]]) -> int:
     "Length of the longest prefix all `seqs` share."
     n = min(map(len, seqs))
@@ -171,22 +184,38 @@ def common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def tokenize_example(tokenizer, task: CoreTask, pairs: list[tuple[str, str]], max_len: int | None = None) -> list[tuple[list[int], int, int]]:
-    "Token ids of each option, with the [start, end) of its scored span; cut from the left to `max_len` tokens."
+def tokenize_example(tokenizer, task: CoreTask, pairs: list[tuple[str, str]], max_len: int | None = None,
+                     where: str = "a CORE example") -> list[tuple[list[int], int, int]]:
+    """Token ids of each option, with the [start, end) of its scored span; cut from the left to `max_len` tokens.
+    Raises `CoreEvalError`, naming `where`, when a span would be empty or is not where the continuation is."""
     bos = tokenizer.get_bos_token_id()
-    seqs = [tokenizer.encode(ctx + cont, prepend=bos) for ctx, cont in pairs]
-    if task.task_type == "multiple_choice" and len(seqs) > 1:
-        start = common_prefix(seqs)
+    seqs = tokenizer.encode([ctx + cont for ctx, cont in pairs], prepend=bos)
+    if task.task_type == "multiple_choice":
+        start = common_prefix(seqs)  # the choices begin where their tokens first differ
         spans = [(start, len(s)) for s in seqs]
     elif task.task_type == "schema":
-        suffix = common_prefix([s[::-1] for s in seqs])
+        suffix = common_prefix([s[::-1] for s in seqs])  # the ending all options share
         spans = [(len(s) - suffix, len(s)) for s in seqs]
     else:
-        spans = [(len(tokenizer.encode(ctx, prepend=bos)), len(s)) for (ctx, _), s in zip(pairs, seqs)]
+        context = tokenizer.encode(pairs[0][0], prepend=bos)
+        if seqs[0][:len(context)] != context:
+            raise CoreEvalError(f"{where}: the context's {len(context)} tokens are not a prefix of the tokens of context + "
+                                f"continuation, so the continuation's span cannot be located; the tokenizer merged across "
+                                f"the seam {pairs[0][0][-20:]!r} | {pairs[0][1][:20]!r}")
+        spans = [(len(context), len(seqs[0]))]
     out = []
-    for s, (a, b) in zip(seqs, spans):
+    for i, (s, (a, b)) in enumerate(zip(seqs, spans)):
+        if not 1 <= a < b and task.task_type != "language_modeling":
+            raise UnscorableExample(f"{where}, option {i}: no tokens of its own (its {len(s)} tokens are all shared with "
+                                    f"the other options, of which it is a prefix or a copy), so mean losses cannot compare it")
+        if not 1 <= a < b:
+            raise CoreEvalError(f"{where}, option {i}: the scored span [{a}, {b}) of its {len(s)} tokens is empty (the "
+                                f"continuation {pairs[i][1][:40]!r} adds no token of its own); an empty span would count "
+                                f"as right without scoring anything: fix the data row or drop it")
         cut = max(0, len(s) - max_len) if max_len else 0
-        # at least one token of context before the span; a continuation longer than the window loses its beginning
+        if a - cut < 1:  # longer than the window: score its last max_len - 1 tokens (upstream stops here; small models meet it)
+            get_logger().warning(f"{where}, option {i}: its span of {b - a} tokens does not fit in a window of {max_len}; "
+                                 f"scoring its last {b - cut - 1}")
         out.append((s[cut:], max(a - cut, 1), b - cut))
     return out
 
@@ -194,31 +223,48 @@ def tokenize_example(tokenizer, task: CoreTask, pairs: list[tuple[str, str]], ma
 @torch.no_grad()
 def score_example(model, task: CoreTask, toks: list[tuple[list[int], int, int]], gold: int, pad_id: int, device="cpu") -> bool:
     "Whether the model gets one example right (lowest mean span loss; for language modelling, greedy = continuation)."
+    if any(not 1 <= a < b <= len(ids) for ids, a, b in toks): raise CoreEvalError(f"invalid spans {[(a, b) for _, a, b in toks]}")
     T = max(len(ids) for ids, _, _ in toks)
     batch = torch.full((len(toks), T), pad_id, dtype=torch.long)
     for i, (ids, _, _) in enumerate(toks): batch[i, :len(ids)] = torch.tensor(ids)
     batch = batch.to(device)
     logits = model(batch).float()
-    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")  # loss of token t+1 at t
     if task.task_type == "language_modeling":
         ids, a, b = toks[0]
         return bool((logits[0, a - 1:b - 1].argmax(-1) == batch[0, a:b]).all())
+    # loss of token t+1 given tokens up to t; log_softmax over the last axis, row by row
+    losses = -logits[:, :-1].log_softmax(-1).gather(-1, batch[:, 1:, None])[..., 0]
     mean_losses = [losses[i, a - 1:b - 1].mean().item() for i, (_, a, b) in enumerate(toks)]
     return mean_losses.index(min(mean_losses)) == gold
 
 
-def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], max_items: int | None = None, max_len: int | None = None,
-                  device="cpu") -> float:
-    "Accuracy of `model` on `task` (its first `max_items` examples), shared across torch.distributed ranks."
-    n = min(len(items), max_items) if max_items else len(items)
+def example_label(task: CoreTask, item: dict, idx: int) -> str:
+    "How errors name one example: its task, its place in the evaluated list and the start of its text."
+    text = item.get("query") or item.get("context") or (item.get("context_options") or [""])[0]
+    return f"CORE task {task.label}, item {idx} ({str(text)[:50]!r}...)"
+
+
+def task_verdicts(model, tokenizer, task: CoreTask, items: list[dict], max_len: int | None = None, device="cpu") -> list[bool]:
+    """For each example of `items`, whether `model` gets it right. The few-shot examples are drawn from `items`, so to
+    evaluate the first n of a task pass its first n. Work is shared across torch.distributed ranks."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    correct = torch.zeros(n, dtype=torch.float32, device=device)
-    for idx in range(rank, n, world):  # every rank takes every world-th example
+    correct = torch.zeros(len(items), dtype=torch.float32, device=device)
+    for idx in range(rank, len(items), world):  # every rank takes every world-th example
         pairs = render_example(task, items[idx], fewshot_examples(items, idx, task.shots))
-        toks = tokenize_example(tokenizer, task, pairs, max_len)
+        try: toks = tokenize_example(tokenizer, task, pairs, max_len, where=example_label(task, items[idx], idx))
+        except UnscorableExample as e:
+            get_logger().warning(f"{e}: scored as wrong")
+            continue
         correct[idx] = float(score_example(model, task, toks, gold_index(task, items[idx]), tokenizer.get_bos_token_id(), device))
     if world > 1: dist.all_reduce(correct)
-    return correct.mean().item()
+    return [bool(c) for c in correct.tolist()]
+
+
+def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], max_items: int | None = None, max_len: int | None = None,
+                  device="cpu") -> float:
+    "Accuracy of `model` on the first `max_items` examples of `items` (all by default), which are also the few-shot pool."
+    verdicts = task_verdicts(model, tokenizer, task, items[:max_items] if max_items else items, max_len, device)
+    return sum(verdicts) / len(verdicts)
 
 # %% ../nbs/15_core_eval.ipynb #34eec158
 class OracleModel:
@@ -250,7 +296,8 @@ def centered(accuracy: float, baseline: float) -> float:
 def evaluate_core(model, tokenizer, core_dir: Path | str | None = None, max_per_task: int | None = None,
                   labels: list[str] | None = None, max_len: int | None = None, device="cpu", log: bool = True) -> dict:
     """CORE of `model`: accuracy and centered accuracy per available task, their mean, and which tasks are missing
-    (then the number is over a subset, and `complete` is False)."""
+    (then the number is over a subset, and `complete` is False). With `max_per_task` each task is cut to the first n
+    examples of its shuffled list, which are then also its few-shot pool (as upstream nanochat's base_eval does)."""
     core_dir = Path(core_dir) if core_dir else default_core_dir()
     tasks = [t for t in load_core_tasks(core_dir) if labels is None or t.label in labels]
     if labels and (unknown := set(labels) - {t.label for t in tasks}): raise ValueError(f"unknown CORE tasks {sorted(unknown)}")
@@ -258,8 +305,13 @@ def evaluate_core(model, tokenizer, core_dir: Path | str | None = None, max_per_
     for task in tasks:
         if not task.available: continue
         start = time.time()
-        acc = evaluate_task(model, tokenizer, task, load_items(core_dir, task), max_per_task, max_len, device)
-        results[task.label] = {"accuracy": acc, "centered": centered(acc, task.baseline), "seconds": round(time.time() - start, 2)}
+        items = load_items(core_dir, task)
+        items = items[:max_per_task] if max_per_task else items
+        if log and len(items) <= task.shots: get_logger().warning(f"CORE {task.label}: {len(items)} examples, so {len(items) - 1} "
+                                                                  f"few-shot examples each instead of {task.shots}")
+        acc = evaluate_task(model, tokenizer, task, items, None, max_len, device)
+        results[task.label] = {"accuracy": acc, "centered": centered(acc, task.baseline), "items": len(items),
+                               "seconds": round(time.time() - start, 2)}
         if log: get_logger().info(f"CORE {task.label:<34} accuracy {acc:.4f}  centered {results[task.label]['centered']:+.4f}")
     core = sum(r["centered"] for r in results.values()) / max(1, len(results))
     if missing and log: get_logger().warning(f"CORE is over {len(results)} of {len(tasks)} tasks: {', '.join(missing)} missing "

@@ -7,7 +7,7 @@ __all__ = ['DataError', 'row_groups', 'DocumentStream', 'BestFitPacker', 'Pretra
 import bisect
 import itertools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -34,13 +34,18 @@ def row_groups(shards: list[Path], skip_corrupt: bool = False) -> list[tuple[Pat
 
 
 class DocumentStream:
-    "Documents of this rank's row groups (every `world_size`-th, from `rank`), epoch after epoch, resumable."
+    "Documents of this rank's row groups (in each shard, every `world_size`-th from `rank`), epoch after epoch, resumable."
 
     def __init__(self, shards: list[Path], rank: int = 0, world_size: int = 1, skip_corrupt: bool = False):
         if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
-        self.units = row_groups(shards, skip_corrupt)[rank::world_size]
-        if not self.units: raise DataError(f"rank {rank} of {world_size} has no row groups: the shards have only {len(row_groups(shards, skip_corrupt))}")
+        self.shards = list(shards)
+        every = row_groups(self.shards, skip_corrupt)
+        self.units = [(shard, group) for shard, group in every if group % world_size == rank]
+        if not self.units:
+            raise DataError(f"rank {rank} of {world_size} has no row groups: no shard has more than {rank} "
+                            f"(the {len(self.shards)} shard(s) have {len(every)} in all); use fewer ranks or more shards")
         self.epoch, self.unit, self.row = 0, 0, 0
+        self.last_read: tuple[int, int] | None = None  # (unit, epoch) of the latest documents handed out
         self._cache: tuple[int, list[str]] | None = None
 
     def _docs_of(self, unit: int) -> list[str]:
@@ -52,20 +57,32 @@ class DocumentStream:
         return self._cache[1]
 
     def next_documents(self, n: int) -> list[str]:
-        "The next `n` documents (crossing row groups and epochs)."
-        out = []
-        while len(out) < n:
+        "The next `n` documents, or fewer at the end of a row group: a batch never spans two groups."
+        for _ in range(len(self.units) + 1):  # skips empty row groups, but not forever
             docs = self._docs_of(self.unit)
-            take = docs[self.row:self.row + n - len(out)]
-            out += take
-            self.row += len(take)
+            batch = docs[self.row:self.row + n]
+            if batch: self.last_read = (self.unit, self.epoch)
+            self.row += len(batch)
             if self.row >= len(docs):
                 self.unit, self.row = self.unit + 1, 0
                 if self.unit == len(self.units): self.epoch, self.unit = self.epoch + 1, 0
-        return out
+            if batch: return batch
+        raise DataError(f"the {len(self.units)} row group(s) of this rank hold no documents")
 
-    def state_dict(self) -> dict: return {"epoch": self.epoch, "unit": self.unit, "row": self.row}
-    def load_state_dict(self, state: dict) -> None: self.epoch, self.unit, self.row = state["epoch"], state["unit"], state["row"]
+    def position(self) -> dict:
+        "Where the latest documents came from: shard index, row group, epoch counted from 1 (upstream's loader state)."
+        if self.last_read is None: return {"pq_idx": 0, "rg_idx": 0, "epoch": 1}
+        unit, epoch = self.last_read
+        shard, group = self.units[unit]
+        return {"pq_idx": self.shards.index(shard), "rg_idx": group, "epoch": epoch + 1}
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "unit": self.unit, "row": self.row, "last_read": list(self.last_read) if self.last_read else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.unit, self.row = state["epoch"], state["unit"], state["row"]
+        self.last_read = tuple(state["last_read"]) if state.get("last_read") else None
+
 
 # %% ../nbs/06_dataloader.ipynb #6b092eec
 class BestFitPacker:
@@ -79,7 +96,7 @@ class BestFitPacker:
     def __len__(self) -> int: return len(self.docs)
 
     def add(self, doc: list[int]) -> None:
-        "Put a document in the buffer (ties keep arrival order, so packing is deterministic)."
+        "Put a document in the buffer, after those of the same length (so ties are taken in arrival order)."
         i = bisect.bisect_right(self.lengths, len(doc))
         self.lengths.insert(i, len(doc)); self.docs.insert(i, doc)
 
@@ -87,13 +104,16 @@ class BestFitPacker:
         self.lengths.pop(i)
         return self.docs.pop(i)
 
-    def fill_row(self, row_len: int) -> list[int]:
-        "Tokens for one row of `row_len`: longest documents that fit, then a cropped shortest one if space is left."
+    def fill_row(self, row_len: int, refill: Callable[[], None] | None = None) -> list[int]:
+        """Tokens for one row of `row_len`: longest documents that fit, then a cropped shortest one if space is left.
+        `refill()`, if given, runs before every pick (the loader tops its buffer up there)."""
         row = []
-        while len(row) < row_len and self.docs:
+        while len(row) < row_len:
+            if refill is not None: refill()
+            if not self.docs: break
             space = row_len - len(row)
-            i = bisect.bisect_right(self.lengths, space) - 1  # the longest document that fits
-            if i >= 0: row += self._take(i)
+            i = bisect.bisect_right(self.lengths, space) - 1  # the longest length that fits...
+            if i >= 0: row += self._take(bisect.bisect_left(self.lengths, self.lengths[i]))  # ...the earliest of that length
             else:
                 doc = self._take(0)  # nothing fits: crop the shortest, which wastes the least
                 row += doc[:space]
@@ -137,10 +157,7 @@ class PretrainLoader:
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         "The next (inputs, targets), each (B, T) int64 on the loader's device."
-        rows = []
-        for _ in range(self.B):
-            self._refill()
-            rows.append(self.packer.fill_row(self.T + 1))
+        rows = [self.packer.fill_row(self.T + 1, refill=self._refill) for _ in range(self.B)]
         batch = torch.tensor(rows, dtype=torch.long)
         if self.device.type == "cuda": batch = batch.pin_memory().to(self.device, non_blocking=True)
         else: batch = batch.to(self.device)
@@ -152,6 +169,10 @@ class PretrainLoader:
     @property
     def cropped_fraction(self) -> float: return self.packer.cropped_fraction
 
+    def position(self) -> dict:
+        "Shard index, row group and epoch (from 1) of the latest documents read: upstream's loader state."
+        return self.stream.position()
+
     def state_dict(self) -> dict: return {"stream": self.stream.state_dict(), "packer": self.packer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -160,16 +181,14 @@ class PretrainLoader:
 
 # %% ../nbs/06_dataloader.ipynb #6899048b
 def validation_batches(tokenizer, shards: list[Path] | None = None, batch_size: int = 8, seq_len: int = 256, rank: int = 0,
-                       world_size: int = 1, device: str | torch.device = "cpu", max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    "Deterministic (inputs, targets) batches over this rank's share of the validation shards, one pass."
-    units = row_groups(shards if shards is not None else list_shards(split="val"))[rank::world_size]
-    row_len, tokens, made = seq_len + 1, [], 0
-    for shard, group in units:
-        docs = pq.ParquetFile(shard).read_row_group(group, columns=["text"]).column("text").to_pylist()
-        for ids in tokenizer.encode(docs, prepend=tokenizer.get_bos_token_id()): tokens += ids
-        while len(tokens) >= batch_size * row_len:
-            batch = torch.tensor(tokens[:batch_size * row_len], dtype=torch.long).view(batch_size, row_len).to(device)
-            tokens = tokens[batch_size * row_len:]
-            yield batch[:, :-1], batch[:, 1:]
-            made += 1
-            if max_batches is not None and made >= max_batches: return
+                       world_size: int = 1, device: str | torch.device = "cpu", max_batches: int | None = None,
+                       buffer_docs: int = 1000, tokenize_batch: int = 128) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    "The first `max_batches` (inputs, targets) of a fresh best-fit loader on the validation shards: the same every call."
+    loader = PretrainLoader(tokenizer, shards if shards is not None else list_shards(split="val"), batch_size, seq_len, rank,
+                            world_size, device, buffer_docs, tokenize_batch)
+    made = 0
+    while max_batches is None or made < max_batches:
+        if max_batches is None and loader.stream.epoch > 0: return  # every document read once: stop before repeating
+        yield loader.next_batch()
+        made += 1
+

@@ -181,11 +181,11 @@ def download_shards(source: ShardSource, indices: Iterable[int], out_dir: Path |
 
 # %% ../nbs/03_dataset.ipynb #e06c04d8
 def download_main(argv: list[str] | None = None) -> int:
-    "`python -m nanochat.dataset -n N`: download the first N shards (all with -1)."
+    "`python -m nanochat.dataset -n N`: download the first N shards and the last one, the validation split (all with -1)."
     p = argparse.ArgumentParser(prog="python -m nanochat.dataset", description="Download pretraining shards (or: python -m nanochat.dataset build --help).")
-    p.add_argument("-n", "--num-shards", type=int, default=-1, help="how many shards, from the first (-1: all)")
+    p.add_argument("-n", "--num-shards", type=int, default=-1, help="how many training shards, from the first, besides the last (validation) one (-1: all)")
     p.add_argument("-w", "--workers", type=int, default=4, help="parallel downloads")
-    p.add_argument("--source", choices=sorted(SOURCES), default="fineweb-edu-100b", help="a known pretraining set")
+    p.add_argument("--source", choices=sorted(SOURCES), default="climbmix-400b", help="a known pretraining set")
     p.add_argument("--base-url", help="any other set with the same layout (overrides --source)")
     p.add_argument("--total-shards", type=int, help="with --base-url: how many shards it has")
     p.add_argument("--dir", help="where shards go (default: <base dir>/base_data)")
@@ -196,10 +196,11 @@ def download_main(argv: list[str] | None = None) -> int:
     if args.base_url:
         if not args.total_shards: p.error("--base-url needs --total-shards")
         source = ShardSource("custom", args.base_url, args.total_shards)
-    n = source.num_shards if args.num_shards == -1 else min(args.num_shards, source.num_shards)
+    last = source.num_shards - 1  # the validation shard: always fetched, whatever -n is
+    indices = list(range(last if args.num_shards == -1 else min(args.num_shards, last))) + [last]
     out = Path(args.dir) if args.dir else get_base_dir() / "base_data"
-    print(f"downloading {n} shard(s) of {source.name} into {out} with {args.workers} workers")
-    try: fetched, failed = download_shards(source, range(n), out, workers=args.workers, retries=args.retries)
+    print(f"downloading {len(indices)} shard(s) of {source.name} ({len(indices) - 1} for training, shard {last} for validation) into {out} with {args.workers} workers")
+    try: fetched, failed = download_shards(source, indices, out, workers=args.workers, retries=args.retries)
     except urllib.error.URLError as e:  # the checksum list could not even be fetched
         fetched, failed = [], {"(checksums)": str(e.reason)}
     if failed and not fetched and all("HTTP" not in e for e in failed.values()):

@@ -20,24 +20,27 @@ def _wide(t: torch.Tensor) -> torch.Tensor:
     return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
-def rope_norm_torch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    "RMSNorm(rotary(x)) for x (B, T, H, D) and tables (T, D/2): the output in x's dtype, and the inverse RMS (B, T, H) in fp32."
+def rope_norm_torch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float,
+                    scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """scale·RMSNorm(rotary(x)) for x (B, T, H, D) and tables (T, D/2): the output in x's dtype, and the inverse RMS
+    (B, T, H) in fp32 (without the scale)."""
     d = x.size(-1) // 2
     xf = _wide(x)
     x1, x2 = xf[..., :d], xf[..., d:]
     c, s = cos[None, :, None, :].to(xf.dtype), sin[None, :, None, :].to(xf.dtype)
     rstd = torch.rsqrt(xf.square().mean(-1) + eps)  # the rotation keeps the norm: no need to rotate first
-    y = torch.cat([x1 * c + x2 * s, x2 * c - x1 * s], -1) * rstd[..., None]
+    y = torch.cat([x1 * c + x2 * s, x2 * c - x1 * s], -1) * (rstd * scale)[..., None]
     return y.to(x.dtype), rstd.float()
 
 
-def rope_norm_backward_torch(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    "The gradient at x from the gradient at the output, using only the output y and the inverse RMS."
+def rope_norm_backward_torch(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                             scale: float = 1.0) -> torch.Tensor:
+    "The gradient at x from the gradient at the output, using only the output y, the scale and the inverse RMS."
     d = y.size(-1) // 2
-    g, yf = _wide(dy), _wide(y)
-    dr = (g - yf * (g * yf).mean(-1, keepdim=True)) * rstd[..., None].to(yf.dtype)  # through the norm
+    g, y_hat = _wide(dy), _wide(y) / scale  # y_hat: the normalised vector, before the scale
+    dr = (g - y_hat * (g * y_hat).mean(-1, keepdim=True)) * (rstd * scale)[..., None].to(y_hat.dtype)  # through the norm
     d1, d2 = dr[..., :d], dr[..., d:]
-    c, s = cos[None, :, None, :].to(yf.dtype), sin[None, :, None, :].to(yf.dtype)
+    c, s = cos[None, :, None, :].to(y_hat.dtype), sin[None, :, None, :].to(y_hat.dtype)
     return torch.cat([d1 * c - d2 * s, d1 * s + d2 * c], -1).to(y.dtype)  # through the rotation: by -θ
 
 # %% ../nbs/07b_rope_norm.ipynb #65c03c1a
@@ -61,7 +64,7 @@ if triton is not None:
         return c, tl.load(sin_ptr + t[:, None] * HALF + cols, mask=mask, other=0.0)
 
     @triton.jit
-    def _rope_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, cos_ptr, sin_ptr, n_rows, T, H, sxb, sxt, sxh, eps,
+    def _rope_norm_fwd_kernel(x_ptr, y_ptr, rstd_ptr, cos_ptr, sin_ptr, n_rows, T, H, sxb, sxt, sxh, eps, scale,
                               HALF: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
         rows, live, src, t, cols, mask = _row_block(n_rows, T, H, sxb, sxt, sxh, HALF, BLOCK, ROWS)
         x1 = tl.load(x_ptr + src[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
@@ -69,20 +72,21 @@ if triton is not None:
         c, s = _rotation(cos_ptr, sin_ptr, t, cols, mask, HALF)
         rstd = 1.0 / tl.sqrt((tl.sum(x1 * x1, 1) + tl.sum(x2 * x2, 1)) / (2 * HALF) + eps)
         dst = y_ptr + rows[:, None] * (2 * HALF) + cols
-        tl.store(dst, ((x1 * c + x2 * s) * rstd[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
-        tl.store(dst + HALF, ((x2 * c - x1 * s) * rstd[:, None]).to(y_ptr.dtype.element_ty), mask=mask)
+        factor = rstd[:, None] * scale  # the constant scale rides on the normaliser: no extra pass
+        tl.store(dst, ((x1 * c + x2 * s) * factor).to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(dst + HALF, ((x2 * c - x1 * s) * factor).to(y_ptr.dtype.element_ty), mask=mask)
         tl.store(rstd_ptr + rows, rstd, mask=live)
 
     @triton.jit
-    def _rope_norm_bwd_kernel(dy_ptr, y_ptr, rstd_ptr, cos_ptr, sin_ptr, dx_ptr, n_rows, T, H, sdb, sdt, sdh,
+    def _rope_norm_bwd_kernel(dy_ptr, y_ptr, rstd_ptr, cos_ptr, sin_ptr, dx_ptr, n_rows, T, H, sdb, sdt, sdh, scale,
                               HALF: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
         rows, live, src, t, cols, mask = _row_block(n_rows, T, H, sdb, sdt, sdh, HALF, BLOCK, ROWS)
         here = rows[:, None] * (2 * HALF) + cols
         g1 = tl.load(dy_ptr + src[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         g2 = tl.load(dy_ptr + src[:, None] + HALF + cols, mask=mask, other=0.0).to(tl.float32)
-        y1 = tl.load(y_ptr + here, mask=mask, other=0.0).to(tl.float32)
-        y2 = tl.load(y_ptr + here + HALF, mask=mask, other=0.0).to(tl.float32)
-        rstd = tl.load(rstd_ptr + rows, mask=live, other=0.0)
+        y1 = tl.load(y_ptr + here, mask=mask, other=0.0).to(tl.float32) / scale  # the normalised vector, unscaled
+        y2 = tl.load(y_ptr + here + HALF, mask=mask, other=0.0).to(tl.float32) / scale
+        rstd = tl.load(rstd_ptr + rows, mask=live, other=0.0) * scale
         dot = (tl.sum(g1 * y1, 1) + tl.sum(g2 * y2, 1)) / (2 * HALF)
         d1 = (g1 - y1 * dot[:, None]) * rstd[:, None]
         d2 = (g2 - y2 * dot[:, None]) * rstd[:, None]
@@ -101,7 +105,7 @@ def _check_layout(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None
         raise ValueError(f"tables must be (T, D/2) = {(x.size(1), x.size(-1) // 2)}, got {tuple(cos.shape)} and {tuple(sin.shape)}")
 
 
-def rope_norm_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float,
+def rope_norm_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float, scale: float = 1.0,
                      rows: int = ROPE_NORM_ROWS) -> tuple[torch.Tensor, torch.Tensor]:
     "`rope_norm_torch` as one Triton kernel launch."
     _check_layout(x, cos, sin)
@@ -110,13 +114,13 @@ def rope_norm_triton(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps:
     rstd = torch.empty((B, T, H), dtype=torch.float32, device=x.device)
     n = B * T * H
     _rope_norm_fwd_kernel[(triton.cdiv(n, rows),)](x, y, rstd, cos.float().contiguous(), sin.float().contiguous(), n, T, H,
-                                                  x.stride(0), x.stride(1), x.stride(2), eps, HALF=D // 2,
+                                                  x.stride(0), x.stride(1), x.stride(2), eps, float(scale), HALF=D // 2,
                                                   BLOCK=triton.next_power_of_2(D // 2), ROWS=rows, num_warps=4)
     return y, rstd
 
 
 def rope_norm_backward_triton(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                              rows: int = ROPE_NORM_ROWS) -> torch.Tensor:
+                              scale: float = 1.0, rows: int = ROPE_NORM_ROWS) -> torch.Tensor:
     "`rope_norm_backward_torch` as one Triton kernel launch (y and rstd as the forward kernel wrote them)."
     _check_layout(dy, cos, sin)
     B, T, H, D = dy.shape
@@ -124,19 +128,20 @@ def rope_norm_backward_triton(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Ten
     n = B * T * H
     _rope_norm_bwd_kernel[(triton.cdiv(n, rows),)](dy, y.contiguous(), rstd.contiguous(), cos.float().contiguous(),
                                                   sin.float().contiguous(), dx, n, T, H, dy.stride(0), dy.stride(1), dy.stride(2),
-                                                  HALF=D // 2, BLOCK=triton.next_power_of_2(D // 2), ROWS=rows, num_warps=4)
+                                                  float(scale), HALF=D // 2, BLOCK=triton.next_power_of_2(D // 2), ROWS=rows, num_warps=4)
     return dx
 
 # %% ../nbs/07b_rope_norm.ipynb #3375b434
 @torch.library.custom_op("nanochat::rope_norm", mutates_args=())
-def _rope_norm_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _rope_norm_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     _check_layout(x, cos, sin)
-    return rope_norm_torch(x, cos, sin, eps)
+    return rope_norm_torch(x, cos, sin, eps, scale)
 
 
 @torch.library.custom_op("nanochat::rope_norm_backward", mutates_args=())
-def _rope_norm_backward_op(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    return rope_norm_backward_torch(dy, y, rstd, cos, sin)
+def _rope_norm_backward_op(dy: torch.Tensor, y: torch.Tensor, rstd: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                           scale: float) -> torch.Tensor:
+    return rope_norm_backward_torch(dy, y, rstd, cos, sin, scale)
 
 
 if triton is not None:
@@ -145,28 +150,30 @@ if triton is not None:
 
 
 @_rope_norm_op.register_fake
-def _(x, cos, sin, eps):
+def _(x, cos, sin, eps, scale):
     return x.new_empty(x.shape), x.new_empty(x.shape[:-1], dtype=torch.float32)
 
 
 @_rope_norm_backward_op.register_fake
-def _(dy, y, rstd, cos, sin):
+def _(dy, y, rstd, cos, sin, scale):
     return y.new_empty(y.shape)
 
 
 def _setup_context(ctx, inputs, output):
-    _, cos, sin, _ = inputs
+    _, cos, sin, _, scale = inputs
     ctx.save_for_backward(output[0], output[1], cos, sin)
+    ctx.scale = scale
 
 
 def _backward(ctx, dy, _drstd):
     y, rstd, cos, sin = ctx.saved_tensors
-    return _rope_norm_backward_op(dy, y, rstd, cos, sin), None, None, None
+    return _rope_norm_backward_op(dy, y, rstd, cos, sin, ctx.scale), None, None, None, None
 
 
 _rope_norm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def rope_norm(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float | None = None) -> torch.Tensor:
-    "RMSNorm(rotary(x)) for queries or keys x (B, T, H, D), tables (T, D/2); eps defaults to F.rms_norm's (x's machine epsilon)."
-    return _rope_norm_op(x, cos, sin, torch.finfo(x.dtype).eps if eps is None else eps)[0]
+def rope_norm(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, eps: float | None = None, scale: float = 1.0) -> torch.Tensor:
+    """scale·RMSNorm(rotary(x)) for queries or keys x (B, T, H, D), tables (T, D/2); eps defaults to F.rms_norm's (x's
+    machine epsilon)."""
+    return _rope_norm_op(x, cos, sin, torch.finfo(x.dtype).eps if eps is None else eps, float(scale))[0]

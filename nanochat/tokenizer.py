@@ -162,9 +162,11 @@ def render_conversation(tokenizer: Tokenizer, conversation: dict, max_tokens: in
     return ids[:max_tokens], mask[:max_tokens]
 
 
-def render_for_completion(tokenizer: Tokenizer, conversation: dict) -> list[int]:
-    "Ids that prime the model to answer: the conversation without its last (assistant) message, then <|assistant_start|>."
+def render_for_completion(tokenizer: Tokenizer, conversation: dict, max_tokens: int | None = None) -> list[int]:
+    """Ids that prime the model to answer: the conversation without its last (assistant) message, then <|assistant_start|>.
+    The prompt is whole by default (callers that need room crop it from the left); `max_tokens=2048` cuts its end as
+    upstream does before the <|assistant_start|>."""
     messages = _check_messages(conversation)
     if messages[-1]["role"] == "assistant": messages = messages[:-1]
-    ids, _ = render_conversation(tokenizer, {"messages": messages}, max_tokens=10**9)
+    ids, _ = render_conversation(tokenizer, {"messages": messages}, max_tokens=10**12 if max_tokens is None else max_tokens)
     return ids + [tokenizer.encode_special("<|assistant_start|>")]

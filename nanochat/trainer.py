@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
 from .common import autocast_ctx, compute_mfu, get_logger, print0
-from .gpt import GPT, KVCache, config_for_depth, estimate_flops, parameter_counts
+from .gpt import GPT, GPTConfig, KVCache, config_for_depth, estimate_flops, parameter_counts
 from .loss_eval import evaluate_bpb
 
 # %% ../nbs/12_trainer.ipynb #58584e0d
@@ -33,9 +33,9 @@ def scaling_params(model: GPT) -> int:
     return counts["matrices"] + counts["lm_head"]
 
 
-def reference_horizon(vocab_size: int, ratio: float, **model_overrides) -> float:
-    "D_ref: tokens for the d12 reference model at `ratio` tokens per scaling parameter."
-    with torch.device("meta"): d12 = GPT(config_for_depth(12, vocab_size, **model_overrides))
+def reference_horizon(ratio: float, reference: GPTConfig) -> float:
+    "D_ref: tokens for the reference model (the d12 the rules were tuned on, as `reference` describes it) at `ratio`."
+    with torch.device("meta"): d12 = GPT(reference)
     return ratio * scaling_params(d12)
 
 
@@ -53,7 +53,7 @@ class TrainingPlan:
     seq_len: int
     world_size: int
     grad_accum: int  # micro-batches per optimizer step on each rank
-    lr_scale: float  # multiplies every base learning rate (batch-size scaling)
+    lr_scale: float  # batch-size scaling: the script multiplies the base learning rates by it when it builds the optimizer
     weight_decay: float  # Muon's (cautious) weight decay at step 0; decays to 0 over the run
     warmup_steps: int
     warmdown_steps: int
@@ -89,33 +89,36 @@ class TrainingPlan:
 def plan_training(model: GPT, device_batch_size: int, seq_len: int, world_size: int = 1, *, num_iterations: int = -1,
                   target_flops: float = -1, target_param_data_ratio: float = 12, total_batch_size: int = -1,
                   weight_decay: float = 0.28, warmup_steps: int = 40, warmdown_ratio: float = 0.65,
-                  final_lr_frac: float = 0.05, scale_lr_with_batch: bool = True) -> TrainingPlan:
+                  final_lr_frac: float = 0.05, scale_lr_with_batch: bool = True, reference: GPTConfig | None = None) -> TrainingPlan:
     """Derive the training plan for `model`. The horizon comes from `num_iterations`, else `target_flops`, else
-    `target_param_data_ratio`; a `total_batch_size` of -1 means the compute-optimal one, rounded to a whole number of
-    micro-batches. `scale_lr_with_batch=False` keeps the base learning rates whatever the batch (for CPU-sized runs)."""
+    `target_param_data_ratio`; a `total_batch_size` of -1 means the compute-optimal one. `reference` is the d12 the
+    scaling rules were tuned on, built with this run's width rules (default: the standard d12 of the model's
+    vocabulary). `scale_lr_with_batch=False` keeps the base learning rates whatever the batch (for CPU-sized runs)."""
     if device_batch_size < 1 or seq_len < 1 or world_size < 1: raise ValueError("device_batch_size, seq_len and world_size must be positive")
     if not 0 <= warmdown_ratio <= 1: raise ValueError(f"warmdown_ratio must be in [0, 1], got {warmdown_ratio}")
     if num_iterations <= 0 and target_flops <= 0 and target_param_data_ratio <= 0:
         raise ValueError("no training horizon: give num_iterations, target_flops or target_param_data_ratio")
     n_scaling, flops = scaling_params(model), estimate_flops(model)
-    ratio = target_param_data_ratio if target_param_data_ratio > 0 else 12  # the rules are tuned at 12
-    target_tokens = ratio * n_scaling
-    d_ref = reference_horizon(model.config.vocab_size, ratio)
+    ratio = target_param_data_ratio if target_param_data_ratio > 0 else 12  # the rules see D / D_ref only: the ratio cancels
+    target_tokens = int(ratio * n_scaling)
+    d_ref = reference_horizon(ratio, reference or config_for_depth(12, model.config.vocab_size))
     per_pass = device_batch_size * seq_len * world_size  # tokens in one micro-step of every rank
-    if total_batch_size <= 0:
-        total_batch_size = max(per_pass, round(auto_batch_size(target_tokens, d_ref) / per_pass) * per_pass)
+    derived = total_batch_size <= 0
+    if derived: total_batch_size = auto_batch_size(target_tokens, d_ref)
     if total_batch_size % per_pass:
-        raise ValueError(f"total_batch_size {total_batch_size:,} is not a multiple of device_batch_size × seq_len × world_size "
-                         f"= {per_pass:,}: change one of them")
+        what = f"the compute-optimal batch, {total_batch_size:,} tokens," if derived else f"total_batch_size {total_batch_size:,}"
+        raise ValueError(f"{what} is not a multiple of device_batch_size × seq_len × world_size = {per_pass:,}: "
+                         + ("lower device_batch_size or give total_batch_size" if derived else "change one of them"))
     if num_iterations > 0: steps, source = num_iterations, "given"
     elif target_flops > 0: steps, source = round(target_flops / (flops * total_batch_size)), f"{target_flops:.2e} FLOPs"
-    else: steps, source = int(target_tokens // total_batch_size), f"{target_param_data_ratio:g} tokens per parameter"
+    else: steps, source = target_tokens // total_batch_size, f"{target_param_data_ratio:g} tokens per parameter"
     steps = max(1, steps)
     batch_ratio = total_batch_size / B_REF
     return TrainingPlan(num_iterations=steps, total_batch_size=total_batch_size, device_batch_size=device_batch_size,
                         seq_len=seq_len, world_size=world_size, grad_accum=total_batch_size // per_pass,
-                        lr_scale=batch_ratio ** 0.5 if scale_lr_with_batch else 1.0, weight_decay=weight_decay * batch_ratio ** 0.5 * d_ref / target_tokens,
-                        warmup_steps=min(warmup_steps, steps), warmdown_steps=round(warmdown_ratio * steps),
+                        lr_scale=batch_ratio ** 0.5 if scale_lr_with_batch else 1.0,
+                        weight_decay=weight_decay * math.sqrt(total_batch_size / B_REF) * (d_ref / target_tokens),
+                        warmup_steps=warmup_steps, warmdown_steps=round(warmdown_ratio * steps),
                         final_lr_frac=final_lr_frac, num_params=parameter_counts(model)["total"],
                         num_scaling_params=n_scaling, flops_per_token=flops, horizon_from=source)
 
@@ -123,7 +126,7 @@ def plan_training(model: GPT, device_batch_size: int, seq_len: int, world_size: 
 def derive_total_batch_size(depth: int, vocab_size: int = 32768, ratio: float = 12, **model_overrides) -> int:
     "The compute-optimal batch (tokens per step) of the GPT of `depth`: what base_train picks by default."
     with torch.device("meta"): model = GPT(config_for_depth(depth, vocab_size, **model_overrides))
-    return auto_batch_size(ratio * scaling_params(model), reference_horizon(vocab_size, ratio, **model_overrides))
+    return auto_batch_size(int(ratio * scaling_params(model)), reference_horizon(ratio, config_for_depth(12, vocab_size, **model_overrides)))
 
 # %% ../nbs/12_trainer.ipynb #0d37e59b
 def lr_multiplier(step: int, plan: TrainingPlan) -> float:
@@ -137,9 +140,12 @@ def lr_multiplier(step: int, plan: TrainingPlan) -> float:
 def muon_momentum(step: int, plan: TrainingPlan, warmup: int = 400) -> float:
     "Muon's momentum at `step`: 0.85 → 0.97 over `warmup` steps, then down to 0.90 across the warmdown."
     warmdown_start = plan.num_iterations - plan.warmdown_steps
-    if step < warmup: return 0.85 + (0.97 - 0.85) * step / warmup
+    if step < warmup:
+        frac = step / warmup
+        return (1 - frac) * 0.85 + frac * 0.97
     if plan.warmdown_steps and step >= warmdown_start:
-        return 0.97 + (0.90 - 0.97) * (step - warmdown_start) / plan.warmdown_steps
+        progress = (step - warmdown_start) / plan.warmdown_steps
+        return 0.97 * (1 - progress) + 0.90 * progress
     return 0.97
 
 
@@ -226,11 +232,10 @@ class Trainer:
     def set_schedules(self) -> float:
         "Apply this step's learning rates, momentum and weight decay to the optimizer groups; returns the LR multiplier."
         lrm = lr_multiplier(self.step, self.plan)
+        momentum, decay = muon_momentum(self.step, self.plan), weight_decay_at(self.step, self.plan)
         for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.plan.lr_scale * lrm
-            if "momentum" in group:  # Muon's groups
-                group["momentum"] = muon_momentum(self.step, self.plan)
-                group["weight_decay"] = weight_decay_at(self.step, self.plan)
+            group["lr"] = group["initial_lr"] * lrm  # initial_lr: the base rate × the plan's lr_scale, set when it was built
+            if group.get("kind") == "muon": group["momentum"], group["weight_decay"] = momentum, decay
         return lrm
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,9 @@
 """Run under `torchrun --nproc_per_node=N` on the CPU: N ranks with the sharded optimizers, each on 1/N of every batch,
 must end with the same parameters as one process on the whole batch with the plain optimizers.
 
+The sharded and the single-process optimizers run the same update (MuonEq, Polar Express, Muon+, NorMuon, cautious
+decay; AdamW's per-group settings); only where each matrix or slice is computed differs.
+
 Tolerance: the ranks sum gradients in a different order than one process does, a float32 rounding difference (1e-7).
 Orthogonalisation then scales every direction of a gradient matrix up to size 1, including directions whose singular
 values are tiny, so their rounding grows too: after 4 steps the difference is about 5e-4 of how far the parameters
@@ -36,7 +39,7 @@ def main() -> None:
     info = init_distributed("cpu")
     rank, world = info.rank, info.world_size
     assert BATCH % world == 0
-    # five same-shaped attention matrices per shape over 3 layers + 3 MLP shapes: some chunks are padded with zeros
+    # 3 layers: 3 or 6 matrices of each shape (and 2 value-embedding gates), so some ranks' blocks are padded with zeros
     config = GPTConfig(vocab_size=128, n_layer=3, n_embd=64, n_head=4, n_kv_head=2, sequence_len=16, window_pattern="SL", short_window=8)
     options = dict(matrix_lr=0.05, weight_decay=0.1, ortho_dtype=torch.float32)  # fp32: compare rounding, not bf16 noise
     sharded = perturbed(config)
@@ -44,6 +47,11 @@ def main() -> None:
     assert isinstance(optimizer.optimizers[0], DistAdamW) and isinstance(optimizer.optimizers[1], DistMuon)
     per_rank = BATCH // world
     train(sharded, optimizer, slice(rank * per_rank, (rank + 1) * per_rank))
+    muon = optimizer.optimizers[1]
+    for group in muon.param_groups:  # each rank keeps Muon state for its own block of each stack only
+        block = -(-len(group["params"]) // world)
+        owned = group["params"][rank * block:(rank + 1) * block]
+        if owned: assert muon.state[owned[0]]["momentum"].shape[0] == len(owned), group["name"]
 
     single = perturbed(config)
     train(single, setup_optimizer(single, distributed=False, **options), slice(None))

@@ -73,6 +73,8 @@ def test_download_unpack_convert_evaluate(bundle_server, tmp_path):
             return torch.zeros(*ids.shape, tok.vocab_size)
     report = evaluate_core(Uniform(), tok, dest, log=False)
     assert report["missing"] == ["squad"] and set(report["tasks"]) == {"copa", "jeopardy"}
+    assert report["tasks"]["jeopardy"]["accuracy"] == 0.0  # a uniform model predicts no answer token for token
+    assert all(r["items"] == 6 for r in report["tasks"].values())
 
 
 def test_damaged_archive_is_refused(bundle_server, tmp_path):

@@ -1,9 +1,10 @@
-"""The engine beyond the chapter's cells: weights refreshed after training, and on a GPU the CUDA-graph step against
-the eager one (run as `python tests/test_engine.py` on a GPU machine without pytest)."""
+"""The engine beyond the chapter's cells: greedy decoding equals recomputation (today's model and the earlier variants),
+weights refreshed after training, and on a GPU the CUDA-graph step against the eager one (run as
+`python tests/test_engine.py` on a GPU machine without pytest)."""
 import torch
 
 from nanochat.engine import DecodeBatch, DecodeModel, SamplingParams
-from nanochat.gpt import GPT, GPTConfig
+from nanochat.gpt import GPT, GPTConfig, earlier_variants
 
 try:
     import pytest
@@ -12,15 +13,16 @@ except ImportError:  # on a bare GPU machine this file runs as a script
     cuda_only = lambda f: f
 
 
-def small_model(device="cpu", seed=0, **overrides) -> GPT:
+def small_model(device="cpu", seed=0, earlier=False, **overrides) -> GPT:
     config = GPTConfig(**{**dict(vocab_size=512, n_layer=4, n_embd=128, n_head=4, n_kv_head=2, sequence_len=128,
                                  window_pattern="SSL", short_window=16), **overrides})
-    model = GPT.build(config, device=device, seed=seed)
+    model = GPT.build(earlier_variants(config) if earlier else config, device=device, seed=seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():  # a trained-looking output layer, so that greedy tokens vary
         for block in model.blocks:
             for p in (block.attn.c_proj.weight, block.mlp.c_proj.weight): p.normal_(0, 0.05, generator=gen)
         model.lm_head.weight.normal_(0, 0.3, generator=gen)
+        if model.config.smear: model.smear_lambda.fill_(0.7)  # a trained-looking smear: each step needs its row's previous token
     return model.eval()
 
 
@@ -34,6 +36,19 @@ def decode(batch: DecodeBatch, params: SamplingParams) -> list[list[int]]:
     while batch.busy:
         for s, e in batch.step().items(): out[s].append(e.token)
     return [out[s] for s in slots]
+
+
+def test_greedy_equals_recompute():
+    "Greedy rows of different lengths, windows that bite (17 keys of up to 45), smear and backout: the tokens of recomputation."
+    for earlier in (False, True):  # the earlier variants too: an old checkpoint (no smear, no backout) decodes as before
+        model = small_model(earlier=earlier)
+        got = decode(DecodeBatch(model, 4, 96), SamplingParams(temperature=0, max_tokens=15))
+        with torch.no_grad():
+            for prompt, tokens in zip(PROMPTS, got):
+                ids = list(prompt)
+                for t in tokens:
+                    assert model(torch.tensor([ids]))[0, -1].argmax().item() == t, (earlier, prompt)
+                    ids.append(t)
 
 
 def test_weights_follow_training():
@@ -79,6 +94,7 @@ def test_cuda_graph_matches_eager():
 
 
 if __name__ == "__main__":
+    test_greedy_equals_recompute()
     test_weights_follow_training()
     test_span_buckets()
     if torch.cuda.is_available():

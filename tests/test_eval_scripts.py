@@ -46,12 +46,16 @@ def test_chat_eval_two_ranks_equal_one(trained, private_base_dir):
     assert two.returncode == 0, two.stdout + two.stderr
     double = json.loads(report.read_text())
     assert [(r["task"], r["accuracy"], r["problems"]) for r in single["tasks"]] == [(r["task"], r["accuracy"], r["problems"]) for r in double["tasks"]]
+    for a, b in zip(single["tasks"], double["tasks"]):  # the same verdict for every problem, whichever rank graded it
+        assert [r["index"] for r in a["records"]] == list(range(6)) and a["records"] == b["records"], a["task"]
+        assert a["entry"]["n"] == 6 and a["entry"]["low"] <= a["accuracy"] <= a["entry"]["high"]
     assert "ChatCORE" in one.stdout
 
 
 def test_refusals_are_clear(run_env, trained):
     cases = [(["-m", "nanochat.scripts.chat_eval", "--task", "Jeopardy"], run_env, "unknown task"),
              (["-m", "nanochat.scripts.chat_eval", "--num-samples", "4"], run_env, "needs a temperature"),
+             (["-m", "nanochat.scripts.chat_eval", "--max-generative", "0"], run_env, "max_generative must be"),
              (["-m", "nanochat.scripts.chat_eval", "--stage", "sft"], trained, "--model-tag is needed"),
              (["-m", "nanochat.scripts.base_eval", "--model-tag", "nope"], trained, "no checkpoints in"),
              (["-m", "nanochat.scripts.base_eval", "--max-per-task", "0"], run_env, "max_per_task must be")]

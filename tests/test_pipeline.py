@@ -19,6 +19,9 @@ def test_cpu_speedrun_tiny(tmp_path):
                     "## Chat evaluation (mid)", "## Chat SFT", "## Chat evaluation (SFT)", "## Report card", "## Plots"):
         assert section in report, f"{section} missing from report.md"
     assert "| CORE |" in report and "| ChatCORE |" in report and "commit" in report
+    # every chat score on the card comes with its sample, its interval and the constant answer's score
+    assert "| Metric | Stage | Score | n | 95% interval | Chance | Best constant answer | Shows learning? |" in report
+    for task in ("ARC-Easy", "GSM8K", "SpellingBee", "ChatCORE"): assert f"| {task} | SFT |" in report, task
     assert (tmp_path / "report" / "loss.png").stat().st_size > 1000
     answer = log.rsplit("one answer", 1)[-1].split("== [")[0]
     assert answer.strip(), "chat_cli printed no answer"

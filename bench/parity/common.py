@@ -90,3 +90,32 @@ def tensor_digest(t) -> dict:
     picks = torch.linspace(0, flat.numel() - 1, min(8, flat.numel())).long()
     return {"shape": list(t.shape), "sum": flat.sum().item(), "sumsq": flat.square().sum().item(),
             "values": flat[picks].tolist(), "at": picks.tolist()}
+
+
+# --- a weight set both sides can rebuild from a seed ---------------------------------------------------------------
+_SCALAR_CENTRES = {"resid_lambdas": 1.0, "x0_lambdas": 0.1, "smear_lambda": 0.5, "backout_lambda": 0.2}
+
+
+def synthetic_state(shapes: dict, seed: int) -> dict:
+    """Random GPT weights that give lively logits, keyed by OUR parameter names (`our_name` maps upstream's): every
+    tensor from its own torch.Generator, seeded by (seed, name), so neither the order of `shapes` nor the side matters.
+    Embeddings: standard normal; other matrices: normal with std 1/sqrt(fan_in) (the head's logits come out ~N(0, 1));
+    the 1-D scalars: a typical value plus 0.1 × normal. Pure torch, fp32, on the CPU."""
+    import zlib
+
+    import torch
+    state = {}
+    for name, shape in shapes.items():
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        noise = torch.randn(tuple(shape), generator=gen)
+        top = name.split(".")[0]
+        if top in _SCALAR_CENTRES: state[name] = _SCALAR_CENTRES[top] + 0.1 * noise
+        elif top in ("wte", "value_embeds"): state[name] = noise
+        else: state[name] = noise / math.sqrt(shape[-1])
+    return state
+
+
+def synthetic_ids(vocab_size: int, batch: int, length: int, seed: int):
+    "Token ids (batch, length), uniform over the vocabulary, from a seeded torch.Generator."
+    import torch
+    return torch.randint(0, vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))

@@ -28,7 +28,7 @@ sys.path.insert(1, str(HERE.parent))
 from common import FIXTURES, PINNED_COMMIT, ROOT, read_json, row, write_json  # noqa: E402
 from record import git_commit, save_result  # noqa: E402
 
-COMPONENTS = ("tokenizer", "model", "optim", "data", "core", "chat_eval")
+COMPONENTS = ("tokenizer", "data", "model", "optim", "loss_eval", "core", "chat_eval")
 
 
 def upstream_commit(checkout: Path) -> str:
@@ -43,7 +43,8 @@ def run_step(python: str, component: str, step: str, work: Path, opts: dict, tim
     "Run one step of one component in a fresh process; its JSON result, or {'_error': ...} when it failed."
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONUNBUFFERED="1",
                NANOCHAT_BASE_DIR=str(work / ("upstream_base" if step == "upstream" else "ours_base")))
-    env.pop("PYTHONPATH", None)  # neither side may see the other's package through it
+    if step == "upstream": env.pop("PYTHONPATH", None)  # upstream's side must not see our package through it
+    else: env["PYTHONPATH"] = str(ROOT)  # ours finds this checkout's package even where it is not installed
     cmd = [python, str(HERE / "side.py"), component, step, str(work), json.dumps(opts)]
     log = work / f"{step}.log"
     try:

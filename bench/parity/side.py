@@ -5,9 +5,11 @@ package must not be importable from there: the two `nanochat` packages share a n
 The result (a JSON object) is written to WORK/STEP.json.
 """
 import importlib
+import importlib.util
 import json
 import sys
 import time
+import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -18,6 +20,9 @@ def main() -> None:
     if step == "upstream":
         checkout = Path(opts["upstream"]).resolve()
         sys.path.insert(0, str(checkout))
+        # upstream's tokenizer module imports its BPE trainer at the top; a machine without it can still encode,
+        # decode and run models (only training needs the trainer), so a stand-in answers the import there
+        if importlib.util.find_spec("rustbpe") is None: sys.modules["rustbpe"] = types.SimpleNamespace(__name__="rustbpe")
         import nanochat
         where = Path(nanochat.__file__).resolve()
         if checkout not in where.parents:

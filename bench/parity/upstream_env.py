@@ -9,6 +9,12 @@ Upstream reads everything from its base folder (`$NANOCHAT_BASE_DIR`, default ~/
 - `eval_bundle/`: the CORE bundle (core.yaml, eval_meta_data.csv, eval_data/): only its evaluate_task is called here,
   with the rows and task settings passed in, so the bundle itself is not needed.
 Its chat tasks load their rows with Hugging Face `datasets`; `chat_eval.py` gives them the local files instead.
+- `task_data/<owner>--<name>/<subset>/<split>/`: at the pinned commit the chat tasks do not import `datasets`; their
+  `load_hub_dataset` (tasks/common.py) reads the hub's parquet export from this cache (`00000.parquet`, ... and a
+  `manifest.json` listing them, written last) and downloads only when the manifest is missing. `chat_eval.py`'s
+  prepare() writes the cache from the local data files, every row in the hub's layout and the files' order, so
+  upstream's own shuffle(seed=42) and row parsing run on exactly our rows; and `words_alpha.txt`, the SpellingBee word
+  list that `download_file_with_lock` looks for before downloading (our offline list, the same file on both sides).
 These functions run in our environment (they read our tokenizer) and write into the upstream side's base folder.
 """
 import os

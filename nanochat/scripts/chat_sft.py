@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> dict:
         plan = plan_training(model, cfg.device_batch_size, max_len, info.world_size, num_iterations=steps,
                              total_batch_size=cfg.device_batch_size * max_len * info.world_size * cfg.grad_accum,
                              weight_decay=0.0, warmup_steps=0, warmdown_ratio=1.0, final_lr_frac=0.0, scale_lr_with_batch=False)
-        plan.lr_scale = cfg.init_lr_frac
+        plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
         optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr)
+        for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
         out_dir = checkpoint_dir("sft", run.name)
         if info.rank == 0: save_config(cfg, "chat_sft", out_dir, sources)
         print0(f"SFT of {run} ({len(loader.task):,} conversations): {steps} steps of {cfg.grad_accum} × {cfg.device_batch_size} "

@@ -43,7 +43,8 @@ def decode_bytes(decoder: DecodeModel, batch: int, context: float) -> float:
     "Bytes a decode step of `batch` rows, each with `context` cached tokens on average, must read."
     c, m = decoder.config, decoder.model
     matrices = sum(w.numel() * w.element_size() for name, w in decoder.weights.items() if name not in ("cos2", "sin2", "ve"))
-    embed_row = m.wte.weight.size(1) * m.wte.weight.element_size() + sum(e.weight.size(1) * e.weight.element_size() for e in m.value_embeds.values())
+    wte_rows = 2 if c.smear else 1  # smear looks up the previous token's embedding too
+    embed_row = wte_rows * m.wte.weight.size(1) * m.wte.weight.element_size() + sum(e.weight.size(1) * e.weight.element_size() for e in m.value_embeds.values())
     kv_per_token = c.n_layer * 2 * c.n_kv_head * c.head_dim * decoder.dtype.itemsize
     return matrices + batch * (embed_row + context * kv_per_token)
 

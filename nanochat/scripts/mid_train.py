@@ -226,8 +226,9 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
                               weight_decay=0.0, warmup_steps=0, warmdown_ratio=cfg.warmdown_ratio, final_lr_frac=0.0,
                               scale_lr_with_batch=False)
     except ValueError as e: raise ConfigError(str(e)) from None
-    plan.lr_scale = cfg.init_lr_frac
+    plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr)
+    for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("mid", run.name)
     if cfg.resume and not list_checkpoints(out_dir): raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
     if info.rank == 0: save_config(cfg, "mid_train", out_dir, sources)

@@ -17,7 +17,7 @@ from ..common import get_base_dir, shared_data_dir
 from ..config import ConfigError, format_config, parse_config, register_config, setting
 from ..report import log_stage
 from ..dataset import iter_documents, list_shards
-from .tok_train import training_files
+from .tok_train import training_documents, training_files
 from ..tokenizer import Tokenizer, default_tokenizer_dir, load_tokenizer
 
 # %% ../../nbs/05b_tok_eval.ipynb #74421e33
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     trained_with = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("tok_train", {}) if (folder / "config.yaml").exists() else {}
     max_chars, doc_cap = trained_with.get("max_chars", 20_000_000), trained_with.get("doc_cap", 10_000)
     files = training_files(trained_with.get("data"))
-    def training_text(): return iter_documents(files, max_chars=max_chars, doc_cap=doc_cap)
+    def training_text(): return training_documents(files, max_chars, doc_cap)  # the very characters tok_train used
     texts = eval_texts(cfg.sample_chars)
     candidates = [(f"nanochat {ours.vocab_size}", ours.encode)]
     sizes = ([ours.vocab_size] if cfg.compare_hf else []) + list(cfg.vocab_sizes)

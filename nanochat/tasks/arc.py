@@ -5,7 +5,7 @@ __all__ = ['ARC_SPLITS', 'arc_row_from_hub', 'ARC']
 
 # %% ../../nbs/14a_arc.ipynb #c003
 # ARC (AI2 Reasoning Challenge): grade-school science questions, multiple choice, in an Easy and a Challenge set.
-from .common import Task, load_rows, multiple_choice, read_jsonl
+from .common import Task, hub_order, load_rows, multiple_choice, read_jsonl
 
 ARC_SPLITS = {"train": "Train", "validation": "Dev", "test": "Test"}  # our split names -> AI2's file names
 
@@ -17,10 +17,10 @@ def arc_row_from_hub(row: dict) -> dict:
 
 
 class ARC(Task):
-    "ARC-Easy or ARC-Challenge, split train, validation (alias dev) or test. Categorical."
+    "ARC-Easy or ARC-Challenge, split train, validation (alias dev) or test, rows in upstream's order (`hub_order(seed)`). Categorical."
     eval_type = "categorical"
 
-    def __init__(self, subset: str = "ARC-Easy", split: str = "test", **slicing):
+    def __init__(self, subset: str = "ARC-Easy", split: str = "test", seed: int | None = 42, **slicing):
         super().__init__(**slicing)
         split = "validation" if split == "dev" else split
         if subset not in ("ARC-Easy", "ARC-Challenge"): raise ValueError(f"subset must be 'ARC-Easy' or 'ARC-Challenge', got {subset!r}")
@@ -28,11 +28,12 @@ class ARC(Task):
         self.subset, self.split = subset, split
         self.rows = load_rows(("eval", "arc", f"{subset}-{ARC_SPLITS[split]}.jsonl"), read_jsonl,
                               hub=("allenai/ai2_arc", subset, split), from_hub=arc_row_from_hub)
+        self.order = hub_order(len(self.rows), seed)
 
     def num_examples(self) -> int: return len(self.rows)
 
     def get_example(self, index: int) -> dict:
-        row = self.rows[index]
+        row = self.rows[self.order[index]]
         choices = row["question"]["choices"]
         return multiple_choice(row["question"]["stem"], [c["text"] for c in choices], [c["label"] for c in choices],
                                row["answerKey"], id=row["id"])

@@ -8,7 +8,7 @@ __all__ = ['MMLU_LETTERS', 'MMLU_SPLITS', 'read_mmlu_folder', 'mmlu_rows', 'MMLU
 import csv
 from pathlib import Path
 
-from .common import Task, load_rows, multiple_choice, render_mc
+from .common import Task, hub_order, load_rows, multiple_choice, render_mc
 
 MMLU_LETTERS = ("A", "B", "C", "D")
 MMLU_SPLITS = {"test": ("all", "test"), "dev": ("all", "dev"), "validation": ("all", "validation"),
@@ -36,14 +36,16 @@ def mmlu_rows(split: str) -> list[dict]:
 
 
 class MMLU(Task):
-    "MMLU, split test, dev, validation or auxiliary_train; `few_shot` dev questions of the same subject come first. Categorical."
+    """MMLU, split test, dev, validation or auxiliary_train, rows in upstream's order (`hub_order(seed)`); `few_shot` dev
+    questions of the same subject come first. Categorical."""
     eval_type = "categorical"
 
-    def __init__(self, split: str = "test", few_shot: int = 0, subjects: list[str] | None = None, **slicing):
+    def __init__(self, split: str = "test", few_shot: int = 0, subjects: list[str] | None = None, seed: int | None = 42, **slicing):
         super().__init__(**slicing)
         self.split, self.few_shot = split, few_shot
         self.rows = mmlu_rows(split)
         if subjects is not None: self.rows = [r for r in self.rows if r["subject"] in set(subjects)]
+        self.order = hub_order(len(self.rows), seed)
         self.shots: dict[str, list[dict]] = {}
         if few_shot < 0: raise ValueError(f"few_shot must be >= 0, got {few_shot}")
         if few_shot:
@@ -54,7 +56,7 @@ class MMLU(Task):
     def num_examples(self) -> int: return len(self.rows)
 
     def get_example(self, index: int) -> dict:
-        row = self.rows[index]
+        row = self.rows[self.order[index]]
         turns = []
         for shot in self.shots.get(row["subject"], [])[: self.few_shot]:
             turns += [{"role": "user", "content": render_mc(shot["question"], shot["choices"], MMLU_LETTERS)},
