@@ -4,7 +4,8 @@
 __all__ = ['CORE_BUNDLE_URL', 'TASK_TYPES', 'CoreTask', 'default_core_dir', 'load_core_tasks', 'load_items', 'zip_problem',
            'core_tasks_from_bundle', 'download_core_bundle', 'main', 'fewshot_examples', 'render_example', 'gold_index',
            'CoreEvalError', 'UnscorableExample', 'common_prefix', 'tokenize_example', 'score_example', 'example_label',
-           'task_verdicts', 'evaluate_task', 'OracleModel', 'RandomModel', 'centered', 'evaluate_core']
+           'task_verdicts', 'evaluate_task', 'OracleModel', 'RandomModel', 'centered', 'constant_baseline',
+           'evaluate_core']
 
 # %% ../nbs/15_core_eval.ipynb #fbab7890
 import csv
@@ -293,6 +294,16 @@ def centered(accuracy: float, baseline: float) -> float:
     return (accuracy - baseline) / (1 - baseline)
 
 
+def constant_baseline(task: CoreTask, items: list[dict]) -> tuple[float, str]:
+    """The best score a model could get by giving every example the same answer: always the same option (multiple
+    choice, schema) or the same continuation (language modelling). A score at or below it shows no learning."""
+    from collections import Counter
+    golds = [item["continuation"].strip() if task.task_type == "language_modeling" else int(item["gold"]) for item in items]
+    if not golds: return 0.0, ""
+    answer, count = Counter(golds).most_common(1)[0]
+    return count / len(golds), answer if isinstance(answer, str) else f"option {answer}"
+
+
 def evaluate_core(model, tokenizer, core_dir: Path | str | None = None, max_per_task: int | None = None,
                   labels: list[str] | None = None, max_len: int | None = None, device="cpu", log: bool = True) -> dict:
     """CORE of `model`: accuracy and centered accuracy per available task, their mean, and which tasks are missing
@@ -310,8 +321,10 @@ def evaluate_core(model, tokenizer, core_dir: Path | str | None = None, max_per_
         if log and len(items) <= task.shots: get_logger().warning(f"CORE {task.label}: {len(items)} examples, so {len(items) - 1} "
                                                                   f"few-shot examples each instead of {task.shots}")
         acc = evaluate_task(model, tokenizer, task, items, None, max_len, device)
+        constant, constant_answer = constant_baseline(task, items)
         results[task.label] = {"accuracy": acc, "centered": centered(acc, task.baseline), "items": len(items),
-                               "seconds": round(time.time() - start, 2)}
+                               "passed": round(acc * len(items)), "chance": task.baseline, "constant": constant,
+                               "constant_answer": constant_answer, "seconds": round(time.time() - start, 2)}
         if log: get_logger().info(f"CORE {task.label:<34} accuracy {acc:.4f}  centered {results[task.label]['centered']:+.4f}")
     core = sum(r["centered"] for r in results.values()) / max(1, len(results))
     if missing and log: get_logger().warning(f"CORE is over {len(results)} of {len(tasks)} tasks: {', '.join(missing)} missing "
