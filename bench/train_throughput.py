@@ -83,7 +83,6 @@ def build_run(depth: int, pattern: str, batch: int, seq: int, accum: int, attent
     torch._dynamo.reset()  # each model compiles afresh: no recompile limit reached across rows
     overrides = dict(overrides or {})
     fp8 = overrides.pop("fp8", False)
-    overrides.setdefault("short_window", seq // 2)  # an S layer sees half the context, as base_train and upstream use
     config = config_for_depth(depth, sequence_len=seq, window_pattern=pattern, attention=attention, **overrides)
     model = GPT.build(config, device="cuda")
     if fp8: enable_fp8(model)
@@ -137,7 +136,7 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
         seconds = time.perf_counter() - start
     tok_per_s = steps * accum * batch * seq / seconds
     mfu = compute_mfu(flops_per_token, tok_per_s, get_peak_flops(device_name("cuda")) or 989e12)
-    record = {"kind": "train", "depth": depth, "pattern": pattern, "short_window": config.short_window, "batch": batch, "seq": seq,
+    record = {"kind": "train", "depth": depth, "pattern": pattern, "short_window": config.short_window_size, "batch": batch, "seq": seq,
               "accum": accum, "world_size": 1,
               "attention": backend, "compiled": compile_model, "tok_per_s": round(tok_per_s), "mfu": round(mfu, 4),
               "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "step_ms": round(1000 * seconds / steps, 1),

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
     p.add_argument("--write-fixtures", action="store_true", help="write upstream's numbers to tests/parity/ for CI")
     p.add_argument("--allow-other-commit", action="store_true", help=f"run against a checkout that is not {PINNED_COMMIT}")
     p.add_argument("--timeout", type=float, default=1800, help="seconds for one step of one component")
-    p.add_argument("--out", type=Path, default=None, help="result file (default: bench/results/parity-DATE.json)")
+    p.add_argument("--out", type=Path, default=None, help="result file (default: bench/results/parity-DATE.json; with --only "
+                   "or --device cuda, parity_<components>[_cuda]-DATE.json)")
     args = p.parse_args(argv)
 
     if not (args.upstream / "nanochat" / "gpt.py").is_file(): p.error(f"--upstream {args.upstream}: no nanochat/gpt.py there")
@@ -144,7 +145,9 @@ def main(argv=None) -> int:
     result = {"name": "parity", "date": date.today().isoformat(), **({"gpu": gpu} if gpu else {"cpu": f"{os.cpu_count()} cores"}),
               "commit": git_commit(), "upstream_commit": commit, "device": args.device, "quick": args.quick,
               "records": [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]}
-    out = args.out or ROOT / "bench" / "results" / f"parity{'_' + args.device if args.device != 'cpu' else ''}-{result['date']}.json"
+    # a run of every component is `parity-DATE`; a partial run is named after its components, so it never overwrites that
+    tags = ([] if set(names) == set(COMPONENTS) else names) + ([args.device] if args.device != "cpu" else [])
+    out = args.out or ROOT / "bench" / "results" / f"parity{''.join('_' + t for t in tags)}-{result['date']}.json"
     save_result(result, out)
     out.with_suffix(".md").write_text(f"Parity against upstream nanochat {commit}, {args.device}, at {result['commit']}:\n\n{table}\n")
     differs = sum(r["verdict"] != "match" for r in rows)
