@@ -62,7 +62,7 @@ def main():
                    help="keys a query sees, itself included: an S layer of the model passes its short window + 1 (513 at 2048)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU (run it through the device tool)")
+    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU")
     # the compiled flex kernel specialises on every shape (heads, dtype, agreement cases): room for all of them,
     # else dynamo gives up after 8 and runs flex unfused (~50x slower)
     torch._dynamo.config.recompile_limit = 64

@@ -1,7 +1,7 @@
 """Time the CPU speedrun (`runs/cpu.sh`) from a fresh, empty base folder: total and per-stage wall time, and whether
 its report is complete.
 
-    python bench/cpu_run.py                   # the `cpu` profile; the issue's budget is 10 minutes on 2 cores
+    python bench/cpu_run.py                   # the `cpu` profile; the target is 10 minutes on 2 cores
     python bench/cpu_run.py --profile tiny    # a quick check of the machinery
 
 Prints a table and one JSON line, saved as bench/results/cpu_run-DATE.json (or --out). The run's report.md and
@@ -32,7 +32,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def machine_speed(threads: int | None = None) -> dict:
     """A few seconds of calibration of this machine, recorded with each run: fp32 matmul GFLOP/s on the run's threads and a
-    pure-Python loop. Lent machines vary from day to day; these say whether a slower run is the code or the machine."""
+    pure-Python loop. A machine's speed varies from day to day; these say whether a slower run is the code or the machine."""
     code = """
 import json, time, torch
 x = torch.randn(1024, 1024)
@@ -54,7 +54,7 @@ def measure_rates(base: str, num_gsm8k: int) -> dict:
     code = f"""
 import json
 from nanochat.checkpoint import load_gpt
-from nanochat.scripts.base_eval import find_run
+from nanochat.checkpoint import find_run
 from nanochat.scripts.mid_train import chat_format_rates
 from nanochat.tokenizer import load_tokenizer
 out = {{}}

@@ -1,4 +1,4 @@
-"""The LM head alone, plain vs fused (chapter 07a): forward+backward time, peak memory, and agreement.
+"""The LM head alone, plain vs fused (chapter 80): forward+backward time, peak memory, and agreement.
 
 At the training shape (32 × 2048 positions, vocabulary 32768) for the widths of d12 (768) and d20 (1280), bf16:
 - plain: `x @ W.T` under autocast, `.float()`, softcap, `F.cross_entropy`, compiled with torch.compile (what the

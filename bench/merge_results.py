@@ -4,9 +4,9 @@
     python bench/merge_results.py OUT.json IN*.json --name train_throughput_repeats --summary
 
 --summary adds one `train_summary` record per (depth, pattern, variant): the mean, lowest and highest tok/s over the
-runs, and the mean SM clock. On the lent H100s one run of a row spreads by about ±1.5%, mostly with the SM clock the
+runs, and the mean SM clock. On an H100 one run of a row spreads by about ±1.5%, mostly with the SM clock the
 card holds under its power cap, so a claim about a row rests on the mean of several runs. Where the inputs also hold
-upstream's step timed in the same calls (bench/upstream_step.py, variant "upstream" or "upstream-fp8"), each row gets
+upstream's step timed on the same card (bench/upstream_step.py, variant "upstream" or "upstream-fp8"), each row gets
 `vs_upstream_same_card`: its mean over upstream's mean in the same precision (our FP8 rows against upstream's --fp8).
 """
 import argparse
@@ -19,7 +19,7 @@ from record import ratio_cell, reference_tok_per_s
 
 def summarize(records: list[dict], gpu: str) -> list[dict]:
     """One record per (depth, pattern, variant) of the `train` records: mean/min/max tok/s, runs, mean SM clock; the
-    ratios to the issue's fixed upstream numbers only where `gpu` is the card they were taken on."""
+    ratios to upstream's fixed numbers only where `gpu` is the card they were taken on."""
     groups = defaultdict(list)
     for r in records:
         if r.get("kind") == "train": groups[r["depth"], r["pattern"], r.get("variant", "default")].append(r)

@@ -12,9 +12,9 @@ takes minutes per width (it compiles and times ~20 Triton configurations per mat
     python bench/mlp_fusion.py                       # width 768, 65536 tokens, default vs max-autotune
     python bench/mlp_fusion.py --widths 768 1280 --modes default max_autotune_gemm max_autotune_gemm_tma
 
-Found on the lent H100 (torch 2.11, 2026-11-25): the best Triton template for the (65536×768)·(768×768) matmul took
-1.42 ms against cuBLAS's 1.09 ms, so the autotuner keeps cuBLAS and the ReLU² passes stay; a whole d12 step compiled
-with max_autotune_gemm ran at 537k tok/s against 534k without (noise). bench/NOTES-train.md has the details.
+Measured on an H100 80GB (torch 2.11, 2026-11-25): the best Triton template for the (65536×768)·(768×768) matmul
+took 1.42 ms against cuBLAS's 1.09 ms, so the autotuner keeps cuBLAS and the ReLU² passes stay; a whole d12 step
+compiled with max_autotune_gemm ran at 537k tok/s against 534k without (noise). bench/NOTES-train.md has the details.
 
 Prints a table and one JSON line, saved as bench/results/mlp_fusion-DATE.json (or --out).
 """
@@ -79,7 +79,7 @@ def main():
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU (run it through the device tool)")
+    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU")
     records = []
     print(f"{'width':>6} {'mode':>22} {'ms':>8} {'TFLOP/s':>8} {'compile s':>9}")
     for width in args.widths:

@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The reference: upstream nanochat's training tok/s on the lent H100 80GB (torch 2.11, SDPA), batch 32 x 2048.
+# Upstream nanochat's training tok/s measured on an H100 80GB (torch 2.11, SDPA), batch 32 x 2048.
 UPSTREAM_TOK_PER_S = {(12, "L"): 490e3, (12, "SSSL"): 409e3, (20, "L"): 146e3, (20, "SSSL"): 126e3}
 # The card those numbers were taken on, as torch names it (the SXM part): on any other card, a PCIe or NVL H100
 # included (lower clocks and power limit), a ratio to them means nothing.
@@ -13,7 +13,7 @@ REFERENCE_GPU = "H100 80GB HBM3"
 
 
 def reference_tok_per_s(gpu: str, depth: int, pattern: str) -> float | None:
-    "The issue's upstream tok/s for this row, only where `gpu` is the card it was measured on (else None: time upstream in the same call)."
+    "Upstream's fixed tok/s for this row, only where `gpu` is the card it was measured on (else None: time upstream on the same card)."
     return UPSTREAM_TOK_PER_S.get((depth, pattern)) if REFERENCE_GPU in gpu else None
 
 

@@ -1,4 +1,4 @@
-"""Rotary + QK-norm of queries and keys alone, plain vs fused (chapter 07b): forward+backward time and bandwidth.
+"""Rotary + QK-norm of queries and keys alone, plain vs fused (chapter 81): forward+backward time and bandwidth.
 
 At the training shape (32 × 2048 positions, head size 128) with the head counts of d12 (6) and d20 (10), bf16:
 - plain: `apply_rotary`, `F.rms_norm`, × 1.2 (GPT's path without `fused_rope_norm`), compiled with torch.compile;

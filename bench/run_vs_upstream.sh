@@ -1,15 +1,17 @@
 #!/bin/bash
-# One device call: our training step and upstream's, alternated in separate processes on the same card (ours, upstream,
-# ours, ...), so the ratio does not depend on the SM clock of the day (see bench/NOTES-train.md). Results under $OUT:
-# vs_upstream-<depth>.json with every row and a summary (mean per row, and ours over upstream's mean).
+# Our training step and upstream's, alternated in separate processes on the same card (ours, upstream, ours, ...), so
+# the ratio does not depend on the SM clock of the day (see bench/NOTES-train.md). Results under $OUT (default
+# bench/results/DATE): vs_upstream-d<depth>.json with every row and a summary (mean per row, and ours over upstream's
+# mean), and the logs packed into logs.tgz.
 #
-# Upstream's package must travel with the call (carry .whl): make it once on this machine with
-#   mkdir -p .whl/upstream && git -C <mirror of karpathy/nanochat> archive HEAD nanochat | tar -x -C .whl/upstream
-#   git -C <mirror> rev-parse --short HEAD > .whl/upstream/UPSTREAM_COMMIT
-# usage: DEPTH=12 PATTERNS=L ROUNDS=2 [FP8=1] bash bench/run_vs_upstream.sh   (5 processes of ~75 s at d12, ~90 s at d20;
-#        two patterns double each process, so keep ROUNDS=1 then: a device call has 600 s)
+# Upstream's package is read from $UPSTREAM (default .whl/upstream, not committed); make it once with
+#   mkdir -p .whl/upstream && git -C <clone of karpathy/nanochat> archive HEAD nanochat | tar -x -C .whl/upstream
+#   git -C <clone> rev-parse --short HEAD > .whl/upstream/UPSTREAM_COMMIT
+# usage, from the repo root: DEPTH=12 PATTERNS=L ROUNDS=2 [FP8=1] [OUT=folder] bash bench/run_vs_upstream.sh
+#        (ROUNDS=2 is 5 processes of ~75 s each at d12, ~90 s at d20; two patterns double each process's time)
 set -u
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-unknown}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+OUT=${OUT:-bench/results/$(date +%F)}
 DEPTH=${DEPTH:-12}; PATTERNS=${PATTERNS:-L}; ROUNDS=${ROUNDS:-2}; UPSTREAM=${UPSTREAM:-.whl/upstream}
 STEPS=${STEPS:-4}; ACCUM=${ACCUM:-8}; BRACKET=${BRACKET:-1}  # BRACKET=0: no closing run of ours (saves a process)
 FP8=${FP8:-0}  # FP8=1: both sides in FP8 (ours --variants fp8=1, upstream's own --fp8)

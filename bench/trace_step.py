@@ -134,7 +134,7 @@ def main():
     p.add_argument("--trace-out", type=Path, default=None, help="also keep the chrome trace here (.json.gz)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU (run it through the device tool)")
+    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU")
     if args.traced < 1 or args.timed < 1: p.error("--traced and --timed must be at least 1")
 
     from torch.profiler import ProfilerActivity, profile

@@ -1,17 +1,17 @@
 """Training throughput on one GPU: tokens/s, MFU and peak memory of full training steps.
 
 Each step is what pretraining does: `accum` forward/backward passes over (batch × seq) random tokens in bf16, then
-one optimizer step (AdamW + Muon) and zero_grad. The model is compiled unless --no-compile. Default settings are the
-issue's: d12 and d20, window patterns L and SSSL, batch 32 × 2048.
+one optimizer step (AdamW + Muon) and zero_grad. The model is compiled unless --no-compile. Default settings are those
+of upstream's reference numbers: d12 and d20, window patterns L and SSSL, batch 32 × 2048.
 
     python bench/train_throughput.py                                  # the full grid
     python bench/train_throughput.py --depths 12 --patterns L --steps 5 --attention sdpa
     python bench/train_throughput.py --depths 12 --patterns L --compiled-autograd 0 1   # the backward as one graph too
 
 `--accum` sets the micro-steps per optimizer step (default: what base_train derives for that depth on one GPU, so
-tokens/s is the number a training log shows). Reference (upstream nanochat on the same lent H100, torch 2.11, SDPA):
+tokens/s is the number a training log shows). Reference (upstream nanochat measured on an H100 80GB, torch 2.11, SDPA):
 d12 L 490k tok/s (44% MFU), d12 SSSL 409k, d20 L 146k (48%), d20 SSSL 126k. Rows get `vs_upstream` against those
-numbers only on an H100; on any other card, time upstream in the same call (bench/run_vs_upstream.sh).
+numbers only on an H100; on any other card, time upstream on the same card (bench/run_vs_upstream.sh).
 
 Prints a table and one JSON line, saved as bench/results/train_throughput-DATE.json (or --out).
 """
@@ -141,7 +141,7 @@ def measure(depth: int, pattern: str, batch: int, seq: int, accum: int, steps: i
               "attention": backend, "compiled": compile_model, "tok_per_s": round(tok_per_s), "mfu": round(mfu, 4),
               "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2), "step_ms": round(1000 * seconds / steps, 1),
               "warmup_s": round(warmup_s, 1), "opt_ms": round(opt_ms, 1), "fp8": bool(fp8), "compiled_autograd": compiled_autograd, **{k: v for k, v in overrides.items()}, **clocks.summary}
-    reference = reference_tok_per_s(device_name("cuda"), depth, pattern)  # the issue's numbers hold on an H100 only
+    reference = reference_tok_per_s(device_name("cuda"), depth, pattern)  # upstream's fixed numbers hold on an H100 only
     if reference: record["vs_upstream"] = round(tok_per_s / reference, 3)
     return record
 
@@ -164,7 +164,7 @@ def main():
     p.add_argument("--inductor", nargs="*", default=[], help="torch._inductor.config settings, e.g. coordinate_descent_tuning=1")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU (run it through the device tool)")
+    if not torch.cuda.is_available(): p.error("this benchmark needs a CUDA GPU")
     for pattern in args.patterns:
         if not pattern or set(pattern) - {"S", "L"}: p.error(f"--patterns: {pattern!r} is not made of S and L")
     if min(args.depths + [args.batch, args.seq, args.steps]) < 1: p.error("depths, batch, seq and steps must be positive")

@@ -1,16 +1,16 @@
-"""Upstream nanochat's training step, timed the way bench/train_throughput.py times ours, for same-call ratios.
+"""Upstream nanochat's training step, timed the way bench/train_throughput.py times ours, for same-card ratios.
 
-The issue's reference numbers (upstream on the lent H100: d12 L 490k tok/s, ...) were taken once, at whatever SM
-clock the card held that day. Under the H100's 700 W cap the clock, and with it tok/s, moves by a few percent from run
-to run, so a ratio against a fixed number inherits that noise. Timing upstream's step in the same device call as ours,
-on the same card, takes it out.
+Upstream's fixed reference numbers (its tok/s measured on an H100 80GB, torch 2.11: d12 L 490k tok/s, ...) were taken
+once, at whatever SM clock the card held that day. Under the H100's 700 W cap the clock, and with it tok/s, moves by a
+few percent from run to run, so a ratio against a fixed number inherits that noise. Timing upstream's step right next
+to ours, on the same card, takes it out.
 
 This script never imports our package: `--upstream DIR` must hold upstream's `nanochat/` package (a checkout, or
 `git -C MIRROR archive HEAD nanochat | tar -x -C DIR`), which is put first on the import path. It builds the model as
 upstream's `scripts/base_train.py` does (width = depth × 64 rounded up to 128-wide heads, meta device, `init_weights`,
 `setup_optimizer()`, `torch.compile(model, dynamic=False)`) and times full steps on random tokens: `accum`
 forward/backward passes, the optimizer step, `zero_grad`. Upstream's attention falls back to SDPA when FA3 cannot be
-loaded, as on the lent machines.
+loaded, as on the cards of bench/NOTES-train.md.
 
     python bench/upstream_step.py --upstream .whl/upstream --depths 12 --patterns L
     python bench/upstream_step.py --upstream DIR --device cpu --depths 2 --seq 64 --batch 2 --accum 2   # smoke test
@@ -57,6 +57,7 @@ def build_upstream(GPT, GPTConfig, depth: int, pattern: str, seq: int, vocab: in
 def convert_fp8(model, recipe: str = "tensorwise") -> None:
     "Upstream's FP8 training switch, as its base_train applies it (Linear layers of 128+ features, multiples of 16)."
     import torch.nn as nn
+
     from nanochat.fp8 import (  # upstream's module (on the path from load_upstream)
         Float8LinearConfig,
         convert_to_float8_training,

@@ -28,7 +28,8 @@ def attention_mask(t_q: int, t_k: int, window: int, device=None) -> torch.Tensor
 
 # %% ../nbs/07_attention.ipynb #aea4cec8
 def repeat_kv(k: torch.Tensor, n_head: int) -> torch.Tensor:
-    "Grouped-query attention spelled out: repeat each of the Hkv key/value heads of (B, T, Hkv, D) to make n_head heads."
+    """Grouped-query attention spelled out: repeat each of the Hkv key/value heads of (B, T, Hkv, D) to make n_head
+    heads."""
     return k.repeat_interleave(n_head // k.size(2), dim=2)
 
 
@@ -49,7 +50,9 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     if t_q == 1: y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
     elif t_q == t_k and window >= t_k: y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-    else: y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(t_q, t_k, window, q.device), enable_gqa=gqa)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(t_q, t_k, window, q.device),
+                                           enable_gqa=gqa)
     return y.transpose(1, 2)
 
 # %% ../nbs/07_attention.ipynb #df782344
@@ -90,13 +93,15 @@ def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: in
     if t != k.size(1) or window >= t: return sdpa_attention(q, k, v, window)
     gqa = q.size(2) != k.size(2)
     q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if torch.compiler.is_compiling():  # inside a compiled model: flex joins the model's graph, no nested compile or cache
+    # inside a compiled model: flex joins the model's graph, no nested compile or cache
+    if torch.compiler.is_compiling():
         from torch.nn.attention.flex_attention import flex_attention as flex
         y = flex(q, k, v, block_mask=_window_block_mask(t, t, window, q.device), enable_gqa=gqa)
         return y.transpose(1, 2)
     with warnings.catch_warnings():  # on CPU PyTorch warns that eager flex is unfused: we know, and say so above
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        y = _flex_kernel(q.device.type)(q, k, v, block_mask=flex_block_mask(t, t, window, str(q.device)), enable_gqa=gqa)
+        y = _flex_kernel(q.device.type)(q, k, v, block_mask=flex_block_mask(t, t, window, str(q.device)),
+                                        enable_gqa=gqa)
     return y.transpose(1, 2)
 
 # %% ../nbs/07_attention.ipynb #25b1a371
@@ -118,7 +123,8 @@ def fa3_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int
 # %% ../nbs/07_attention.ipynb #60d96637
 @dataclass(frozen=True)
 class AttentionBackend:
-    "An attention implementation: `fn(q, k, v, window)`, and `unavailable(device, dtype)` saying why it can't run (or None)."
+    """An attention implementation: `fn(q, k, v, window)`, and `unavailable(device, dtype)` saying why it can't run
+    (or None)."""
     name: str
     fn: Callable
     unavailable: Callable[[torch.device, torch.dtype], str | None]
@@ -129,7 +135,8 @@ ATTENTION_BACKENDS: dict[str, AttentionBackend] = {}
 _ANNOUNCED: set[str] = set()  # automatic choices already logged
 
 
-def register_attention(name: str, fn: Callable, unavailable: Callable | None = None, priority: int = 0) -> AttentionBackend:
+def register_attention(name: str, fn: Callable, unavailable: Callable | None = None,
+                       priority: int = 0) -> AttentionBackend:
     "Add (or replace) a backend in the registry."
     backend = AttentionBackend(name, fn, unavailable or (lambda device, dtype: None), priority)
     ATTENTION_BACKENDS[name] = backend
@@ -183,7 +190,9 @@ def select_attention(name: str = "auto", device: str | torch.device = "cpu", dty
         if why is None and backend.name == "flex" and not windowed: why = "no sliding windows to skip"
         if why is None:
             message = f"attention: {backend.name}" + "".join(f"; {n} skipped ({w})" for n, w in skipped)
-            if log and message not in _ANNOUNCED: get_logger().info(message); _ANNOUNCED.add(message)  # once per process
+            if log and message not in _ANNOUNCED:  # once per process
+                get_logger().info(message)
+                _ANNOUNCED.add(message)
             return backend
         skipped.append((backend.name, why))
     raise RuntimeError("no attention backend can run here: " + "; ".join(f"{n}: {w}" for n, w in skipped))
@@ -193,11 +202,13 @@ def backend_table(device: str | torch.device = "cpu", dtype: torch.dtype = torch
     "Every registered backend, whether it can run on `device` in `dtype`, and why not."
     device = torch.device(device)
     return [{"backend": b.name, "priority": b.priority, "runs here": b.unavailable(device, dtype) is None,
-             "why not": b.unavailable(device, dtype) or ""} for b in sorted(ATTENTION_BACKENDS.values(), key=lambda b: -b.priority)]
+             "why not": b.unavailable(device, dtype) or ""}
+            for b in sorted(ATTENTION_BACKENDS.values(), key=lambda b: -b.priority)]
 
 # %% ../nbs/07_attention.ipynb #dc1c2ddb
 AGREEMENT_CASES = [dict(Tq=16, Tk=16, w=16), dict(Tq=16, Tk=16, w=5), dict(Tq=1, Tk=16, w=16), dict(Tq=1, Tk=16, w=5),
-                   dict(Tq=4, Tk=16, w=6), dict(Tq=16, Tk=16, w=1), dict(Tq=300, Tk=300, w=129), dict(Tq=1, Tk=300, w=129)]
+                   dict(Tq=4, Tk=16, w=6), dict(Tq=16, Tk=16, w=1), dict(Tq=300, Tk=300, w=129),
+                   dict(Tq=1, Tk=300, w=129)]
 TOLERANCES = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 import regex
 
 # %% ../nbs/04_bpe.ipynb #bb00e096
-SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+SPLIT_PATTERN = (r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+                 r"""|\s*[\r\n]|\s+(?!\S)|\s+""")
 
 def split_text(text: str, pattern: str = SPLIT_PATTERN) -> list[str]:
     "The chunks BPE works within: words with their leading space, 1–2 digit numbers, punctuation runs, whitespace."
@@ -38,9 +39,11 @@ def merge(ids: tuple[int, ...] | list[int], pair: tuple[int, int], new_id: int) 
     out, i = [], 0
     while i < len(ids):
         if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
-            out.append(new_id); i += 2
+            out.append(new_id)
+            i += 2
         else:
-            out.append(ids[i]); i += 1
+            out.append(ids[i])
+            i += 1
     return tuple(out)
 
 # %% ../nbs/04_bpe.ipynb #6abc0360

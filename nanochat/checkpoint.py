@@ -2,10 +2,10 @@
 
 # %% auto #0
 __all__ = ['MODEL_FILE', 'META_FILE', 'STEP_PATTERN', 'TMP_MARK', 'COMPILE_PREFIX', 'LOGGER', 'CheckpointError', 'checkpoint_dir',
-           'step_dir', 'rank_file', 'list_checkpoints', 'fsync_dir', 'atomic_save', 'file_digest', 'capture_rng_state',
-           'restore_rng_state', 'strip_compile_prefix', 'steps_to_prune', 'prune_checkpoints', 'save_checkpoint',
-           'validate_checkpoint', 'latest_checkpoint', 'Checkpoint', 'load_checkpoint', 'load_model_weights',
-           'load_gpt']
+           'step_dir', 'rank_file', 'list_checkpoints', 'find_run', 'fsync_dir', 'atomic_save', 'file_digest',
+           'capture_rng_state', 'restore_rng_state', 'strip_compile_prefix', 'steps_to_prune', 'prune_checkpoints',
+           'save_checkpoint', 'validate_checkpoint', 'latest_checkpoint', 'Checkpoint', 'load_checkpoint',
+           'load_model_weights', 'load_gpt']
 
 # %% ../nbs/10_checkpoint.ipynb #96659232
 # Checkpoints of training runs: weights, optimizer and loader state and RNG states of every rank, written atomically
@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .common import get_base_dir, get_logger
+from .config import ConfigError
 
 # %% ../nbs/10_checkpoint.ipynb #fabbc987
 class CheckpointError(RuntimeError):
@@ -63,12 +64,24 @@ def list_checkpoints(folder: Path | str) -> list[int]:
     if not folder.is_dir(): return []
     return sorted(int(m.group(1)) for p in folder.iterdir() if p.is_dir() and (m := STEP_PATTERN.fullmatch(p.name)))
 
+# %% ../nbs/10_checkpoint.ipynb #0a0e9df3
+def find_run(stage: str, tag: str | None, base_dir: Path | str | None = None) -> Path:
+    """The run folder of `stage`/`tag`; without a tag, the stage's only run (an error names the runs when there are
+    several)."""
+    if tag: return checkpoint_dir(stage, tag, base_dir)
+    root = Path(base_dir if base_dir is not None else get_base_dir()) / "checkpoints" / stage
+    runs = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if len(runs) != 1:
+        raise ConfigError(f"--model-tag is needed: {root} has {'no runs' if not runs else 'runs ' + ', '.join(runs)}")
+    return root / runs[0]
+
 # %% ../nbs/10_checkpoint.ipynb #2014499a
 TMP_MARK = ".tmp-"  # temporary files are `.<name>.tmp-<pid>`: hidden, and never mistaken for a finished file
 
 
 def fsync_dir(folder: Path | str) -> None:
-    "Make a folder's entries (files created, renamed or removed in it) durable. A no-op where folders can't be opened (Windows)."
+    """Make a folder's entries (files created, renamed or removed in it) durable. A no-op where folders can't be opened
+    (Windows)."""
     try: fd = os.open(folder, os.O_RDONLY)
     except OSError: return
     try: os.fsync(fd)
@@ -76,7 +89,8 @@ def fsync_dir(folder: Path | str) -> None:
 
 
 def atomic_save(path: Path | str, writer: Callable[[Path], Any]) -> Path:
-    "Create `path` by `writer(temporary path)`, fsync, rename, fsync the folder: a crash leaves the old file or the new one."
+    """Create `path` by `writer(temporary path)`, fsync, rename, fsync the folder: a crash leaves the old file or the
+    new one."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
@@ -95,12 +109,14 @@ def file_digest(path: Path | str, chunk_bytes: int = 1 << 20) -> dict:
     digest, size = hashlib.sha256(), 0
     with open(path, "rb") as f:
         while block := f.read(chunk_bytes):
-            digest.update(block); size += len(block)
+            digest.update(block)
+            size += len(block)
     return {"size": size, "sha256": digest.hexdigest()}
 
 # %% ../nbs/10_checkpoint.ipynb #7bb9b404
 def capture_rng_state() -> dict:
-    "The state of every random generator a step may use: Python, NumPy, torch CPU, and this process's GPU if CUDA is in use."
+    """The state of every random generator a step may use: Python, NumPy, torch CPU, and this process's GPU if CUDA is
+    in use."""
     np_state = np.random.get_state(legacy=False)
     np_state["state"] = {"key": np_state["state"]["key"].tolist(), "pos": np_state["state"]["pos"]}  # plain data
     cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
@@ -127,7 +143,8 @@ def strip_compile_prefix(state: dict) -> dict:
 
 
 def steps_to_prune(steps: list[int], newest: int, keep_last: int) -> list[int]:
-    "Which of `steps` to delete to keep the `keep_last` newest up to `newest` (always kept); steps after it are left alone."
+    """Which of `steps` to delete to keep the `keep_last` newest up to `newest` (always kept); steps after it are left
+    alone."""
     if keep_last < 1: raise ValueError(f"keep_last must be at least 1 (the step just saved), got {keep_last}")
     older = sorted(s for s in steps if s <= newest)
     return older[:max(0, len(older) - keep_last)]
@@ -149,7 +166,8 @@ def _distributed() -> bool: return dist.is_available() and dist.is_initialized()
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    "(rank, world_size) of this process: torch.distributed's if it runs (any given must agree), else as given, or (0, 1)."
+    """(rank, world_size) of this process: torch.distributed's if it runs (any given must agree), else as given, or
+    (0, 1)."""
     if _distributed():
         actual = dist.get_rank(), dist.get_world_size()
         if rank not in (None, actual[0]) or world_size not in (None, actual[1]):
@@ -160,7 +178,7 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
     if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
     return rank, world_size
 
-
+# %% ../nbs/10_checkpoint.ipynb #849d619a
 def save_checkpoint(folder: Path | str, step: int, model_state: dict | None, optimizer_state: Any, loader_state: Any,
                     meta: dict | None = None, rank: int | None = None, world_size: int | None = None,
                     keep_last: int | None = None) -> Path:
@@ -172,15 +190,17 @@ def save_checkpoint(folder: Path | str, step: int, model_state: dict | None, opt
     rank, world_size = _rank_and_world(rank, world_size)
     meta = {} if meta is None else meta
     try: json.dumps(meta)
-    except (TypeError, ValueError) as e: raise TypeError(f"meta must be JSON data (numbers, strings, lists, dicts): {e}") from None
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"meta must be JSON data (numbers, strings, lists, dicts): {e}") from None
     if keep_last is not None and keep_last < 1: raise ValueError(f"keep_last must be at least 1, got {keep_last}")
     if rank == 0 and model_state is None: raise ValueError("rank 0 writes the weights: pass its model_state")
     folder, d = Path(folder), step_dir(folder, step)
     if rank == 0:
         d.mkdir(parents=True, exist_ok=True)
         if (d / META_FILE).exists():  # this step was saved before: it is invalid until it is complete again
-            (d / META_FILE).unlink(); fsync_dir(d)
-        for leftover in d.glob(".*"):  # temporary files of a save that was killed: ours, and safetensors' own .tmpXXXXXX
+            (d / META_FILE).unlink()
+            fsync_dir(d)
+        for leftover in d.glob(".*"):  # temporary files of a killed save: ours, and safetensors' own .tmpXXXXXX
             if leftover.is_file(): leftover.unlink(missing_ok=True)
     if _distributed(): dist.barrier()
     d.mkdir(parents=True, exist_ok=True)
@@ -198,9 +218,11 @@ def save_checkpoint(folder: Path | str, step: int, model_state: dict | None, opt
                                   f"1..{world_size - 1} of this step before rank 0")
         digests |= {rank_file(r): file_digest(d / rank_file(r)) for r in range(1, world_size)}
     if rank == 0:
-        tensors = {k: v.detach().contiguous() for k, v in strip_compile_prefix(model_state).items()}  # safetensors wants contiguous
+        # safetensors wants contiguous tensors
+        tensors = {k: v.detach().contiguous() for k, v in strip_compile_prefix(model_state).items()}
         atomic_save(d / MODEL_FILE, lambda tmp: save_file(tensors, tmp))
-        record = {"step": step, "meta": meta, "world_size": world_size, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        record = {"step": step, "meta": meta, "world_size": world_size,
+                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "nanochat_version": __version__, "torch_version": torch.__version__,
                   "files": {MODEL_FILE: file_digest(d / MODEL_FILE), **dict(sorted(digests.items()))}}
         atomic_save(d / META_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))  # the commit
@@ -217,11 +239,12 @@ def validate_checkpoint(step_folder: Path | str, verify_hashes: bool = True) -> 
     "None if `step_folder` is a complete checkpoint whose files match meta.json; otherwise what is wrong, in words."
     d = Path(step_folder)
     if not d.is_dir(): return f"{d} does not exist"
-    if not (d / META_FILE).is_file(): return "it has no meta.json: the save did not finish (the run stopped while writing it)"
+    if not (d / META_FILE).is_file():
+        return "it has no meta.json: the save did not finish (the run stopped while writing it)"
     try: record = json.loads((d / META_FILE).read_text())
     except (OSError, ValueError) as e: return f"meta.json is unreadable ({e})"
-    if not (isinstance(record, dict) and isinstance(record.get("files"), dict) and isinstance(record.get("world_size"), int)
-            and isinstance(record.get("step"), int)):
+    if not (isinstance(record, dict) and isinstance(record.get("files"), dict)
+            and isinstance(record.get("world_size"), int) and isinstance(record.get("step"), int)):
         return "meta.json lacks its step, world_size or files: it was not written by save_checkpoint"
     if (m := STEP_PATTERN.fullmatch(d.name)) and int(m.group(1)) != record["step"]:
         return f"meta.json is for step {record['step']}, but the folder is {d.name}"
@@ -242,7 +265,8 @@ def validate_checkpoint(step_folder: Path | str, verify_hashes: bool = True) -> 
 
 
 def latest_checkpoint(folder: Path | str, verify_hashes: bool = True) -> int | None:
-    "The newest step in `folder` that passes `validate_checkpoint` (newer invalid ones skipped with a warning), or None."
+    """The newest step in `folder` that passes `validate_checkpoint` (newer invalid ones skipped with a warning), or
+    None."""
     for step in reversed(list_checkpoints(folder)):
         if (problem := validate_checkpoint(step_dir(folder, step), verify_hashes)) is None: return step
         get_logger(LOGGER).warning(f"skipping checkpoint {step_dir(folder, step)}: {problem}")
@@ -263,13 +287,15 @@ class Checkpoint:
 
 def _no_valid_checkpoint(folder: Path) -> CheckpointError:
     if not (found := list_checkpoints(folder)):
-        return CheckpointError(f"no checkpoints in {folder}: nothing was saved there (check the stage, the tag and NANOCHAT_BASE_DIR)")
-    return CheckpointError(f"no valid checkpoint in {folder}: steps {found} are all incomplete or damaged (the warnings "
-                           "above say why); copy them again, or delete them to start from scratch")
+        return CheckpointError(f"no checkpoints in {folder}: nothing was saved there (check the stage, the tag and "
+                               "NANOCHAT_BASE_DIR)")
+    return CheckpointError(f"no valid checkpoint in {folder}: steps {found} are all incomplete or damaged (the "
+                           "warnings above say why); copy them again, or delete them to start from scratch")
 
 
 def _checked_step_dir(folder: Path, step: int | None) -> Path:
-    "The folder of `step` (None: the newest valid, agreed by all ranks), or CheckpointError saying why it can't be loaded."
+    """The folder of `step` (None: the newest valid, agreed by all ranks), or CheckpointError saying why it can't be
+    loaded."""
     if step is None:
         if _distributed():
             box = [latest_checkpoint(folder) if dist.get_rank() == 0 else None]
@@ -283,33 +309,39 @@ def _checked_step_dir(folder: Path, step: int | None) -> Path:
                               f"{list_checkpoints(folder)}), or pass step=None for the newest valid one")
     return d
 
-
-def load_checkpoint(folder: Path | str, step: int | None = None, rank: int | None = None, device: str | torch.device = "cpu",
-                    trusted: bool = False) -> Checkpoint:
-    "Load `step` (None: the newest valid) of the run in `folder`, as `rank` (default: this process's) sees it, onto `device`."
+# %% ../nbs/10_checkpoint.ipynb #267f2829
+def load_checkpoint(folder: Path | str, step: int | None = None, rank: int | None = None,
+                    device: str | torch.device = "cpu", trusted: bool = False) -> Checkpoint:
+    """Load `step` (None: the newest valid) of the run in `folder`, as `rank` (default: this process's) sees it, onto
+    `device`."""
     folder = Path(folder)
     if rank is None: rank = dist.get_rank() if _distributed() else 0
     d = _checked_step_dir(folder, step)
     record = json.loads((d / META_FILE).read_text())
     if not 0 <= rank < record["world_size"]:
         raise CheckpointError(f"rank {rank} asked for, but {d} was saved by {record['world_size']} rank(s), with files "
-                              f"rank0.pt..rank{record['world_size'] - 1}.pt: each holds that rank's optimizer shard and "
-                              f"loader position; resume with {record['world_size']} rank(s), or load only the weights")
+                              f"rank0.pt..rank{record['world_size'] - 1}.pt: each holds that rank's optimizer shard "
+                              f"and loader position; resume with {record['world_size']} rank(s), or load only the "
+                              "weights")
     path = d / rank_file(rank)
     try: payload = torch.load(path, map_location=device, weights_only=not trusted)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} holds objects other than tensors and plain data, which a weights_only load refuses "
-                              f"({str(e).splitlines()[0]}); if you wrote it yourself, pass trusted=True") from None
+        first_line = str(e).splitlines()[0]
+        raise CheckpointError(f"{path} holds objects other than tensors and plain data, which a weights_only load "
+                              f"refuses ({first_line}); if you wrote it yourself, pass trusted=True") from None
     model_state = load_file(d / MODEL_FILE, device=str(torch.device(device)))
-    return Checkpoint(record["step"], model_state, payload["optimizer"], payload["loader"], payload["rng"], record["meta"], record)
+    return Checkpoint(record["step"], model_state, payload["optimizer"], payload["loader"], payload["rng"],
+                      record["meta"], record)
 
-
+# %% ../nbs/10_checkpoint.ipynb #726cfc5c
 def load_model_weights(path: Path | str, model: torch.nn.Module, step: int | None = None, strict: bool = True) -> int:
-    "Load saved weights into `model` (compiled or not) from a run folder (`step`, or the newest valid) or a step folder; returns the step."
+    """Load saved weights into `model` (compiled or not) from a run folder (`step`, or the newest valid) or a step
+    folder; returns the step."""
     path = Path(path)
     if (path / META_FILE).exists() or (path / MODEL_FILE).exists():  # one step's folder
         if step is not None: raise ValueError(f"{path} is one step's folder; step={step} applies to a run folder")
-        if (problem := validate_checkpoint(path)) is not None: raise CheckpointError(f"checkpoint {path} can't be loaded: {problem}")
+        if (problem := validate_checkpoint(path)) is not None:
+            raise CheckpointError(f"checkpoint {path} can't be loaded: {problem}")
         d = path
     else: d = _checked_step_dir(path, step)
     target = getattr(model, "_orig_mod", model)  # torch.compile wraps the model; its state_dict keys gain `_orig_mod.`
@@ -320,16 +352,18 @@ def load_model_weights(path: Path | str, model: torch.nn.Module, step: int | Non
 # %% ../nbs/10_checkpoint.ipynb #09775408
 def load_gpt(folder: Path | str, step: int | None = None, device: str | torch.device = "cpu"):
     "The GPT saved in run `folder` at `step` (None: the newest valid), on `device`, and that step's `meta`."
-    from nanochat.gpt import GPT, config_from_saved  # the model chapter comes first; imported here so checkpoints stay model-agnostic
+    # the model chapter comes first; imported here so checkpoints stay model-agnostic
+    from nanochat.gpt import GPT, config_from_saved
     folder = Path(folder)
     d = _checked_step_dir(folder, step)
     record = json.loads((d / META_FILE).read_text())
     if "model_config" not in record["meta"]:
-        raise CheckpointError(f"{d} has no model_config in its meta: it was not saved by a nanochat training script, so "
-                              "the model's shape is unknown; build the model yourself and use load_model_weights")
+        raise CheckpointError(f"{d} has no model_config in its meta: it was not saved by a nanochat training script, "
+                              "so the model's shape is unknown; build the model yourself and use load_model_weights")
     config = dict(record["meta"]["model_config"])
-    if config.get("fp8") and torch.device(device).type != "cuda": config["fp8"] = False  # FP8 sped up training; the weights are ordinary
-    with torch.device("meta"): model = GPT(config_from_saved(config))  # fields it lacks: their values before they existed
+    if config.get("fp8") and torch.device(device).type != "cuda":
+        config["fp8"] = False  # FP8 sped up training; the weights are ordinary
+    with torch.device("meta"): model = GPT(config_from_saved(config))  # fields it lacks: their earlier values
     model.to_empty(device=device)
     model.init_weights()  # the rotary tables, which are not saved; every parameter is then overwritten
     load_model_weights(d, model)

@@ -36,7 +36,8 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush(); os.fsync(f.fileno())
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
@@ -66,9 +67,12 @@ def autodetect_device_type() -> str:
     "'cuda', 'mps' or 'cpu': `$NANOCHAT_DEVICE` if set (and available), else the best device this machine has."
     wanted = os.environ.get("NANOCHAT_DEVICE", "").strip().lower()
     if wanted and wanted != "auto":
-        if wanted not in DEVICE_TYPES: raise ValueError(f"NANOCHAT_DEVICE={wanted!r}: expected one of {DEVICE_TYPES} or 'auto'")
-        if wanted == "cuda" and not torch.cuda.is_available(): raise RuntimeError("NANOCHAT_DEVICE=cuda but no CUDA GPU is visible")
-        if wanted == "mps" and not torch.backends.mps.is_available(): raise RuntimeError("NANOCHAT_DEVICE=mps but MPS is not available")
+        if wanted not in DEVICE_TYPES:
+            raise ValueError(f"NANOCHAT_DEVICE={wanted!r}: expected one of {DEVICE_TYPES} or 'auto'")
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("NANOCHAT_DEVICE=cuda but no CUDA GPU is visible")
+        if wanted == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError("NANOCHAT_DEVICE=mps but MPS is not available")
         return wanted
     if torch.cuda.is_available(): return "cuda"
     if torch.backends.mps.is_available(): return "mps"
@@ -81,7 +85,8 @@ def compute_dtype(device_type: str) -> torch.dtype:
     "The dtype to compute in on `device_type`: `$NANOCHAT_DTYPE` if set, else bf16 on Ampere+ CUDA, fp32 otherwise."
     wanted = os.environ.get("NANOCHAT_DTYPE", "").strip().lower()
     if wanted and wanted != "auto":
-        if wanted not in DTYPES: raise ValueError(f"NANOCHAT_DTYPE={wanted!r}: expected one of {list(DTYPES)} or 'auto'")
+        if wanted not in DTYPES:
+            raise ValueError(f"NANOCHAT_DTYPE={wanted!r}: expected one of {list(DTYPES)} or 'auto'")
         return DTYPES[wanted]
     if device_type == "cuda" and torch.cuda.get_device_capability()[0] >= 8: return torch.bfloat16
     return torch.float32
@@ -115,7 +120,8 @@ def get_dist_info(device_type: str | None = None) -> DistInfo:
     if not present: rank, local_rank, world_size = 0, 0, 1
     elif len(present) < len(TORCHRUN_VARS):
         missing = sorted(set(TORCHRUN_VARS) - set(present))
-        raise RuntimeError(f"torchrun environment is incomplete: {present} set but {missing} missing; launch with torchrun")
+        raise RuntimeError(f"torchrun environment is incomplete: {present} set but {missing} missing; "
+                           "launch with torchrun")
     else:
         try: rank, local_rank, world_size = (int(os.environ[v]) for v in TORCHRUN_VARS)
         except ValueError:
@@ -123,7 +129,8 @@ def get_dist_info(device_type: str | None = None) -> DistInfo:
             raise RuntimeError(f"torchrun variables must be integers, found {found}") from None
         if not (0 <= rank < world_size and 0 <= local_rank < world_size):
             raise RuntimeError(f"inconsistent torchrun environment: RANK={rank}, LOCAL_RANK={local_rank}, "
-                               f"WORLD_SIZE={world_size}; expected 0 <= RANK < WORLD_SIZE and 0 <= LOCAL_RANK < WORLD_SIZE")
+                               f"WORLD_SIZE={world_size}; expected 0 <= RANK < WORLD_SIZE "
+                               "and 0 <= LOCAL_RANK < WORLD_SIZE")
     # A GPU process always names its GPU (cuda:LOCAL_RANK, cuda:0 alone), so set_device and .to(device) agree.
     device = torch.device("cuda", local_rank) if device_type == "cuda" else torch.device(device_type)
     return DistInfo(world_size > 1, rank, local_rank, world_size, device)
@@ -159,7 +166,8 @@ def get_logger(name: str = "nanochat") -> logging.Logger:
     if not any(getattr(h, "_nanochat", False) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler._nanochat = True
-        handler.setFormatter(logging.Formatter(f"%(asctime)s [rank {_rank()}] %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(logging.Formatter(f"%(asctime)s [rank {_rank()}] %(levelname)s %(name)s: %(message)s",
+                                               "%H:%M:%S"))
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
@@ -208,7 +216,8 @@ def get_peak_flops(device_name: str) -> float | None:
 
 def compute_mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float, world_size: int = 1) -> float:
     "Model FLOPs utilisation: achieved FLOP/s over the peak of `world_size` devices."
-    args = dict(flops_per_token=flops_per_token, tokens_per_s=tokens_per_s, peak_flops=peak_flops, world_size=world_size)
+    args = dict(flops_per_token=flops_per_token, tokens_per_s=tokens_per_s, peak_flops=peak_flops,
+                world_size=world_size)
     bad = {k: v for k, v in args.items() if not (isinstance(v, numbers.Real) and math.isfinite(v) and v > 0)}
     if bad: raise ValueError(f"compute_mfu needs positive finite numbers, got {bad}")
     return flops_per_token * tokens_per_s / (peak_flops * world_size)

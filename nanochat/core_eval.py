@@ -29,7 +29,8 @@ from .common import atomic_write, get_base_dir, get_logger, shared_data_dir
 from .dataset import ShardSource, download_shard
 
 # %% ../nbs/15_core_eval.ipynb #b140b64e
-CORE_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"  # DCLM's tasks, as upstream fetches them
+# DCLM's tasks, as upstream fetches them
+CORE_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 
 
@@ -46,7 +47,8 @@ class CoreTask:
 
 
 def default_core_dir() -> Path | None:
-    "Where the CORE task files are: a downloaded bundle (<base dir>/eval_bundle, all 22), else the shared data's 20, else None."
+    """Where the CORE task files are: a downloaded bundle (<base dir>/eval_bundle, all 22), else the shared data's 20,
+    else None."""
     bundle = get_base_dir() / "eval_bundle"
     if (bundle / "core_tasks.csv").exists(): return bundle
     local = shared_data_dir()
@@ -57,14 +59,17 @@ def load_core_tasks(core_dir: Path | str | None = None) -> list[CoreTask]:
     "The task list of `core_dir/core_tasks.csv`; a task is `available` when its data file is there."
     core_dir = Path(core_dir) if core_dir else default_core_dir()
     if core_dir is None or not (core_dir / "core_tasks.csv").exists():
-        where = f"no CORE task list (core_tasks.csv) in {core_dir}" if core_dir else "no CORE task files: the shared data folder (../shared/data) is not here"
+        where = (f"no CORE task list (core_tasks.csv) in {core_dir}" if core_dir
+                 else "no CORE task files: the shared data folder (../shared/data) is not here")
         raise FileNotFoundError(f"{where}: download the eval bundle with `python -m nanochat.core_eval download` "
                                 f"(from {CORE_BUNDLE_URL}), or pass a folder that has the task files")
     tasks = []
     with open(core_dir / "core_tasks.csv", newline="") as f:
         for row in csv.DictReader(f):
-            if row["icl_task_type"] not in TASK_TYPES: raise ValueError(f"{row['label']}: unknown task type {row['icl_task_type']!r}")
-            delimiter = row["continuation_delimiter"].encode().decode("unicode_escape") or " "  # "\nAnswer: " is escaped in the CSV
+            if row["icl_task_type"] not in TASK_TYPES:
+                raise ValueError(f"{row['label']}: unknown task type {row['icl_task_type']!r}")
+            # "\nAnswer: " is escaped in the CSV
+            delimiter = row["continuation_delimiter"].encode().decode("unicode_escape") or " "
             tasks.append(CoreTask(row["label"], row["file"], row["icl_task_type"], int(row["num_fewshot"]), delimiter,
                                   float(row["random_baseline_pct"]) / 100, (core_dir / row["file"]).exists()))
     return tasks
@@ -73,7 +78,8 @@ def load_core_tasks(core_dir: Path | str | None = None) -> list[CoreTask]:
 def load_items(core_dir: Path | str, task: CoreTask, shuffle: bool = True) -> list[dict]:
     """The examples of `task`, one dict a line of its jsonl file, in a fixed shuffled order (seed 1337, as upstream),
     so that evaluating only the first few takes a spread of the file rather than its start."""
-    with open(Path(core_dir) / task.file, encoding="utf-8") as f: items = [json.loads(line) for line in f if line.strip()]
+    with open(Path(core_dir) / task.file, encoding="utf-8") as f:
+        items = [json.loads(line) for line in f if line.strip()]
     if shuffle: random.Random(1337).shuffle(items)
     return items
 
@@ -85,31 +91,35 @@ def zip_problem(path: Path) -> str | None:
         if (bad := z.testzip()) is not None: return f"{bad} is damaged in the archive"
     return None
 
-
+# %% ../nbs/15_core_eval.ipynb #32241bee
 def core_tasks_from_bundle(bundle: Path | str) -> Path:
     "Write `core_tasks.csv` for an unpacked bundle from its `core.yaml` and `eval_meta_data.csv`; returns its path."
     bundle = Path(bundle)
     tasks = yaml.safe_load((bundle / "core.yaml").read_text())["icl_tasks"]
     with open(bundle / "eval_meta_data.csv", newline="", encoding="utf-8") as f:
         baselines = {row["Eval Task"]: row["Random baseline"] for row in csv.DictReader(f)}
-    rows = [["label", "file", "icl_task_type", "num_fewshot", "continuation_delimiter", "random_baseline_pct", "available"]]
+    rows = [["label", "file", "icl_task_type", "num_fewshot", "continuation_delimiter", "random_baseline_pct",
+             "available"]]
     for t in tasks:
         file = f"eval_data/{t['dataset_uri']}"
         shots = t["num_fewshot"][0] if isinstance(t["num_fewshot"], list) else t["num_fewshot"]
-        delimiter = t.get("continuation_delimiter", " ").encode("unicode_escape").decode()  # stored escaped, as in the shared CSV
-        rows.append([t["label"], file, t["icl_task_type"], shots, delimiter, baselines[t["label"]], "yes" if (bundle / file).exists() else "no"])
+        # stored escaped, as in the shared CSV
+        delimiter = t.get("continuation_delimiter", " ").encode("unicode_escape").decode()
+        rows.append([t["label"], file, t["icl_task_type"], shots, delimiter, baselines[t["label"]],
+                     "yes" if (bundle / file).exists() else "no"])
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     return atomic_write(bundle / "core_tasks.csv", text.getvalue())
 
-
+# %% ../nbs/15_core_eval.ipynb #27aa98a7
 def download_core_bundle(dest: Path | str | None = None, url: str = CORE_BUNDLE_URL, **download_options) -> Path:
     "Fetch and unpack the CORE bundle into `dest` (default <base dir>/eval_bundle), once; returns the folder."
     dest = Path(dest) if dest else get_base_dir() / "eval_bundle"
     if (dest / "core_tasks.csv").exists(): return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     base, name = url.rsplit("/", 1)
-    archive = download_shard(ShardSource("core", base, 1, filename=name), 0, dest.parent, verify=zip_problem, **download_options)
+    archive = download_shard(ShardSource("core", base, 1, filename=name), 0, dest.parent, verify=zip_problem,
+                             **download_options)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:  # unpack beside the destination, then one rename
         with zipfile.ZipFile(archive) as z: z.extractall(tmp)
         inner = next(p.parent for p in Path(tmp).rglob("core.yaml"))
@@ -119,22 +129,25 @@ def download_core_bundle(dest: Path | str | None = None, url: str = CORE_BUNDLE_
     archive.unlink()
     return dest
 
-
+# %% ../nbs/15_core_eval.ipynb #08c56488
 def main(argv: list[str] | None = None) -> None:
     "`python -m nanochat.core_eval download [--url URL] [--dest DIR]`: fetch the full CORE bundle."
     import argparse
-    parser = argparse.ArgumentParser(prog="python -m nanochat.core_eval", description="Fetch the CORE task bundle (needs the network).")
+    parser = argparse.ArgumentParser(prog="python -m nanochat.core_eval",
+                                     description="Fetch the CORE task bundle (needs the network).")
     parser.add_argument("command", choices=["download"])
     parser.add_argument("--url", default=CORE_BUNDLE_URL)
     parser.add_argument("--dest", default=None, help="folder to unpack into (default: <base dir>/eval_bundle)")
     args = parser.parse_args(argv)
     from nanochat.dataset import DownloadError
     try: print(f"CORE bundle ready in {download_core_bundle(args.dest, args.url)}")
-    except DownloadError as e: raise SystemExit(f"core_eval: error: {e}\nOffline, evaluations use the shared data's tasks "
-                                                "(20 of 22) and say which are missing.") from None
+    except DownloadError as e:
+        raise SystemExit(f"core_eval: error: {e}\nOffline, evaluations use the shared data's tasks "
+                         "(20 of 22) and say which are missing.") from None
 
 
-# `python -m nanochat.core_eval download`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.
+# `python -m nanochat.core_eval download`; inside a notebook `__name__` is "__main__" too,
+# but IPython defines get_ipython.
 if __name__ == "__main__" and "get_ipython" not in globals(): main()
 
 # %% ../nbs/15_core_eval.ipynb #98502763
@@ -200,31 +213,35 @@ def tokenize_example(tokenizer, task: CoreTask, pairs: list[tuple[str, str]], ma
     else:
         context = tokenizer.encode(pairs[0][0], prepend=bos)
         if seqs[0][:len(context)] != context:
-            raise CoreEvalError(f"{where}: the context's {len(context)} tokens are not a prefix of the tokens of context + "
-                                f"continuation, so the continuation's span cannot be located; the tokenizer merged across "
-                                f"the seam {pairs[0][0][-20:]!r} | {pairs[0][1][:20]!r}")
+            raise CoreEvalError(f"{where}: the context's {len(context)} tokens are not a prefix of the tokens of "
+                                f"context + continuation, so the continuation's span cannot be located; the tokenizer "
+                                f"merged across the seam {pairs[0][0][-20:]!r} | {pairs[0][1][:20]!r}")
         spans = [(len(context), len(seqs[0]))]
     out = []
     for i, (s, (a, b)) in enumerate(zip(seqs, spans)):
         if not 1 <= a < b and task.task_type != "language_modeling":
-            raise UnscorableExample(f"{where}, option {i}: no tokens of its own (its {len(s)} tokens are all shared with "
-                                    f"the other options, of which it is a prefix or a copy), so mean losses cannot compare it")
+            raise UnscorableExample(f"{where}, option {i}: no tokens of its own (its {len(s)} tokens are all shared "
+                                    f"with the other options, of which it is a prefix or a copy), so mean losses "
+                                    f"cannot compare it")
         if not 1 <= a < b:
             raise CoreEvalError(f"{where}, option {i}: the scored span [{a}, {b}) of its {len(s)} tokens is empty (the "
-                                f"continuation {pairs[i][1][:40]!r} adds no token of its own); an empty span would count "
-                                f"as right without scoring anything: fix the data row or drop it")
+                                f"continuation {pairs[i][1][:40]!r} adds no token of its own); an empty span would "
+                                f"count as right without scoring anything: fix the data row or drop it")
         cut = max(0, len(s) - max_len) if max_len else 0
-        if a - cut < 1:  # longer than the window: score its last max_len - 1 tokens (upstream stops here; small models meet it)
-            get_logger().warning(f"{where}, option {i}: its span of {b - a} tokens does not fit in a window of {max_len}; "
-                                 f"scoring its last {b - cut - 1}")
+        # longer than the window: score its last max_len - 1 tokens (upstream stops here; small models meet it)
+        if a - cut < 1:
+            get_logger().warning(f"{where}, option {i}: its span of {b - a} tokens does not fit in a window of "
+                                 f"{max_len}; scoring its last {b - cut - 1}")
         out.append((s[cut:], max(a - cut, 1), b - cut))
     return out
 
 # %% ../nbs/15_core_eval.ipynb #823c8c9b
 @torch.no_grad()
-def score_example(model, task: CoreTask, toks: list[tuple[list[int], int, int]], gold: int, pad_id: int, device="cpu") -> bool:
+def score_example(model, task: CoreTask, toks: list[tuple[list[int], int, int]], gold: int, pad_id: int,
+                  device="cpu") -> bool:
     "Whether the model gets one example right (lowest mean span loss; for language modelling, greedy = continuation)."
-    if any(not 1 <= a < b <= len(ids) for ids, a, b in toks): raise CoreEvalError(f"invalid spans {[(a, b) for _, a, b in toks]}")
+    if any(not 1 <= a < b <= len(ids) for ids, a, b in toks):
+        raise CoreEvalError(f"invalid spans {[(a, b) for _, a, b in toks]}")
     T = max(len(ids) for ids, _, _ in toks)
     batch = torch.full((len(toks), T), pad_id, dtype=torch.long)
     for i, (ids, _, _) in enumerate(toks): batch[i, :len(ids)] = torch.tensor(ids)
@@ -245,7 +262,8 @@ def example_label(task: CoreTask, item: dict, idx: int) -> str:
     return f"CORE task {task.label}, item {idx} ({str(text)[:50]!r}...)"
 
 
-def task_verdicts(model, tokenizer, task: CoreTask, items: list[dict], max_len: int | None = None, device="cpu") -> list[bool]:
+def task_verdicts(model, tokenizer, task: CoreTask, items: list[dict], max_len: int | None = None,
+                  device="cpu") -> list[bool]:
     """For each example of `items`, whether `model` gets it right. The few-shot examples are drawn from `items`, so to
     evaluate the first n of a task pass its first n. Work is shared across torch.distributed ranks."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
@@ -256,14 +274,16 @@ def task_verdicts(model, tokenizer, task: CoreTask, items: list[dict], max_len: 
         except UnscorableExample as e:
             get_logger().warning(f"{e}: scored as wrong")
             continue
-        correct[idx] = float(score_example(model, task, toks, gold_index(task, items[idx]), tokenizer.get_bos_token_id(), device))
+        correct[idx] = float(score_example(model, task, toks, gold_index(task, items[idx]),
+                                           tokenizer.get_bos_token_id(), device))
     if world > 1: dist.all_reduce(correct)
     return [bool(c) for c in correct.tolist()]
 
 
-def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], max_items: int | None = None, max_len: int | None = None,
-                  device="cpu") -> float:
-    "Accuracy of `model` on the first `max_items` examples of `items` (all by default), which are also the few-shot pool."
+def evaluate_task(model, tokenizer, task: CoreTask, items: list[dict], max_items: int | None = None,
+                  max_len: int | None = None, device="cpu") -> float:
+    """Accuracy of `model` on the first `max_items` examples of `items` (all by default), which are also the few-shot
+    pool."""
     verdicts = task_verdicts(model, tokenizer, task, items[:max_items] if max_items else items, max_len, device)
     return sum(verdicts) / len(verdicts)
 
@@ -285,8 +305,11 @@ class OracleModel:
 
 class RandomModel:
     "A fake model that knows nothing: seeded random logits."
-    def __init__(self, vocab_size: int, seed: int = 0): self.vocab, self.gen = vocab_size, torch.Generator().manual_seed(seed)
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor: return torch.randn(*ids.shape, self.vocab, generator=self.gen)
+    def __init__(self, vocab_size: int, seed: int = 0):
+        self.vocab, self.gen = vocab_size, torch.Generator().manual_seed(seed)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.randn(*ids.shape, self.vocab, generator=self.gen)
 
 # %% ../nbs/15_core_eval.ipynb #325fb296
 def centered(accuracy: float, baseline: float) -> float:
@@ -298,7 +321,8 @@ def constant_baseline(task: CoreTask, items: list[dict]) -> tuple[float, str]:
     """The best score a model could get by giving every example the same answer: always the same option (multiple
     choice, schema) or the same continuation (language modelling). A score at or below it shows no learning."""
     from collections import Counter
-    golds = [item["continuation"].strip() if task.task_type == "language_modeling" else int(item["gold"]) for item in items]
+    golds = [item["continuation"].strip() if task.task_type == "language_modeling" else int(item["gold"])
+             for item in items]
     if not golds: return 0.0, ""
     answer, count = Counter(golds).most_common(1)[0]
     return count / len(golds), answer if isinstance(answer, str) else f"option {answer}"
@@ -311,22 +335,27 @@ def evaluate_core(model, tokenizer, core_dir: Path | str | None = None, max_per_
     examples of its shuffled list, which are then also its few-shot pool (as upstream nanochat's base_eval does)."""
     core_dir = Path(core_dir) if core_dir else default_core_dir()
     tasks = [t for t in load_core_tasks(core_dir) if labels is None or t.label in labels]
-    if labels and (unknown := set(labels) - {t.label for t in tasks}): raise ValueError(f"unknown CORE tasks {sorted(unknown)}")
+    if labels and (unknown := set(labels) - {t.label for t in tasks}):
+        raise ValueError(f"unknown CORE tasks {sorted(unknown)}")
     results, missing = {}, [t.label for t in tasks if not t.available]
     for task in tasks:
         if not task.available: continue
         start = time.time()
         items = load_items(core_dir, task)
         items = items[:max_per_task] if max_per_task else items
-        if log and len(items) <= task.shots: get_logger().warning(f"CORE {task.label}: {len(items)} examples, so {len(items) - 1} "
-                                                                  f"few-shot examples each instead of {task.shots}")
+        if log and len(items) <= task.shots:
+            get_logger().warning(f"CORE {task.label}: {len(items)} examples, so {len(items) - 1} "
+                                 f"few-shot examples each instead of {task.shots}")
         acc = evaluate_task(model, tokenizer, task, items, None, max_len, device)
         constant, constant_answer = constant_baseline(task, items)
         results[task.label] = {"accuracy": acc, "centered": centered(acc, task.baseline), "items": len(items),
                                "passed": round(acc * len(items)), "chance": task.baseline, "constant": constant,
                                "constant_answer": constant_answer, "seconds": round(time.time() - start, 2)}
-        if log: get_logger().info(f"CORE {task.label:<34} accuracy {acc:.4f}  centered {results[task.label]['centered']:+.4f}")
+        if log:
+            get_logger().info(f"CORE {task.label:<34} accuracy {acc:.4f}  "
+                              f"centered {results[task.label]['centered']:+.4f}")
     core = sum(r["centered"] for r in results.values()) / max(1, len(results))
-    if missing and log: get_logger().warning(f"CORE is over {len(results)} of {len(tasks)} tasks: {', '.join(missing)} missing "
-                                             f"(not comparable with a full CORE)")
+    if missing and log:
+        get_logger().warning(f"CORE is over {len(results)} of {len(tasks)} tasks: {', '.join(missing)} missing "
+                             f"(not comparable with a full CORE)")
     return {"core": core, "tasks": results, "missing": missing, "complete": not missing, "max_per_task": max_per_task}

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 from .attention import load_flash_attention_3, select_attention
 from .common import compute_dtype, get_logger
@@ -29,7 +30,8 @@ from .gpt import GPT, norm, smear
 # %% ../nbs/19_engine.ipynb #4f63021d
 @dataclass
 class SamplingParams:
-    "How one request is sampled: temperature 0 is greedy; top_k None (or 0) and top_p None (or 1) switch those filters off."
+    """How one request is sampled: temperature 0 is greedy; top_k None (or 0) and top_p None (or 1) switch those
+    filters off."""
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
@@ -38,8 +40,10 @@ class SamplingParams:
 
     def __post_init__(self):
         if not self.temperature >= 0: raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k is not None and self.top_k < 0: raise ValueError(f"top_k must be >= 0 (0 or None: off), got {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 or None: off), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1: raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
 
     @property
@@ -81,7 +85,8 @@ def uniform_noise(seeds: torch.Tensor, counters: torch.Tensor, columns: torch.Te
 
 
 def sample_next(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                seeds: torch.Tensor, counters: torch.Tensor, filtered: bool = True, columns: torch.Tensor | None = None) -> torch.Tensor:
+                seeds: torch.Tensor, counters: torch.Tensor, filtered: bool = True,
+                columns: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row of `logits` (rows, vocab): the argmax where `temperature` is 0, else a draw from
     softmax(logits / temperature) restricted by top-k/top-p (skipped when `filtered` is False), seeded per row."""
     scaled = logits / temperature.clamp(min=1e-5)[:, None]
@@ -103,46 +108,54 @@ MAX_EXPRESSION_CHARS, MAX_RESULT_BITS, MAX_STRING_CHARS = 1000, 4096, 10_000
 
 
 def _check_size(value):
-    if isinstance(value, int) and value.bit_length() > MAX_RESULT_BITS: raise ToolRefused(f"the result has more than {MAX_RESULT_BITS} bits")
-    if isinstance(value, str) and len(value) > MAX_STRING_CHARS: raise ToolRefused(f"the result is longer than {MAX_STRING_CHARS} characters")
+    if isinstance(value, int) and value.bit_length() > MAX_RESULT_BITS:
+        raise ToolRefused(f"the result has more than {MAX_RESULT_BITS} bits")
+    if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+        raise ToolRefused(f"the result is longer than {MAX_STRING_CHARS} characters")
     return value
 
 
 def _power(base, exponent):
     "`base ** exponent`, refused when the result would be huge."
-    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent * base.bit_length() > MAX_RESULT_BITS:
+    if (isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1
+            and exponent * base.bit_length() > MAX_RESULT_BITS):
         raise ToolRefused(f"{base} ** {exponent} is too large")
-    if isinstance(exponent, (int, float)) and abs(exponent) > 10_000: raise ToolRefused(f"the exponent {exponent} is too large")
+    if isinstance(exponent, (int, float)) and abs(exponent) > 10_000:
+        raise ToolRefused(f"the exponent {exponent} is too large")
     return base ** exponent
 
-
+# %% ../nbs/19_engine.ipynb #d3b60fb6
 def _evaluate(node):
     "The value of an allowed syntax-tree node; ToolRefused for any other node."
     if isinstance(node, ast.Constant) and type(node.value) in (int, float, str): return node.value
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY: return _UNARY[type(node.op)](_number(_evaluate(node.operand)))
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_number(_evaluate(node.operand)))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _evaluate(node.left), _evaluate(node.right)
         if isinstance(node.op, ast.Pow): return _check_size(_power(_number(left), _number(right)))
         if isinstance(node.op, ast.Mult) and isinstance(left, str) != isinstance(right, str):  # "ab" * 3
             text, times = (left, right) if isinstance(left, str) else (right, left)
-            if not isinstance(times, int) or len(text) * max(times, 0) > MAX_STRING_CHARS: raise ToolRefused("string repetition too large")
+            if not isinstance(times, int) or len(text) * max(times, 0) > MAX_STRING_CHARS:
+                raise ToolRefused("string repetition too large")
         return _check_size(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.Call) and not node.keywords:
         args = [_evaluate(a) for a in node.args]
-        if isinstance(node.func, ast.Name) and node.func.id == "len" and len(args) == 1 and isinstance(args[0], str): return len(args[0])
+        if isinstance(node.func, ast.Name) and node.func.id == "len" and len(args) == 1 and isinstance(args[0], str):
+            return len(args[0])
         if isinstance(node.func, ast.Attribute) and node.func.attr in STRING_METHODS:
             target = _evaluate(node.func.value)
             if isinstance(target, str) and all(isinstance(a, (str, int)) for a in args):
                 return _check_size(getattr(target, node.func.attr)(*args))
         raise ToolRefused(f"only len(text) and the string methods {', '.join(STRING_METHODS)} may be called")
-    raise ToolRefused(f"{type(node).__name__} is not allowed: only numbers, strings, arithmetic and a few string methods")
+    raise ToolRefused(f"{type(node).__name__} is not allowed: only numbers, strings, arithmetic and a few string "
+                      "methods")
 
 
 def _number(value):
     if isinstance(value, (int, float)): return value
     raise ToolRefused(f"expected a number, got {type(value).__name__}")
 
-
+# %% ../nbs/19_engine.ipynb #358ae3ac
 def _format(value) -> str:
     "Results as the training data writes them: 24, not 24.0."
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15: return str(int(value))
@@ -151,8 +164,10 @@ def _format(value) -> str:
 
 
 def calculate(expression: str) -> str:
-    "Evaluate arithmetic (+ - * / // % **, parentheses) and a few string methods safely; raise ToolRefused for anything else."
-    if len(expression) > MAX_EXPRESSION_CHARS: raise ToolRefused(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
+    ("Evaluate arithmetic (+ - * / // % **, parentheses) and a few string methods safely; "
+     "raise ToolRefused for anything else.")
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ToolRefused(f"the expression is longer than {MAX_EXPRESSION_CHARS} characters")
     try: tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as e: raise ToolRefused(f"not a Python expression ({e.msg})") from None
     return _format(_evaluate(tree.body))
@@ -167,8 +182,8 @@ def calculator_tool(code: str) -> str:
 
 UPSTREAM_MATH = set("0123456789*+-/.() ")
 UPSTREAM_TEXT = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789'\"()._ ")
-UPSTREAM_REFUSED = ("__", "import", "exec", "eval", "compile", "open", "file", "input", "globals", "locals", "vars", "dir",
-                    "getattr", "setattr", "delattr", "hasattr")
+UPSTREAM_REFUSED = ("__", "import", "exec", "eval", "compile", "open", "file", "input", "globals", "locals", "vars",
+                    "dir", "getattr", "setattr", "delattr", "hasattr")
 
 
 def upstream_calculator(code: str) -> str | None:
@@ -179,29 +194,35 @@ def upstream_calculator(code: str) -> str | None:
     expr = code.replace(",", "")
     if set(expr) <= UPSTREAM_MATH:
         if "**" in expr: return None
-    elif not set(expr) <= UPSTREAM_TEXT or ".count(" not in expr or any(w in expr.lower() for w in UPSTREAM_REFUSED): return None
+    elif not set(expr) <= UPSTREAM_TEXT or ".count(" not in expr or any(w in expr.lower() for w in UPSTREAM_REFUSED):
+        return None
     try: value = _evaluate(ast.parse(expr.strip(), mode="eval").body)
     except (ToolRefused, SyntaxError, ArithmeticError, ValueError, TypeError): return None
     return str(value)
 
 
 def sandbox_tool(timeout: float = 2.0, memory_mb: int = 256) -> Callable[[str], str]:
-    "A tool that runs the call as a Python program in the sandbox of chapter 13 and returns what it printed (or 'error: <why>')."
+    """A tool that runs the call as a Python program in the sandbox of chapter 13 and returns what it printed
+    (or 'error: <why>')."""
     def run(code: str) -> str:
         try: tree = ast.parse(code)
         except SyntaxError as e: return f"error: SyntaxError: {e.msg}"
-        if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr): code = f"print(\n{code}\n)"  # an expression: show its value
+        if len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):  # an expression: show its value
+            code = f"print(\n{code}\n)"
         result = run_untrusted(code, timeout=timeout, memory_mb=memory_mb, max_output_bytes=4000)
         return result.stdout.strip() if result.success else f"error: {result.error}"
     return run
 
 
 class ToolUse:
-    "The python tool inside generation: the marker tokens, how to run a call, and the tokens that write its output back."
+    """The python tool inside generation: the marker tokens, how to run a call, and the tokens that write its output
+    back."""
 
-    def __init__(self, tokenizer, run: Callable[[str], str | None] = calculator_tool, max_call_tokens: int = 256, max_output_chars: int = 500):
+    def __init__(self, tokenizer, run: Callable[[str], str | None] = calculator_tool, max_call_tokens: int = 256,
+                 max_output_chars: int = 500):
         sp = tokenizer.encode_special
-        self.tokenizer, self.run, self.max_call_tokens, self.max_output_chars = tokenizer, run, max_call_tokens, max_output_chars
+        self.tokenizer, self.run, self.max_call_tokens, self.max_output_chars = (tokenizer, run, max_call_tokens,
+                                                                                 max_output_chars)
         self.start, self.end = sp("<|python_start|>"), sp("<|python_end|>")
         self.output_start, self.output_end = sp("<|output_start|>"), sp("<|output_end|>")
 
@@ -218,7 +239,7 @@ def rotate(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Ten
     `cos2`, `sin2` (B, T, 1, D) in fp32: computed in fp32 as in the GPT, stored in x's dtype by the last kernel."""
     return torch.addcmul(x * cos2, x.roll(x.size(-1) // 2, dims=-1), sin2, out=torch.empty_like(x))
 
-
+# %% ../nbs/19_engine.ipynb #c00a8a8f
 def _mix_norm(x, x0, resid, x0_weight):
     "The residual stream mixed with the embedding (x·λ + x0·λ0), and its norm: the input of a block."
     x = torch.addcmul(x * resid, x0, x0_weight)
@@ -245,7 +266,7 @@ def _gate_value(v, gate_logits, ve, scale: float):
 
 def _relu2(h): return F.relu(h).square()
 
-
+# %% ../nbs/19_engine.ipynb #147647c2
 def _fused(fn: Callable) -> Callable:
     """`fn` compiled: its elementwise operations become one or two kernels (no CUDA graphs of its own: the step is one).
     If compiling fails (no Triton, a compiler bug), it says so once and runs `fn` eagerly from then on."""
@@ -256,7 +277,8 @@ def _fused(fn: Callable) -> Callable:
         try: return chosen[0](*args)
         except Exception as e:
             if chosen[0] is fn: raise
-            get_logger().warning(f"torch.compile of {fn.__name__} failed, running it eagerly: {type(e).__name__}: {str(e)[:300]}")
+            get_logger().warning(f"torch.compile of {fn.__name__} failed, running it eagerly: "
+                                 f"{type(e).__name__}: {str(e)[:300]}")
             chosen[0] = fn
             return fn(*args)
     return call
@@ -276,22 +298,25 @@ class DecodeOps:
         return cls(*(_fused(f) for f in (_mix_norm, _rope_norm_fusable, _gate_value, _relu2, sample_next)))
 
 
+@functools.cache
+def _compiled_ops() -> DecodeOps: return DecodeOps.compiled()  # compiled once per process, shared by every DecodeModel
+
+# %% ../nbs/19_engine.ipynb #6d72c270
 def default_prefill_attention(model: GPT, dtype: torch.dtype) -> Callable:
     "The attention backend for prefill: the config's choice, or with 'auto' FlashAttention-3 where it runs, else SDPA."
     c, device = model.config, model.wte.weight.device
     name = c.attention
-    if name == "auto": name = "fa3" if device.type == "cuda" and load_flash_attention_3() is not None and dtype != torch.float32 else "sdpa"
+    if name == "auto":
+        name = ("fa3" if device.type == "cuda" and load_flash_attention_3() is not None and dtype != torch.float32
+                else "sdpa")
     return select_attention(name, device, dtype, log=False).fn
 
-
-@functools.cache
-def _compiled_ops() -> DecodeOps: return DecodeOps.compiled()  # compiled once per process, shared by every DecodeModel
-
-
+# %% ../nbs/19_engine.ipynb #2956b0d4
 class DecodeModel:
     """A GPT's weights laid out for inference (matrices in the compute dtype, q/k/v stacked, doubled rotary tables) and
-    its forward pass over a cache kept by the caller. `refresh()` re-copies the weights after the model changed in place.
-    `compile` fuses the small elementwise pieces with torch.compile, on CUDA only (on by default: see the speed section)."""
+    its forward pass over a cache kept by the caller. `refresh()` re-copies the weights after the model changed in
+    place. `compile` fuses the small elementwise pieces with torch.compile, on CUDA only (on by default: see the speed
+    section)."""
 
     def __init__(self, model: GPT, dtype: torch.dtype | None = None, compile: bool = True):
         self.model, self.config = model, model.config
@@ -313,11 +338,13 @@ class DecodeModel:
                "cos2": torch.cat([m.cos, m.cos], dim=-1), "sin2": torch.cat([m.sin, -m.sin], dim=-1)}
         if m.config.smear: out["smear_gate"], out["smear_lambda"] = m.smear_gate.weight, m.smear_lambda
         if m.config.backout: out["backout_lambda"] = m.backout_lambda
-        if len(m.value_embeds): out["ve"] = torch.stack([m.value_embeds[k].weight for k in self.ve_layers])  # one lookup per step
+        if len(m.value_embeds):  # one lookup per step
+            out["ve"] = torch.stack([m.value_embeds[k].weight for k in self.ve_layers])
         for i, block in enumerate(m.blocks):
             a = block.attn
             out[f"qkv{i}"] = torch.cat([a.c_q.weight, a.c_k.weight, a.c_v.weight])
-            out[f"proj{i}"], out[f"fc{i}"], out[f"mlp{i}"] = a.c_proj.weight, block.mlp.c_fc.weight, block.mlp.c_proj.weight
+            out[f"proj{i}"], out[f"fc{i}"], out[f"mlp{i}"] = (a.c_proj.weight, block.mlp.c_fc.weight,
+                                                              block.mlp.c_proj.weight)
             if a.ve_gate is not None: out[f"gate{i}"] = a.ve_gate.weight
         return out
 
@@ -338,49 +365,56 @@ class DecodeModel:
     @property
     def max_len(self) -> int: return self.weights["cos2"].size(0)
 
-    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "The doubled cos/sin rows for `positions` (B, T), shaped (B, T, 1, head_dim) for `rotate`."
-        return self.weights["cos2"][positions][:, :, None], self.weights["sin2"][positions][:, :, None]
+# %% ../nbs/19_engine.ipynb #da42404c
+@patch
+def rotary(self: DecodeModel, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "The doubled cos/sin rows for `positions` (B, T), shaped (B, T, 1, head_dim) for `rotate`."
+    return self.weights["cos2"][positions][:, :, None], self.weights["sin2"][positions][:, :, None]
 
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        "The normalised token embeddings of `ids`, in the compute dtype."
-        return norm(F.embedding(ids, self.model.wte.weight).to(self.dtype))
 
-    @torch.no_grad()
-    def forward(self, ids: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor], attend: Callable, logits: bool = True,
-                prev: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """The GPT's forward for `ids` (B, T): fp32 logits (B, T, vocab), or None when `logits` is False (prefill needs
-        only the cache). `attend(layer, q, k, v)` stores k, v and returns the attention output (B, T, n_head, head_dim).
-        `prev`: for one token per row, (B,) ids of the tokens before them and (B,) whether there is one (for smear);
-        without it, `ids` start their sequences."""
-        c, w, ops = self.config, self.weights, self.ops
-        B, T = ids.shape
-        H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
-        x = self.embed(ids)
-        if c.smear:  # the previous token's embedding, masked to zero for rows at position 0
-            before = None if prev is None else self.embed(prev[0][:, None]) * prev[1][:, None, None].to(self.dtype)
-            x = smear(x, w["smear_gate"], w["smear_lambda"], before)
-        x0, middle = x, None
-        ves = w["ve"][:, ids] if "ve" in w else None  # (value-embedding layers, B, T, kv_dim)
-        for i in range(c.n_layer):
-            x, h = ops.mix_norm(x, x0, w["resid"][i], w["x0"][i])
-            qk, v = F.linear(h, w[f"qkv{i}"]).split([(H + Hkv) * D, Hkv * D], dim=-1)
-            v = v.view(B, T, Hkv, D)
-            if f"gate{i}" in w:  # value embedding, mixed in by a learned gate: v + 3·sigmoid(gate)·ve
-                gate_logits = F.linear(h[..., :w[f"gate{i}"].size(1)], w[f"gate{i}"])
-                v = ops.gate_value(v, gate_logits, ves[self.ve_layers.index(str(i))].view(B, T, Hkv, D), c.ve_gate_scale)
-            qk = ops.rope_norm(qk.view(B, T, H + Hkv, D), *rot, c.qk_norm, c.qk_scale)  # queries and keys together: one set of kernels
-            q, k = qk.split([H, Hkv], dim=2)
-            y = attend(i, q, k, v).reshape(B * T, H * D)
-            # x + y Wᵀ as one addmm: cuBLAS adds the residual in the matrix multiply's epilogue (one kernel, not two)
-            x = torch.addmm(x.view(B * T, -1), y, w[f"proj{i}"].t()).view(B, T, -1)
-            hidden = ops.relu2(F.linear(norm(x), w[f"fc{i}"]))
-            x = torch.addmm(x.view(B * T, -1), hidden.view(B * T, -1), w[f"mlp{i}"].t()).view(B, T, -1)
-            if i == c.n_layer // 2: middle = x
-        if not logits: return None
-        if c.backout: x = x - w["backout_lambda"] * middle
-        out = F.linear(norm(x), w["lm_head"]).float()
-        return c.softcap * torch.tanh(out / c.softcap) if c.softcap else out
+@patch
+def embed(self: DecodeModel, ids: torch.Tensor) -> torch.Tensor:
+    "The normalised token embeddings of `ids`, in the compute dtype."
+    return norm(F.embedding(ids, self.model.wte.weight).to(self.dtype))
+
+# %% ../nbs/19_engine.ipynb #42b96d4a
+@patch
+@torch.no_grad()
+def forward(self: DecodeModel, ids: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor], attend: Callable,
+            logits: bool = True, prev: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """The GPT's forward for `ids` (B, T): fp32 logits (B, T, vocab), or None when `logits` is False (prefill needs
+    only the cache). `attend(layer, q, k, v)` stores k, v and returns the attention output (B, T, n_head, head_dim).
+    `prev`: for one token per row, (B,) ids of the tokens before them and (B,) whether there is one (for smear);
+    without it, `ids` start their sequences."""
+    c, w, ops = self.config, self.weights, self.ops
+    B, T = ids.shape
+    H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
+    x = self.embed(ids)
+    if c.smear:  # the previous token's embedding, masked to zero for rows at position 0
+        before = None if prev is None else self.embed(prev[0][:, None]) * prev[1][:, None, None].to(self.dtype)
+        x = smear(x, w["smear_gate"], w["smear_lambda"], before)
+    x0, middle = x, None
+    ves = w["ve"][:, ids] if "ve" in w else None  # (value-embedding layers, B, T, kv_dim)
+    for i in range(c.n_layer):
+        x, h = ops.mix_norm(x, x0, w["resid"][i], w["x0"][i])
+        qk, v = F.linear(h, w[f"qkv{i}"]).split([(H + Hkv) * D, Hkv * D], dim=-1)
+        v = v.view(B, T, Hkv, D)
+        if f"gate{i}" in w:  # value embedding, mixed in by a learned gate: v + 3·sigmoid(gate)·ve
+            gate_logits = F.linear(h[..., :w[f"gate{i}"].size(1)], w[f"gate{i}"])
+            v = ops.gate_value(v, gate_logits, ves[self.ve_layers.index(str(i))].view(B, T, Hkv, D), c.ve_gate_scale)
+        # queries and keys together: one set of kernels
+        qk = ops.rope_norm(qk.view(B, T, H + Hkv, D), *rot, c.qk_norm, c.qk_scale)
+        q, k = qk.split([H, Hkv], dim=2)
+        y = attend(i, q, k, v).reshape(B * T, H * D)
+        # x + y Wᵀ as one addmm: cuBLAS adds the residual in the matrix multiply's epilogue (one kernel, not two)
+        x = torch.addmm(x.view(B * T, -1), y, w[f"proj{i}"].t()).view(B, T, -1)
+        hidden = ops.relu2(F.linear(norm(x), w[f"fc{i}"]))
+        x = torch.addmm(x.view(B * T, -1), hidden.view(B * T, -1), w[f"mlp{i}"].t()).view(B, T, -1)
+        if i == c.n_layer // 2: middle = x
+    if not logits: return None
+    if c.backout: x = x - w["backout_lambda"] * middle
+    out = F.linear(norm(x), w["lm_head"]).float()
+    return c.softcap * torch.tanh(out / c.softcap) if c.softcap else out
 
 # %% ../nbs/19_engine.ipynb #df048264
 class Emitted(NamedTuple):
@@ -402,18 +436,21 @@ class _Row:
     prev: int = 0  # the token before `last` (at pos - 1; none at pos 0): smear mixes in its embedding
 
 
-def _index(values: list[int], device) -> torch.Tensor: return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
+def _index(values: list[int], device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.long).to(device, non_blocking=True)
 
 # %% ../nbs/19_engine.ipynb #aff04328
 class DecodeBatch:
     """`slots` rows decoding together over one preallocated KV cache, each at its own length; requests join with `add`
-    and leave when done or with `release`, between steps. On CUDA the step is a captured CUDA graph (eager elsewhere)."""
+    and leave when done or with `release`, between steps. On CUDA the step is a captured CUDA graph (eager
+    elsewhere)."""
 
     def __init__(self, model: GPT | DecodeModel, slots: int, max_len: int, stop_tokens=(), tools: ToolUse | None = None,
                  cuda_graph: bool | None = None):
         self.model = model if isinstance(model, DecodeModel) else DecodeModel(model)
         m, c = self.model, self.model.config
-        if not 1 <= max_len <= m.max_len: raise ValueError(f"max_len must be in [1, {m.max_len}] (the rotary tables), got {max_len}")
+        if not 1 <= max_len <= m.max_len:
+            raise ValueError(f"max_len must be in [1, {m.max_len}] (the rotary tables), got {max_len}")
         if slots < 1: raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots, self.max_len, self.stop_tokens, self.tools = slots, max_len, set(stop_tokens), tools
         dev, long = m.device, dict(dtype=torch.long, device=m.device)
@@ -437,168 +474,206 @@ class DecodeBatch:
     def busy(self) -> list[int]: return [s for s, r in enumerate(self.rows) if r is not None]
     @property
     def free(self) -> list[int]: return [s for s, r in enumerate(self.rows) if r is None]
-    def length(self, slot: int) -> int: return self.rows[slot].pos + 1  # tokens in the row: cached ones and the last one
+    def length(self, slot: int) -> int: return self.rows[slot].pos + 1  # the row's tokens: cached ones and the last
 
-    # --- admitting requests
-    @torch.no_grad()
-    def add_many(self, prompts: list[list[int]], params: list[SamplingParams] | SamplingParams | None = None) -> list[int]:
-        "Admit several requests; prompts of equal length are prefilled together. Returns their slots, in order."
-        params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
-        if len(params) != len(prompts): raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
-        for p in prompts:
-            if not p: raise ValueError("a prompt is empty: it needs at least one token (e.g. <|bos|>)")
-            if len(p) > self.max_len: raise ValueError(f"a prompt of {len(p)} tokens does not fit a cache of {self.max_len}")
-        if len(prompts) > len(self.free): raise RuntimeError(f"{len(prompts)} requests but only {len(self.free)} of {self.slots} slots are free")
-        self.model.refresh()
-        slots = self.free[: len(prompts)]
-        by_length: dict[int, list[int]] = {}
-        for i, p in enumerate(prompts): by_length.setdefault(len(p), []).append(i)
-        for n, group in by_length.items():
-            if n > 1: self._prefill([slots[i] for i in group], [prompts[i][:-1] for i in group])
-        for i, (p, s) in enumerate(zip(prompts, slots)): self._admit(s, _Row(params[i], len(p) - 1, p[-1], prev=p[-2] if len(p) > 1 else 0))
-        return slots
+# %% ../nbs/19_engine.ipynb #171ff8df
+@patch
+@torch.no_grad()
+def add_many(self: DecodeBatch, prompts: list[list[int]],
+             params: list[SamplingParams] | SamplingParams | None = None) -> list[int]:
+    "Admit several requests; prompts of equal length are prefilled together. Returns their slots, in order."
+    params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+    if len(params) != len(prompts): raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+    for p in prompts:
+        if not p: raise ValueError("a prompt is empty: it needs at least one token (e.g. <|bos|>)")
+        if len(p) > self.max_len:
+            raise ValueError(f"a prompt of {len(p)} tokens does not fit a cache of {self.max_len}")
+    if len(prompts) > len(self.free):
+        raise RuntimeError(f"{len(prompts)} requests but only {len(self.free)} of {self.slots} slots are free")
+    self.model.refresh()
+    slots = self.free[: len(prompts)]
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts): by_length.setdefault(len(p), []).append(i)
+    for n, group in by_length.items():
+        if n > 1: self._prefill([slots[i] for i in group], [prompts[i][:-1] for i in group])
+    for i, (p, s) in enumerate(zip(prompts, slots)):
+        self._admit(s, _Row(params[i], len(p) - 1, p[-1], prev=p[-2] if len(p) > 1 else 0))
+    return slots
 
-    def add(self, prompt: list[int], params: SamplingParams | None = None) -> int:
-        "Admit one request into a free slot (prefill its prompt) and return the slot; its first token comes from the next `step`."
-        return self.add_many([prompt], params)[0]
 
-    @torch.no_grad()
-    def clone(self, slot: int, params: SamplingParams | None = None) -> int:
-        "A new row continuing row `slot` from where it is, its cache copied (e.g. more samples of one prompt); returns its slot."
-        row = self.rows[slot]
-        if row is None: raise ValueError(f"slot {slot} is free: there is nothing to clone")
-        if not self.free: raise RuntimeError(f"all {self.slots} slots are busy")
-        new = self.free[0]
-        self.k[:, new, : row.pos] = self.k[:, slot, : row.pos]
-        self.v[:, new, : row.pos] = self.v[:, slot, : row.pos]
-        twin = copy.deepcopy(row)
-        if params is not None: twin.params = params
-        self._admit(new, twin)
-        return new
+@patch
+def add(self: DecodeBatch, prompt: list[int], params: SamplingParams | None = None) -> int:
+    ("Admit one request into a free slot (prefill its prompt) and return the slot; "
+     "its first token comes from the next `step`.")
+    return self.add_many([prompt], params)[0]
 
-    def release(self, slot: int) -> None:
-        "Free `slot` now (a cancelled request); a free slot stays free."
-        if self.rows[slot] is None: return
-        self.rows[slot] = None
-        self.active[slot], self.pos[slot] = 0, 0  # a free row stays at position 0: its writes land in bounds
 
-    def _admit(self, slot: int, row: _Row) -> None:
-        p = row.params
-        self.rows[slot] = row
-        self.tokens[slot], self.pos[slot], self.active[slot], self.prev[slot] = row.last, row.pos, 1, row.prev
-        self.temperature[slot], self.top_k[slot], self.top_p[slot] = p.temperature, p.top_k or 0, p.top_p or 1.0
-        self.seeds[slot] = p.seed & _MASK32
+@patch
+def _admit(self: DecodeBatch, slot: int, row: _Row) -> None:
+    p = row.params
+    self.rows[slot] = row
+    self.tokens[slot], self.pos[slot], self.active[slot], self.prev[slot] = row.last, row.pos, 1, row.prev
+    self.temperature[slot], self.top_k[slot], self.top_p[slot] = p.temperature, p.top_k or 0, p.top_p or 1.0
+    self.seeds[slot] = p.seed & _MASK32
 
-    def _prefill(self, slots: list[int], prompts: list[list[int]]) -> None:
-        "Run equal-length `prompts` through the model at positions 0.. of rows `slots`, storing their keys and values."
-        m, T = self.model, len(prompts[0])
-        index = torch.tensor(slots, device=m.device)
-        rot = m.rotary(torch.arange(T, device=m.device).expand(len(slots), T))
 
-        def attend(i, q, k, v):
-            self.k[i, index, :T], self.v[i, index, :T] = k, v
-            return m.attention(q, k, v, self.windows[i])  # the prompt attends to itself only: plain causal attention
-        m.forward(torch.tensor(prompts, device=m.device), rot, attend, logits=False)
+@patch
+def _prefill(self: DecodeBatch, slots: list[int], prompts: list[list[int]]) -> None:
+    "Run equal-length `prompts` through the model at positions 0.. of rows `slots`, storing their keys and values."
+    m, T = self.model, len(prompts[0])
+    index = torch.tensor(slots, device=m.device)
+    rot = m.rotary(torch.arange(T, device=m.device).expand(len(slots), T))
 
-    # --- the step
-    def span(self) -> int:
-        """How much of the cache this step attends over: every busy row's length, rounded up to a bucket (max_len/8,
-        at least 64). Each span is its own static shape (and graph); short rows don't pay to read the whole cache."""
-        bucket = max(64, -(-self.max_len // 8 // 64) * 64)
-        longest = max((r.pos + 1 for r in self.rows if r is not None), default=1)
-        return min(self.max_len, -(-longest // bucket) * bucket)
+    def attend(i, q, k, v):
+        self.k[i, index, :T], self.v[i, index, :T] = k, v
+        return m.attention(q, k, v, self.windows[i])  # the prompt attends to itself only: plain causal attention
+    m.forward(torch.tensor(prompts, device=m.device), rot, attend, logits=False)
 
-    def decode_logits(self, span: int) -> torch.Tensor:
-        "The decode forward for every slot: feed `tokens` at `pos`, store their keys and values, return logits (slots, vocab)."
-        m, pos, S = self.model, self.pos, self.slots
-        H, Hkv, D = m.n_head, m.n_kv_head, m.head_dim
-        keys = self._key_ids[None, :span]
-        masks = {}  # per window: an additive mask (S, 1, 1, span), 0 where a row may attend, -inf elsewhere; built once per step
-        for w in set(self.windows):
-            allowed = (keys <= pos[:, None]) & (keys > pos[:, None] - w)
-            masks[w] = torch.zeros(allowed.shape, dtype=m.dtype, device=pos.device).masked_fill_(~allowed, float("-inf"))[:, None, None]
+# %% ../nbs/19_engine.ipynb #11b2f684
+@patch
+@torch.no_grad()
+def clone(self: DecodeBatch, slot: int, params: SamplingParams | None = None) -> int:
+    ("A new row continuing row `slot` from where it is, its cache copied (e.g. more samples of one prompt); "
+     "returns its slot.")
+    row = self.rows[slot]
+    if row is None: raise ValueError(f"slot {slot} is free: there is nothing to clone")
+    if not self.free: raise RuntimeError(f"all {self.slots} slots are busy")
+    new = self.free[0]
+    self.k[:, new, : row.pos] = self.k[:, slot, : row.pos]
+    self.v[:, new, : row.pos] = self.v[:, slot, : row.pos]
+    twin = copy.deepcopy(row)
+    if params is not None: twin.params = params
+    self._admit(new, twin)
+    return new
 
-        def attend(i, q, k, v):
-            self.k[i].index_put_((self._row_ids, pos), k[:, 0])
-            self.v[i].index_put_((self._row_ids, pos), v[:, 0])
-            q = q.reshape(S, Hkv, H // Hkv, D)  # grouped query heads as queries of their key/value head
-            keys, values = self.k[i, :, :span].transpose(1, 2), self.v[i, :, :span].transpose(1, 2)
-            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=masks[self.windows[i]])
-            return y.reshape(S, 1, H, D)
-        return m.forward(self.tokens[:, None], m.rotary(pos[:, None]), attend, prev=(self.prev, pos > 0))[:, 0]
 
-    def _step(self, filtered: bool, span: int) -> None:
-        "One step for all slots, touching only the batch's own tensors (so that a CUDA graph can replay it)."
-        token = self.model.ops.sample(self.decode_logits(span), self.temperature, self.top_k, self.top_p, self.seeds, self.pos,
-                                      filtered, self._columns)
-        self.sampled.copy_(token)
-        self.prev.copy_(self.tokens)
-        self.tokens.copy_(token)
-        self.pos.add_(self.active).clamp_(max=self.max_len - 1)
+@patch
+def release(self: DecodeBatch, slot: int) -> None:
+    "Free `slot` now (a cancelled request); a free slot stays free."
+    if self.rows[slot] is None: return
+    self.rows[slot] = None
+    self.active[slot], self.pos[slot] = 0, 0  # a free row stays at position 0: its writes land in bounds
 
-    def _capture(self, filtered: bool, span: int) -> "torch.cuda.CUDAGraph":
-        "Capture `_step` as a CUDA graph. Warm-up and capture run the step, so the tokens and positions are put back after."
-        saved = self.tokens.clone(), self.pos.clone(), self.prev.clone()  # the cache writes they make are the real step's
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # the first runs choose kernels, allocate workspaces (and compile), outside the graph
-            for _ in range(2): self._step(filtered, span)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        self._pool = self._pool or torch.cuda.graph_pool_handle()  # all variants share one memory pool
-        with torch.cuda.graph(graph, pool=self._pool): self._step(filtered, span)
-        self.tokens.copy_(saved[0]); self.pos.copy_(saved[1]); self.prev.copy_(saved[2])
-        self._graphs[filtered, span] = graph
-        return graph
+# %% ../nbs/19_engine.ipynb #ea2666b2
+@patch
+def span(self: DecodeBatch) -> int:
+    """How much of the cache this step attends over: every busy row's length, rounded up to a bucket (max_len/8,
+    at least 64). Each span is its own static shape (and graph); short rows don't pay to read the whole cache."""
+    bucket = max(64, -(-self.max_len // 8 // 64) * 64)
+    longest = max((r.pos + 1 for r in self.rows if r is not None), default=1)
+    return min(self.max_len, -(-longest // bucket) * bucket)
 
-    @torch.no_grad()
-    def step(self) -> dict[int, Emitted]:
-        "Advance every busy row by one token; returns {slot: Emitted}. Finished rows are freed."
-        busy = self.busy
-        if not busy: return {}
-        filtered = any(self.rows[s].params.filtered for s in busy)  # sorting the vocabulary only when a row needs it
-        span = self.span()
-        with torch.autocast(self.model.device.type, enabled=False):  # the weights are already in the compute dtype
-            if self.cuda_graph: (self._graphs.get((filtered, span)) or self._capture(filtered, span)).replay()
-            else: self._step(filtered, span)
-        sampled = self.sampled.tolist()  # the step's one device-to-host copy
-        out, overrides, freed = {}, [], []
-        stops, tools, max_len = self.stop_tokens, self.tools, self.max_len
-        for s in busy:  # per row: plain Python, kept lean (at batch 64 this loop is a visible part of a step)
-            row = self.rows[s]
-            forced = bool(row.forced)
-            token = row.forced.popleft() if forced else sampled[s]
-            if forced: overrides.append((s, token))
-            row.pos += 1; row.prev = row.last; row.last = token; row.emitted += 1
-            done = (not forced and token in stops) or row.emitted >= row.params.max_tokens or row.pos >= max_len
-            if tools is not None and not forced and not done and (row.call is not None or token == tools.start):
-                row.forced.extend(self._tool_step(row, token))
-            out[s] = Emitted(token, forced, done)
-            if done: freed.append(s); self.rows[s] = None
-        if overrides:  # the next step feeds the forced token, not the one the model sampled
-            slots, tokens = zip(*overrides)
-            self.tokens[_index(list(slots), self.tokens.device)] = _index(list(tokens), self.tokens.device)
-        if freed:
-            index = _index(freed, self.pos.device)
-            self.active[index], self.pos[index] = 0, 0
-        return out
 
-    def _tool_step(self, row: _Row, token: int) -> list[int]:
-        "Follow a python call in a row's sampled tokens; when it closes, run it and return the tokens to force."
-        t = self.tools
-        if token == t.start: row.call = []
-        elif row.call is not None and token == t.end:
-            call, row.call = row.call, None
-            return t(call)
-        elif row.call is not None:
-            row.call.append(token)
-            if len(row.call) > t.max_call_tokens: row.call = None  # a runaway call: stop following it
-        return []
+@patch
+def decode_logits(self: DecodeBatch, span: int) -> torch.Tensor:
+    ("The decode forward for every slot: feed `tokens` at `pos`, store their keys and values, "
+     "return logits (slots, vocab).")
+    m, pos, S = self.model, self.pos, self.slots
+    H, Hkv, D = m.n_head, m.n_kv_head, m.head_dim
+    keys = self._key_ids[None, :span]
+    # per window: an additive mask (S, 1, 1, span), 0 where a row may attend, -inf elsewhere; built once per step
+    masks = {}
+    for w in set(self.windows):
+        allowed = (keys <= pos[:, None]) & (keys > pos[:, None] - w)
+        masks[w] = torch.zeros(allowed.shape, dtype=m.dtype, device=pos.device).masked_fill_(
+            ~allowed, float("-inf"))[:, None, None]
+
+    def attend(i, q, k, v):
+        self.k[i].index_put_((self._row_ids, pos), k[:, 0])
+        self.v[i].index_put_((self._row_ids, pos), v[:, 0])
+        q = q.reshape(S, Hkv, H // Hkv, D)  # grouped query heads as queries of their key/value head
+        keys, values = self.k[i, :, :span].transpose(1, 2), self.v[i, :, :span].transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=masks[self.windows[i]])
+        return y.reshape(S, 1, H, D)
+    return m.forward(self.tokens[:, None], m.rotary(pos[:, None]), attend, prev=(self.prev, pos > 0))[:, 0]
+
+# %% ../nbs/19_engine.ipynb #de5b74fe
+@patch
+def _step(self: DecodeBatch, filtered: bool, span: int) -> None:
+    "One step for all slots, touching only the batch's own tensors (so that a CUDA graph can replay it)."
+    token = self.model.ops.sample(self.decode_logits(span), self.temperature, self.top_k, self.top_p, self.seeds,
+                                  self.pos, filtered, self._columns)
+    self.sampled.copy_(token)
+    self.prev.copy_(self.tokens)
+    self.tokens.copy_(token)
+    self.pos.add_(self.active).clamp_(max=self.max_len - 1)
+
+
+@patch
+def _capture(self: DecodeBatch, filtered: bool, span: int) -> "torch.cuda.CUDAGraph":
+    "Capture `_step` as a CUDA graph. Warm-up and capture run the step, so the tokens and positions are put back after."
+    saved = self.tokens.clone(), self.pos.clone(), self.prev.clone()  # the cache writes they make are the real step's
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the first runs choose kernels, allocate workspaces (and compile), outside the graph
+        for _ in range(2): self._step(filtered, span)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    self._pool = self._pool or torch.cuda.graph_pool_handle()  # all variants share one memory pool
+    with torch.cuda.graph(graph, pool=self._pool): self._step(filtered, span)
+    self.tokens.copy_(saved[0])
+    self.pos.copy_(saved[1])
+    self.prev.copy_(saved[2])
+    self._graphs[filtered, span] = graph
+    return graph
+
+# %% ../nbs/19_engine.ipynb #6caf4f61
+@patch
+@torch.no_grad()
+def step(self: DecodeBatch) -> dict[int, Emitted]:
+    "Advance every busy row by one token; returns {slot: Emitted}. Finished rows are freed."
+    busy = self.busy
+    if not busy: return {}
+    filtered = any(self.rows[s].params.filtered for s in busy)  # sorting the vocabulary only when a row needs it
+    span = self.span()
+    with torch.autocast(self.model.device.type, enabled=False):  # the weights are already in the compute dtype
+        if self.cuda_graph: (self._graphs.get((filtered, span)) or self._capture(filtered, span)).replay()
+        else: self._step(filtered, span)
+    sampled = self.sampled.tolist()  # the step's one device-to-host copy
+    out, overrides, freed = {}, [], []
+    stops, tools, max_len = self.stop_tokens, self.tools, self.max_len
+    for s in busy:  # per row: plain Python, kept lean (at batch 64 this loop is a visible part of a step)
+        row = self.rows[s]
+        forced = bool(row.forced)
+        token = row.forced.popleft() if forced else sampled[s]
+        if forced: overrides.append((s, token))
+        row.pos += 1
+        row.prev = row.last
+        row.last = token
+        row.emitted += 1
+        done = (not forced and token in stops) or row.emitted >= row.params.max_tokens or row.pos >= max_len
+        if tools is not None and not forced and not done and (row.call is not None or token == tools.start):
+            row.forced.extend(self._tool_step(row, token))
+        out[s] = Emitted(token, forced, done)
+        if done:
+            freed.append(s)
+            self.rows[s] = None
+    if overrides:  # the next step feeds the forced token, not the one the model sampled
+        slots, tokens = zip(*overrides)
+        self.tokens[_index(list(slots), self.tokens.device)] = _index(list(tokens), self.tokens.device)
+    if freed:
+        index = _index(freed, self.pos.device)
+        self.active[index], self.pos[index] = 0, 0
+    return out
+
+
+@patch
+def _tool_step(self: DecodeBatch, row: _Row, token: int) -> list[int]:
+    "Follow a python call in a row's sampled tokens; when it closes, run it and return the tokens to force."
+    t = self.tools
+    if token == t.start: row.call = []
+    elif row.call is not None and token == t.end:
+        call, row.call = row.call, None
+        return t(call)
+    elif row.call is not None:
+        row.call.append(token)
+        if len(row.call) > t.max_call_tokens: row.call = None  # a runaway call: stop following it
+    return []
 
 # %% ../nbs/19_engine.ipynb #0d24acf3
 def _row_seed(seed: int, row: int) -> int: return hash((seed, row)) & _MASK32  # ints hash the same in every process
 
-
+# %% ../nbs/19_engine.ipynb #b686d73f
 class Engine:
     """Generation for chat: stop tokens and the python tool handled per row, many rows per step. `generate` streams
     token columns; `generate_batch` returns whole sequences and masks. `tool`: 'calculator', 'upstream_calculator' (as
@@ -613,12 +688,14 @@ class Engine:
         elif tool == "upstream_calculator": run = upstream_calculator
         elif tool == "sandbox": run = sandbox_tool(sandbox_timeout)
         elif tool is None or callable(tool): run = tool
-        else: raise ValueError(f"tool must be 'calculator', 'upstream_calculator', 'sandbox', None or a function, got {tool!r}")
+        else: raise ValueError("tool must be 'calculator', 'upstream_calculator', 'sandbox', None or a function, "
+                               f"got {tool!r}")
         self.tools = ToolUse(tokenizer, run) if run is not None else None
         self._batch: DecodeBatch | None = None
 
     def decode_batch(self, rows: int, max_len: int) -> DecodeBatch:
-        "An empty DecodeBatch with at least `rows` slots and `max_len` positions: the last one if it fits, else a new one."
+        ("An empty DecodeBatch with at least `rows` slots and `max_len` positions: the last one if it fits, "
+         "else a new one.")
         on_gpu = self.decoder.device.type == "cuda"
         slots = 1 << (rows - 1).bit_length() if on_gpu else rows
         max_len = min(-(-max_len // 64) * 64 if on_gpu else max_len, self.decoder.max_len)
@@ -628,56 +705,65 @@ class Engine:
         self._batch = DecodeBatch(self.decoder, slots, max_len, self.stop_tokens, self.tools, self.cuda_graph)
         return self._batch
 
-    @torch.no_grad()
-    def _rows(self, tokens, num_samples, max_tokens, temperature, top_k, top_p, seed) -> Iterator[tuple[list[int], list]]:
-        "Yields (slots, {slot: Emitted}) per step for every row of the request."
-        prompts = [list(tokens)] if tokens and isinstance(tokens[0], int) else [list(p) for p in tokens]
-        if not prompts or num_samples < 1: raise ValueError("generate needs at least one prompt and num_samples >= 1")
-        longest = max(map(len, prompts))
-        max_tokens = max_tokens or max(1, self.decoder.max_len - longest)
-        batch = self.decode_batch(len(prompts) * num_samples, longest + max_tokens)
-        params = lambda row: SamplingParams(temperature, top_k, top_p, _row_seed(seed, row), max_tokens)
-        slots = []
-        try:
-            firsts = batch.add_many(prompts, [params(i * num_samples) for i in range(len(prompts))])
-            for i, first in enumerate(firsts):
-                slots += [first] + [batch.clone(first, params(i * num_samples + j)) for j in range(1, num_samples)]
-            while batch.busy: yield slots, batch.step()
-        finally:
-            for s in slots: batch.release(s)  # an abandoned generator leaves the batch empty and reusable
+# %% ../nbs/19_engine.ipynb #322a7678
+@patch
+@torch.no_grad()
+def _rows(self: Engine, tokens, num_samples, max_tokens, temperature, top_k, top_p,
+          seed) -> Iterator[tuple[list[int], list]]:
+    "Yields (slots, {slot: Emitted}) per step for every row of the request."
+    prompts = [list(tokens)] if tokens and isinstance(tokens[0], int) else [list(p) for p in tokens]
+    if not prompts or num_samples < 1: raise ValueError("generate needs at least one prompt and num_samples >= 1")
+    longest = max(map(len, prompts))
+    max_tokens = max_tokens or max(1, self.decoder.max_len - longest)
+    batch = self.decode_batch(len(prompts) * num_samples, longest + max_tokens)
+    params = lambda row: SamplingParams(temperature, top_k, top_p, _row_seed(seed, row), max_tokens)
+    slots = []
+    try:
+        firsts = batch.add_many(prompts, [params(i * num_samples) for i in range(len(prompts))])
+        for i, first in enumerate(firsts):
+            slots += [first] + [batch.clone(first, params(i * num_samples + j)) for j in range(1, num_samples)]
+        while batch.busy: yield slots, batch.step()
+    finally:
+        for s in slots: batch.release(s)  # an abandoned generator leaves the batch empty and reusable
 
-    def generate(self, tokens: list[int] | list[list[int]], num_samples: int = 1, max_tokens: int | None = None,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 seed: int = 0) -> Iterator[tuple[list[int], list[int]]]:
-        """Stream (token_column, mask_column) per step: one entry per row (prompt-major), mask 1 = sampled, 0 = forced.
-        A finished row repeats its last token with mask 0. `max_tokens` None: until the cache (the rotary tables) is full."""
-        rows, last = None, []
-        for slots, out in self._rows(tokens, num_samples, max_tokens, temperature, top_k, top_p, seed):
-            if rows is None: rows, last = {s: r for r, s in enumerate(slots)}, [None] * len(slots)
-            column, mask = list(last), [0] * len(slots)
-            for s, e in out.items():
-                if s in rows: column[rows[s]], mask[rows[s]] = e.token, int(not e.forced)
-            for s, e in out.items():
-                if s in rows:
-                    last[rows[s]] = e.token
-                    if e.done: del rows[s]  # its slot may be reused; its row is finished
-            yield column, mask
 
-    def generate_batch(self, tokens: list[int] | list[list[int]], num_samples: int = 1, max_tokens: int | None = None,
-                       temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                       seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
-        """(sequences, masks): per row, prompt + completion without the stop token, and a mask of the same length,
-        1 where the model sampled the token, 0 on the prompt and on tool outputs."""
-        prompts = [list(tokens)] if tokens and isinstance(tokens[0], int) else [list(p) for p in tokens]
-        sequences = [list(p) for p in prompts for _ in range(num_samples)]
-        masks = [[0] * len(s) for s in sequences]
-        index = None
-        for slots, out in self._rows(tokens, num_samples, max_tokens, temperature, top_k, top_p, seed):
-            if index is None: index = {s: r for r, s in enumerate(slots)}
-            for s, e in out.items():
-                if s not in index: continue
-                r = index[s]
-                if e.done: del index[s]
-                if e.done and not e.forced and e.token in self.stop_tokens: continue
-                sequences[r].append(e.token); masks[r].append(int(not e.forced))
-        return sequences, masks
+@patch
+def generate(self: Engine, tokens: list[int] | list[list[int]], num_samples: int = 1, max_tokens: int | None = None,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             seed: int = 0) -> Iterator[tuple[list[int], list[int]]]:
+    """Stream (token_column, mask_column) per step: one entry per row (prompt-major), mask 1 = sampled, 0 = forced.
+    A finished row repeats its last token with mask 0. `max_tokens` None: until the cache (the rotary tables) is
+    full."""
+    rows, last = None, []
+    for slots, out in self._rows(tokens, num_samples, max_tokens, temperature, top_k, top_p, seed):
+        if rows is None: rows, last = {s: r for r, s in enumerate(slots)}, [None] * len(slots)
+        column, mask = list(last), [0] * len(slots)
+        for s, e in out.items():
+            if s in rows: column[rows[s]], mask[rows[s]] = e.token, int(not e.forced)
+        for s, e in out.items():
+            if s in rows:
+                last[rows[s]] = e.token
+                if e.done: del rows[s]  # its slot may be reused; its row is finished
+        yield column, mask
+
+# %% ../nbs/19_engine.ipynb #219ed06a
+@patch
+def generate_batch(self: Engine, tokens: list[int] | list[list[int]], num_samples: int = 1,
+                   max_tokens: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+                   top_p: float | None = None, seed: int = 0) -> tuple[list[list[int]], list[list[int]]]:
+    """(sequences, masks): per row, prompt + completion without the stop token, and a mask of the same length,
+    1 where the model sampled the token, 0 on the prompt and on tool outputs."""
+    prompts = [list(tokens)] if tokens and isinstance(tokens[0], int) else [list(p) for p in tokens]
+    sequences = [list(p) for p in prompts for _ in range(num_samples)]
+    masks = [[0] * len(s) for s in sequences]
+    index = None
+    for slots, out in self._rows(tokens, num_samples, max_tokens, temperature, top_k, top_p, seed):
+        if index is None: index = {s: r for r, s in enumerate(slots)}
+        for s, e in out.items():
+            if s not in index: continue
+            r = index[s]
+            if e.done: del index[s]
+            if e.done and not e.forced and e.token in self.stop_tokens: continue
+            sequences[r].append(e.token)
+            masks[r].append(int(not e.forced))
+    return sequences, masks

@@ -12,7 +12,8 @@ import torch.distributed as dist
 
 # %% ../nbs/11_loss_eval.ipynb #179c4fed
 @torch.no_grad()
-def loss_totals(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], token_bytes: torch.Tensor) -> tuple[float, int]:
+def loss_totals(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                token_bytes: torch.Tensor) -> tuple[float, int]:
     """Summed nats and summed UTF-8 bytes over the target tokens of `batches` that have bytes (special tokens and
     -1 targets count for nothing), added up over every rank when torch.distributed is running."""
     nats = bytes_ = None
@@ -24,7 +25,8 @@ def loss_totals(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tok
         batch_nats, batch_bytes = (loss * counted).sum(), n_bytes.sum()
         nats = batch_nats if nats is None else nats + batch_nats
         bytes_ = batch_bytes if bytes_ is None else bytes_ + batch_bytes
-    if nats is None: raise ValueError("no batches to evaluate: the validation split is empty or too small for one batch")
+    if nats is None:
+        raise ValueError("no batches to evaluate: the validation split is empty or too small for one batch")
     totals = torch.stack([nats, bytes_.double()])
     if dist.is_available() and dist.is_initialized(): dist.all_reduce(totals)  # one sync for both numbers
     return totals[0].item(), int(totals[1].item())
@@ -33,13 +35,15 @@ def loss_totals(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tok
 def evaluate_bpb(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], token_bytes: torch.Tensor) -> float:
     "Bits per byte of `model` on `batches`: summed nats over the targets' UTF-8 bytes, in bits."
     nats, n_bytes = loss_totals(model, batches, token_bytes)
-    if n_bytes == 0: raise ValueError("the batches' targets have no bytes (only special tokens?): bits per byte is undefined")
+    if n_bytes == 0:
+        raise ValueError("the batches' targets have no bytes (only special tokens?): bits per byte is undefined")
     return nats / (math.log(2) * n_bytes)
 
 # %% ../nbs/11_loss_eval.ipynb #2f9609bf
 def unigram_bpb(token_ids: Iterable[int] | torch.Tensor, token_bytes: torch.Tensor) -> float:
     "Bits per byte of the unigram model fitted to `token_ids` (special tokens, those of 0 bytes, are left out)."
-    ids = torch.as_tensor(token_ids if isinstance(token_ids, torch.Tensor) else list(token_ids), dtype=torch.long).flatten()
+    ids = torch.as_tensor(token_ids if isinstance(token_ids, torch.Tensor) else list(token_ids),
+                          dtype=torch.long).flatten()
     ids = ids[(ids >= 0)]
     ids = ids[token_bytes[ids] > 0]
     if ids.numel() == 0: raise ValueError("no tokens with bytes to measure")

@@ -19,7 +19,8 @@ from .gpt import GPT
 
 # %% ../nbs/09_optim.ipynb #4e7838b6
 def scalar(x: float, dtype: torch.dtype = torch.float32) -> Tensor:
-    "`x` as a 0-D tensor of `dtype`: the update's scalar arithmetic (1 - β, lr·wd, bias corrections) rounds in that dtype."
+    """`x` as a 0-D tensor of `dtype`: the update's scalar arithmetic (1 - β, lr·wd, bias corrections) rounds in that
+    dtype."""
     return torch.tensor(x, dtype=dtype)
 
 
@@ -39,16 +40,19 @@ def adamw_step_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: fl
 
 
 def adamw_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None:
-    "One AdamW step of `p` with `grad` and the hyperparameters of `group`; `state` holds its moments (created on first use)."
+    """One AdamW step of `p` with `grad` and the hyperparameters of `group`; `state` holds its moments (created on
+    first use)."""
     if not state: state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
     state["step"] += 1
-    adamw_step_(p, grad, state["m"], state["v"], state["step"], group["lr"], group["betas"], group["eps"], group["weight_decay"])
+    adamw_step_(p, grad, state["m"], state["v"], state["step"], group["lr"], group["betas"], group["eps"],
+                group["weight_decay"])
 
 
 class AdamW(torch.optim.Optimizer):
     "AdamW written out: decoupled weight decay, bias-corrected first and second moments."
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -76,7 +80,8 @@ def orthogonalize(G: Tensor, steps: int = 5, method: str = "polar_express", dtyp
     `steps` quintic iterations in `dtype` (default: G's), with Polar Express's per-step coefficients or Newton–Schulz's
     fixed ones. Returns a tensor of G's dtype."""
     if method == "polar_express":
-        if not 1 <= steps <= len(POLAR_EXPRESS_COEFFS): raise ValueError(f"polar_express has coefficients for 1..5 steps, not {steps}")
+        if not 1 <= steps <= len(POLAR_EXPRESS_COEFFS):
+            raise ValueError(f"polar_express has coefficients for 1..5 steps, not {steps}")
         coeffs, safety = POLAR_EXPRESS_COEFFS[:steps], 1.01  # a little headroom: rounding must not push a value past 1
     elif method == "newton_schulz": coeffs, safety = [NS_COEFFS] * steps, 1.0
     else: raise ValueError(f"unknown orthogonalisation {method!r}; expected one of {ORTHOGONALIZERS}")
@@ -99,13 +104,15 @@ def equilibrate_rows(X: Tensor) -> Tensor:
 
 
 def renormalize(X: Tensor) -> Tensor:
-    "Muon+: X (..., m, n) rescaled to Frobenius norm sqrt(min(m, n)), the norm of an exactly orthogonal matrix of its shape."
+    """Muon+: X (..., m, n) rescaled to Frobenius norm sqrt(min(m, n)), the norm of an exactly orthogonal matrix of its
+    shape."""
     target = min(X.size(-2), X.size(-1)) ** 0.5
     return X * (target / X.float().norm(dim=(-2, -1), keepdim=True).clamp_min(1e-6)).to(X.dtype)
 
 
 def neuron_dim(rows: int, cols: int) -> int:
-    "The dimension NorMuon averages over: across each row (-1) of a square or tall matrix, down each column (-2) of a wide one."
+    """The dimension NorMuon averages over: across each row (-1) of a square or tall matrix, down each column (-2) of a
+    wide one."""
     return -1 if rows >= cols else -2
 
 
@@ -148,22 +155,26 @@ def group_by_shape(params: list[Tensor]) -> list[list[Tensor]]:
     for p in params: buckets[tuple(p.shape)].append(p)
     return list(buckets.values())
 
-
+# %% ../nbs/09_optim.ipynb #b2816c41
 class Muon(torch.optim.Optimizer):
     """Muon for 2-D parameters: Nesterov momentum, MuonEq, orthogonalisation (Polar Express or Newton–Schulz), Muon+,
     NorMuon and cautious weight decay; each switch turns one of them off for ablations. Same-shaped matrices are
     updated as one stack; their state is stacked too (kept with the first of them)."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0, beta2: float = 0.9,
-                 ns_steps: int = 5, method: str = "polar_express", nesterov: bool = True, row_equilibration: bool = True,
-                 renorm: bool = True, variance_reduction: bool = True, ortho_dtype: torch.dtype | None = None):
-        if method not in ORTHOGONALIZERS: raise ValueError(f"unknown orthogonalisation {method!r}; expected one of {ORTHOGONALIZERS}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, beta2=beta2, ns_steps=ns_steps,
-                                      method=method, nesterov=nesterov, row_equilibration=row_equilibration, renorm=renorm,
+                 ns_steps: int = 5, method: str = "polar_express", nesterov: bool = True,
+                 row_equilibration: bool = True, renorm: bool = True, variance_reduction: bool = True,
+                 ortho_dtype: torch.dtype | None = None):
+        if method not in ORTHOGONALIZERS:
+            raise ValueError(f"unknown orthogonalisation {method!r}; expected one of {ORTHOGONALIZERS}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, beta2=beta2,
+                                      ns_steps=ns_steps, method=method, nesterov=nesterov,
+                                      row_equilibration=row_equilibration, renorm=renorm,
                                       variance_reduction=variance_reduction, ortho_dtype=ortho_dtype))
         for group in self.param_groups:
             for p in group["params"]:
-                if p.ndim != 2: raise ValueError(f"Muon updates matrices only; got a parameter of shape {tuple(p.shape)}")
+                if p.ndim != 2:
+                    raise ValueError(f"Muon updates matrices only; got a parameter of shape {tuple(p.shape)}")
 
     @torch.no_grad()
     def update_(self, params: list[Tensor], grads: Tensor, group: dict) -> Tensor:
@@ -174,15 +185,16 @@ class Muon(torch.optim.Optimizer):
         if "momentum" not in state:
             state["momentum"] = grads.new_zeros(grads.shape)
             if group["variance_reduction"]:
-                state["second_moment"] = grads.new_zeros((len(params), rows, 1) if neuron_dim(rows, cols) == -1 else (len(params), 1, cols))
+                shape = (len(params), rows, 1) if neuron_dim(rows, cols) == -1 else (len(params), 1, cols)
+                state["second_moment"] = grads.new_zeros(shape)
         ortho_dtype = group["ortho_dtype"]
-        if ortho_dtype is None:  # bf16 where the model computes in bf16 (its matmuls are fast and safe there), else as is
+        if ortho_dtype is None:  # bf16 where the model computes in bf16 (its matmuls are fast and safe there)
             ortho_dtype = torch.bfloat16 if compute_dtype(params[0].device.type) == torch.bfloat16 else params[0].dtype
         stacked = torch.stack(params)
-        muon_step_(stacked, grads, state["momentum"], state.get("second_moment"), group["lr"] * max(1.0, rows / cols) ** 0.5,
-                   group["momentum"], group["weight_decay"], group["beta2"], nesterov=group["nesterov"], ns_steps=group["ns_steps"],
-                   method=group["method"], ortho_dtype=ortho_dtype, row_equilibration=group["row_equilibration"],
-                   renorm=group["renorm"])
+        muon_step_(stacked, grads, state["momentum"], state.get("second_moment"),
+                   group["lr"] * max(1.0, rows / cols) ** 0.5, group["momentum"], group["weight_decay"],
+                   group["beta2"], nesterov=group["nesterov"], ns_steps=group["ns_steps"], method=group["method"],
+                   ortho_dtype=ortho_dtype, row_equilibration=group["row_equilibration"], renorm=group["renorm"])
         return stacked
 
     @torch.no_grad()
@@ -202,9 +214,10 @@ def world_size() -> int:
 _reduce_scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 _all_gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
-
+# %% ../nbs/09_optim.ipynb #194fd152
 class DistAdamW(AdamW):
-    "AdamW with gradients reduce-scattered, each rank updating (and keeping moments for) its slice of rows, then all-gathered."
+    """AdamW with gradients reduce-scattered, each rank updating (and keeping moments for) its slice of rows, then
+    all-gathered."""
 
     @torch.no_grad()
     def step(self):
@@ -232,10 +245,10 @@ class DistAdamW(AdamW):
                 gathers.append(_all_gather(p, mine, async_op=True))
         for work in gathers: work.wait()
 
-
+# %% ../nbs/09_optim.ipynb #ab1b02df
 class DistMuon(Muon):
-    """Muon with whole matrices assigned to ranks: of each stack of K same-shaped matrices, rank r owns the r-th block of
-    ceil(K / world). One reduce-scatter hands every rank the averaged gradients of its block, it updates them (one
+    """Muon with whole matrices assigned to ranks: of each stack of K same-shaped matrices, rank r owns the r-th block
+    of ceil(K / world). One reduce-scatter hands every rank the averaged gradients of its block, it updates them (one
     batched step), and one all-gather returns every matrix to every rank."""
 
     @torch.no_grad()
@@ -255,7 +268,8 @@ class DistMuon(Muon):
         for group, params, per_rank, stack, mine, work in pending:
             work.wait()
             owned = params[rank * per_rank:(rank + 1) * per_rank]  # empty on the last ranks when K < world
-            if owned: mine[:len(owned)] = self.update_(owned, mine[:len(owned)].div_(world), group)  # summed -> averaged
+            if owned:  # summed -> averaged
+                mine[:len(owned)] = self.update_(owned, mine[:len(owned)].div_(world), group)
             mine[len(owned):].zero_()
             gathers.append((params, stack, _all_gather(stack, mine, async_op=True)))  # the gradient stack, reused
         for params, stack, work in gathers:
@@ -277,18 +291,20 @@ class CombinedOptimizer:
     def load_state_dict(self, states: list[dict]) -> None:
         for opt, state in zip(self.optimizers, states, strict=True): opt.load_state_dict(state)
 
-
+# %% ../nbs/09_optim.ipynb #b8149a02
 SMEAR_PARAMETERS = ("smear_gate", "smear_lambda", "backout_lambda")  # the GPT's small gates, where it has them
 
 
 def _params_of(model: nn.Module, name: str) -> list[Tensor]:
-    "The parameters of attribute `name` of `model` (a module's, or the parameter itself); none if it has no such attribute."
+    """The parameters of attribute `name` of `model` (a module's, or the parameter itself); none if it has no such
+    attribute."""
     obj = getattr(model, name, None)
     if isinstance(obj, nn.Module): return list(obj.parameters())
     return [obj] if isinstance(obj, nn.Parameter) else []
 
 
-def adamw_groups(model: GPT, embedding_lr: float, unembedding_lr: float, scalar_lr: float, settings: str = "tuned") -> list[dict]:
+def adamw_groups(model: GPT, embedding_lr: float, unembedding_lr: float, scalar_lr: float,
+                 settings: str = "tuned") -> list[dict]:
     """The AdamW parameter groups of `model`, named. `tuned`: each group's own betas and weight decay (upstream's);
     `uniform`: betas (0.8, 0.95), no decay, value embeddings at the embedding rate, both scalar vectors at scalar_lr
     (this book's earlier recipe, for ablations). The AdamW rates scale as 1/sqrt(width/768)."""
@@ -296,11 +312,16 @@ def adamw_groups(model: GPT, embedding_lr: float, unembedding_lr: float, scalar_
     value_embeds = list(model.value_embeds.parameters())
     smear = [p for name in SMEAR_PARAMETERS for p in _params_of(model, name)]
     if settings == "tuned":
-        groups = [dict(name="lm_head", params=[model.lm_head.weight], lr=unembedding_lr * scale, betas=(0.8, 0.96), weight_decay=0.01),
-                  dict(name="wte", params=[model.wte.weight], lr=embedding_lr * scale, betas=(0.8, 0.995), weight_decay=0.001),
-                  dict(name="value_embeds", params=value_embeds, lr=embedding_lr * scale * 0.5, betas=(0.8, 0.995), weight_decay=0.01),
-                  dict(name="resid_lambdas", params=[model.resid_lambdas], lr=scalar_lr * 0.01, betas=(0.8, 0.95), weight_decay=0.05),
-                  dict(name="x0_lambdas", params=[model.x0_lambdas], lr=scalar_lr, betas=(0.96, 0.95), weight_decay=0.0),
+        groups = [dict(name="lm_head", params=[model.lm_head.weight], lr=unembedding_lr * scale, betas=(0.8, 0.96),
+                       weight_decay=0.01),
+                  dict(name="wte", params=[model.wte.weight], lr=embedding_lr * scale, betas=(0.8, 0.995),
+                       weight_decay=0.001),
+                  dict(name="value_embeds", params=value_embeds, lr=embedding_lr * scale * 0.5, betas=(0.8, 0.995),
+                       weight_decay=0.01),
+                  dict(name="resid_lambdas", params=[model.resid_lambdas], lr=scalar_lr * 0.01, betas=(0.8, 0.95),
+                       weight_decay=0.05),
+                  dict(name="x0_lambdas", params=[model.x0_lambdas], lr=scalar_lr, betas=(0.96, 0.95),
+                       weight_decay=0.0),
                   dict(name="smear", params=smear, lr=0.2, betas=(0.8, 0.95), weight_decay=0.0)]
     elif settings == "uniform":
         groups = [dict(name="lm_head", params=[model.lm_head.weight], lr=unembedding_lr * scale),
@@ -314,20 +335,21 @@ def adamw_groups(model: GPT, embedding_lr: float, unembedding_lr: float, scalar_
     for g in groups: g.update(kind="adamw", eps=1e-10)
     return [g for g in groups if g["params"]]  # a GPT without value embeddings or gates has no such group
 
-
+# %% ../nbs/09_optim.ipynb #1b4fa9fe
 def muon_groups(model: GPT, matrix_lr: float, weight_decay: float) -> list[dict]:
     "One Muon group per matrix shape in the blocks, sorted by shape (each is updated as one stack)."
     matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
-    return [dict(name=f"matrices {r}x{c}", kind="muon", params=[p for p in matrices if tuple(p.shape) == (r, c)], lr=matrix_lr,
-                 weight_decay=weight_decay) for r, c in sorted({tuple(p.shape) for p in matrices})]
+    return [dict(name=f"matrices {r}x{c}", kind="muon", params=[p for p in matrices if tuple(p.shape) == (r, c)],
+                 lr=matrix_lr, weight_decay=weight_decay) for r, c in sorted({tuple(p.shape) for p in matrices})]
 
-
+# %% ../nbs/09_optim.ipynb #fdf7a715
 def setup_optimizer(model: GPT, embedding_lr: float = 0.3, unembedding_lr: float = 0.008, scalar_lr: float = 0.5,
                     matrix_lr: float = 0.02, weight_decay: float = 0.0, adamw_settings: str = "tuned",
                     distributed: bool | None = None, **muon_options) -> CombinedOptimizer:
     """AdamW for the embeddings, head and scalars (see `adamw_groups`); Muon for the block matrices (`muon_options`:
     Muon's switches). Every parameter must land in exactly one group. The defaults are the rates pretraining uses at
-    the reference batch; `distributed` (default: whether torch.distributed runs several ranks) picks the sharded variants."""
+    the reference batch; `distributed` (default: whether torch.distributed runs several ranks) picks the sharded
+    variants."""
     if distributed is None: distributed = world_size() > 1
     adamw_class, muon_class = (DistAdamW, DistMuon) if distributed else (AdamW, Muon)
     adamw = adamw_groups(model, embedding_lr, unembedding_lr, scalar_lr, adamw_settings)
@@ -337,13 +359,15 @@ def setup_optimizer(model: GPT, embedding_lr: float = 0.3, unembedding_lr: float
     missing = [n for i, n in names.items() if i not in placed]
     repeated = sorted(names.get(i, "?") for i, k in placed.items() if k > 1)
     if missing or repeated:
-        raise ValueError(f"every parameter must be in exactly one optimizer group; in none: {missing}, in several: {repeated}")
+        raise ValueError(f"every parameter must be in exactly one optimizer group; in none: {missing}, "
+                         f"in several: {repeated}")
     optimizers = adamw_class(adamw), muon_class(muon, **muon_options)
     for opt in optimizers:
         for group in opt.param_groups: group["initial_lr"] = group["lr"]  # schedules scale from here
     return CombinedOptimizer(*optimizers)
 
 
-# this book's optimizer before it followed upstream's recipe (for ablations): setup_optimizer(model, **EARLIER_OPTIMIZER)
+# this book's optimizer before it followed upstream's recipe (for ablations):
+# setup_optimizer(model, **EARLIER_OPTIMIZER)
 EARLIER_OPTIMIZER = dict(adamw_settings="uniform", row_equilibration=False, renorm=False, variance_reduction=False,
                          ortho_dtype=torch.bfloat16)

@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastcore.basics import patch
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -62,28 +63,33 @@ class ChatMessage(BaseModel):
     content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)] | Annotated[list[TextPart], Field(max_length=64)]
 
     @property
-    def text(self) -> str: return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
-
+# %% ../nbs/21_server.ipynb #a2ff88c1
 class SamplingFields(BaseModel):
     "What both chat endpoints accept: the conversation and how to sample the reply (None: the server's default)."
-    model_config = ConfigDict(allow_inf_nan=False)  # json.loads accepts NaN and Infinity; a temperature may not be either
+    # json.loads accepts NaN and Infinity; a temperature may not be either
+    model_config = ConfigDict(allow_inf_nan=False)
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     temperature: float | None = Field(None, ge=0, le=MAX_TEMPERATURE, description="0 is greedy")
     top_k: int | None = Field(None, ge=0, le=MAX_TOP_K, description="0 turns it off")
-    top_p: float | None = Field(None, ge=0, le=1, description=f"below {MIN_TOP_P} (0 included): only the most likely token")
+    top_p: float | None = Field(None, ge=0, le=1,
+                                description=f"below {MIN_TOP_P} (0 included): only the most likely token")
     max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="tokens to write at most")
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
     @model_validator(mode="after")
     def _total_size(self):
         total = sum(len(m.text) for m in self.messages)
-        if total > MAX_TOTAL_CHARS: raise ValueError(f"the conversation has {total:,} characters; at most {MAX_TOTAL_CHARS:,} are allowed")
+        if total > MAX_TOTAL_CHARS:
+            raise ValueError(f"the conversation has {total:,} characters; at most {MAX_TOTAL_CHARS:,} are allowed")
         return self
 
-
+# %% ../nbs/21_server.ipynb #1b4af07c
 class ChatRequest(SamplingFields):
-    "nanochat's own request (what the chat page sends); the reply always streams. Unknown fields are refused: a typo fails loudly."
+    """nanochat's own request (what the chat page sends); the reply always streams. Unknown fields are refused: a typo
+    fails loudly."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
@@ -92,12 +98,14 @@ class StreamOptions(BaseModel):
 
 
 class OpenAIChatRequest(SamplingFields):
-    "OpenAI's chat completion request. Fields this server does not implement (penalties, logprobs, tools...) are ignored."
+    """OpenAI's chat completion request. Fields this server does not implement (penalties, logprobs, tools...) are
+    ignored."""
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     model: str | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS, description="OpenAI's newer name for max_tokens")
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS,
+                                              description="OpenAI's newer name for max_tokens")
     n: int = Field(1, ge=1, le=1, description="one choice per request")
 
 # %% ../nbs/21_server.ipynb #fbfe3ac1
@@ -112,7 +120,8 @@ def chat_prompt(tokenizer, messages: list[ChatMessage]) -> list[int]:
     "The tokens that prime the model to answer `messages`: the conversation as in training, then <|assistant_start|>."
     conversation = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in messages]
     if conversation[-1]["role"] != "user":
-        raise RequestError(422, f"the last message must be the user's (the one the model answers), got {conversation[-1]['role']!r}")
+        raise RequestError(422, "the last message must be the user's (the one the model answers), "
+                                f"got {conversation[-1]['role']!r}")
     try: return render_for_completion(tokenizer, {"messages": conversation})
     except ValueError as e: raise RequestError(422, f"invalid conversation: {e}") from None
 
@@ -145,13 +154,14 @@ class SlotBackend(Protocol):
     @property
     def free(self) -> int: ...  # rows free now
     def add(self, prompt: list[int], params: SamplingParams) -> int: ...  # prefill into a free row; returns its slot
-    def add_many(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]: ...  # several at once, or none
+    def add_many(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]: ...  # all, or none
     def step(self) -> dict[int, Emitted]: ...  # one token for every busy row
     def release(self, slot: int) -> None: ...  # free a row now (its request was cancelled)
 
 
 class EngineSlots:
-    "The engine's `DecodeBatch` as a `SlotBackend`: `slots` rows of at most `max_len` tokens (default: the model's context)."
+    """The engine's `DecodeBatch` as a `SlotBackend`: `slots` rows of at most `max_len` tokens (default: the model's
+    context)."""
     def __init__(self, engine: Engine, slots: int, max_len: int | None = None):
         context = engine.decoder.max_len
         self.engine, self.batch = engine, engine.decode_batch(slots, min(max_len or context, context))
@@ -161,7 +171,8 @@ class EngineSlots:
     @property
     def free(self) -> int: return len(self.batch.free)
     def add(self, prompt: list[int], params: SamplingParams) -> int: return self.batch.add(prompt, params)
-    def add_many(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]: return self.batch.add_many(prompts, params)
+    def add_many(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]:
+        return self.batch.add_many(prompts, params)
     def step(self) -> dict[int, Emitted]: return self.batch.step()
     def release(self, slot: int) -> None: self.batch.release(slot)
 
@@ -170,12 +181,12 @@ class EngineSlots:
         import torch
         if self.device.startswith("cuda"): torch.cuda.set_device(torch.device(self.device))
 
-
+# %% ../nbs/21_server.ipynb #082badb4
 class ScriptedSlots:
     """A stand-in engine for tests and demos: a row's reply is `script(prompt)` then `stop_token`; every step sleeps
     `step_s` seconds, however many rows are busy. Records the size of every step in `step_sizes`."""
-    def __init__(self, script: Callable[[list[int]], list[int]], slots: int = 4, max_len: int = 256, stop_token: int = 0,
-                 step_s: float = 0.0, device: str = "scripted"):
+    def __init__(self, script: Callable[[list[int]], list[int]], slots: int = 4, max_len: int = 256,
+                 stop_token: int = 0, step_s: float = 0.0, device: str = "scripted"):
         self.script, self.slots, self.max_len, self.step_s, self.device = script, slots, max_len, step_s, device
         self.stop_tokens = {stop_token}
         self.rows: list[dict | None] = [None] * slots
@@ -185,32 +196,43 @@ class ScriptedSlots:
     @property
     def free(self) -> int: return self.rows.count(None)
 
-    def add(self, prompt: list[int], params: SamplingParams) -> int:
-        if len(prompt) >= self.max_len: raise ValueError(f"a prompt of {len(prompt)} tokens does not fit {self.max_len}")
-        slot = self.rows.index(None)  # ValueError when full, as the engine refuses too
-        reply = list(self.script(prompt)) + [next(iter(self.stop_tokens))]
-        self.rows[slot] = {"reply": deque(reply), "left": min(params.max_tokens, self.max_len - len(prompt))}
-        return slot
+# %% ../nbs/21_server.ipynb #1fe1ccbf
+@patch
+def add(self: ScriptedSlots, prompt: list[int], params: SamplingParams) -> int:
+    if len(prompt) >= self.max_len: raise ValueError(f"a prompt of {len(prompt)} tokens does not fit {self.max_len}")
+    slot = self.rows.index(None)  # ValueError when full, as the engine refuses too
+    reply = list(self.script(prompt)) + [next(iter(self.stop_tokens))]
+    self.rows[slot] = {"reply": deque(reply), "left": min(params.max_tokens, self.max_len - len(prompt))}
+    return slot
 
-    def add_many(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]:
-        if len(prompts) > self.free or any(len(p) >= self.max_len for p in prompts): raise ValueError("these prompts do not fit")
-        return [self.add(p, q) for p, q in zip(prompts, params)]
 
-    def step(self) -> dict[int, Emitted]:
-        if self.step_s: time.sleep(self.step_s)
-        out = {}
-        for s, row in enumerate(self.rows):
-            if row is None: continue
-            token = row["reply"].popleft()
-            row["left"] -= 1
-            done = token in self.stop_tokens or row["left"] == 0
-            out[s] = Emitted(token, False, done)
-            if done: self.rows[s] = None
-        self.step_sizes.append(len(out))
-        return out
+@patch
+def add_many(self: ScriptedSlots, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]:
+    if len(prompts) > self.free or any(len(p) >= self.max_len for p in prompts):
+        raise ValueError("these prompts do not fit")
+    return [self.add(p, q) for p, q in zip(prompts, params)]
 
-    def release(self, slot: int) -> None:
-        if self.rows[slot] is not None: self.rows[slot] = None; self.released.append(slot)
+# %% ../nbs/21_server.ipynb #d2c8e2e6
+@patch
+def step(self: ScriptedSlots) -> dict[int, Emitted]:
+    if self.step_s: time.sleep(self.step_s)
+    out = {}
+    for s, row in enumerate(self.rows):
+        if row is None: continue
+        token = row["reply"].popleft()
+        row["left"] -= 1
+        done = token in self.stop_tokens or row["left"] == 0
+        out[s] = Emitted(token, False, done)
+        if done: self.rows[s] = None
+    self.step_sizes.append(len(out))
+    return out
+
+
+@patch
+def release(self: ScriptedSlots, slot: int) -> None:
+    if self.rows[slot] is None: return
+    self.rows[slot] = None
+    self.released.append(slot)
 
 # %% ../nbs/21_server.ipynb #464012bf
 class QueueFull(Exception):
@@ -239,7 +261,8 @@ def _put_all(items: list) -> None:
 
 
 def deliver_all(items: list[tuple[Ticket, "Emitted | Exception"]]) -> None:
-    "From a worker's thread: hand each (ticket, event) to its request's event loop, waking each loop once, not per token."
+    """From a worker's thread: hand each (ticket, event) to its request's event loop, waking each loop once, not per
+    token."""
     by_loop: dict = {}
     for ticket, event in items: by_loop.setdefault(ticket.loop, []).append((ticket, event))
     for loop, batch in by_loop.items():
@@ -247,7 +270,7 @@ def deliver_all(items: list[tuple[Ticket, "Emitted | Exception"]]) -> None:
         except RuntimeError:  # the loop is closed: nobody is listening
             for ticket, _ in batch: ticket.cancelled = True
 
-
+# %% ../nbs/21_server.ipynb #ef83df96
 class Scheduler:
     "The bounded queue of tickets waiting for a row; every worker takes from it between its steps."
     def __init__(self, max_queue: int):
@@ -257,38 +280,49 @@ class Scheduler:
     def __len__(self) -> int: return len(self.waiting)
 
     def submit(self, ticket: Ticket, free_rows: int = 0) -> None:
-        """Queue `ticket`, unless `max_queue` tickets already wait beyond the `free_rows` that workers will fill at their
-        next step (a burst that fits in free rows is never refused)."""
+        """Queue `ticket`, unless `max_queue` tickets already wait beyond the `free_rows` that workers will fill at
+        their next step (a burst that fits in free rows is never refused)."""
         with self.cond:
             if self.closed: raise QueueFull("the server is shutting down")
-            if len(self.waiting) >= self.max_queue + free_rows: raise QueueFull(f"{len(self.waiting)} requests are already waiting")
+            if len(self.waiting) >= self.max_queue + free_rows:
+                raise QueueFull(f"{len(self.waiting)} requests are already waiting")
             self.waiting.append(ticket)
             self.cond.notify()
 
-    def cancel(self, ticket: Ticket) -> None:
-        "Mark `ticket` cancelled and drop it from the queue if it is still waiting."
-        ticket.cancelled = True
-        with self.cond:
-            try: self.waiting.remove(ticket)
-            except ValueError: pass  # already taken by a worker, which releases its row before the next step
+# %% ../nbs/21_server.ipynb #c124b9b3
+@patch
+def cancel(self: Scheduler, ticket: Ticket) -> None:
+    "Mark `ticket` cancelled and drop it from the queue if it is still waiting."
+    ticket.cancelled = True
+    with self.cond:
+        try: self.waiting.remove(ticket)
+        except ValueError: pass  # already taken by a worker, which releases its row before the next step
 
-    def take(self, n: int, wait: float = 0.0) -> list[Ticket]:
-        "Up to `n` waiting tickets, oldest first; when none is waiting, wait up to `wait` seconds for one."
-        with self.cond:
-            if not self.waiting and wait > 0 and not self.closed: self.cond.wait(wait)
-            taken = []
-            while self.waiting and len(taken) < n:
-                ticket = self.waiting.popleft()
-                if not ticket.cancelled: taken.append(ticket)
-            return taken
 
-    def close(self) -> None:
-        with self.cond: self.closed = True; self.cond.notify_all()
+@patch
+def take(self: Scheduler, n: int, wait: float = 0.0) -> list[Ticket]:
+    "Up to `n` waiting tickets, oldest first; when none is waiting, wait up to `wait` seconds for one."
+    with self.cond:
+        if not self.waiting and wait > 0 and not self.closed: self.cond.wait(wait)
+        taken = []
+        while self.waiting and len(taken) < n:
+            ticket = self.waiting.popleft()
+            if not ticket.cancelled: taken.append(ticket)
+        return taken
+
+
+@patch
+def close(self: Scheduler) -> None:
+    with self.cond:
+        self.closed = True
+        self.cond.notify_all()
 
 # %% ../nbs/21_server.ipynb #e8c79a08
 class BatchWorker:
-    "A thread that owns one `SlotBackend`: admit waiting tickets into free rows, step all rows together, deliver tokens."
-    def __init__(self, backend: SlotBackend, scheduler: Scheduler, name: str = "worker0", on_step: Callable | None = None):
+    """A thread that owns one `SlotBackend`: admit waiting tickets into free rows, step all rows together, deliver
+    tokens."""
+    def __init__(self, backend: SlotBackend, scheduler: Scheduler, name: str = "worker0",
+                 on_step: Callable | None = None):
         self.backend, self.scheduler, self.name, self.on_step = backend, scheduler, name, on_step
         self.active: dict[int, Ticket] = {}
         self._thread: threading.Thread | None = None
@@ -297,15 +331,20 @@ class BatchWorker:
     def admit(self, wait: float = 0.0) -> list[Ticket]:
         "Release cancelled rows, then fill free rows from the queue (waiting up to `wait` s only when idle)."
         for slot, ticket in list(self.active.items()):
-            if ticket.cancelled: self.backend.release(slot); del self.active[slot]
+            if not ticket.cancelled: continue
+            self.backend.release(slot)
+            del self.active[slot]
         tickets = self.scheduler.take(self.backend.free, 0.0 if self.active else wait)
         if not tickets: return []
-        try: slots = self.backend.add_many([t.prompt for t in tickets], [t.params for t in tickets])  # one prefill per prompt length
+        try:  # one prefill per prompt length
+            slots = self.backend.add_many([t.prompt for t in tickets], [t.params for t in tickets])
         except Exception:  # one bad request must not fail the others: admit them one by one
             slots = []
             for ticket in tickets:
                 try: slots.append(self.backend.add(ticket.prompt, ticket.params))
-                except Exception as e: ticket.deliver(e); slots.append(None)
+                except Exception as e:
+                    ticket.deliver(e)
+                    slots.append(None)
         now = time.perf_counter()
         for ticket, slot in zip(tickets, slots):
             if slot is None: continue
@@ -313,46 +352,58 @@ class BatchWorker:
             self.active[slot] = ticket
         return [t for t, s in zip(tickets, slots) if s is not None]
 
-    def step(self) -> int:
-        "One decode step of every busy row; each ticket gets its token. Returns the number of rows stepped."
-        if not self.active: return 0
-        start = time.perf_counter()
-        try: out = self.backend.step()
-        except Exception as e:  # the step's rows are lost; their requests are told, the worker goes on
-            logging.getLogger("nanochat").exception("decode step failed on %s", self.name)
-            deliver_all([(ticket, e) for ticket in self.active.values()])
-            for slot in self.active: self.backend.release(slot)
-            self.active.clear()
-            return 0
-        deliveries = []
-        for slot, emitted in out.items():
-            ticket = self.active.get(slot)
-            if ticket is None: continue
-            deliveries.append((ticket, emitted))
-            if emitted.done: del self.active[slot]
-        deliver_all(deliveries)
-        if self.on_step: self.on_step(self, len(out), time.perf_counter() - start)
-        return len(out)
-
-    def run_once(self, wait: float = 0.0) -> int:
-        self.admit(wait)
-        return self.step()
-
-    def _loop(self) -> None:
-        if hasattr(self.backend, "enter_thread"): self.backend.enter_thread()
-        while self._running: self.run_once(wait=0.05)
-        for slot, ticket in self.active.items(): ticket.deliver(RequestError(503, "the server is shutting down", "server_busy")); self.backend.release(slot)
+# %% ../nbs/21_server.ipynb #5f9f41bb
+@patch
+def step(self: BatchWorker) -> int:  # noqa: F811 (a method of BatchWorker, not ScriptedSlots.step again)
+    "One decode step of every busy row; each ticket gets its token. Returns the number of rows stepped."
+    if not self.active: return 0
+    start = time.perf_counter()
+    try: out = self.backend.step()
+    except Exception as e:  # the step's rows are lost; their requests are told, the worker goes on
+        logging.getLogger("nanochat").exception("decode step failed on %s", self.name)
+        deliver_all([(ticket, e) for ticket in self.active.values()])
+        for slot in self.active: self.backend.release(slot)
         self.active.clear()
+        return 0
+    deliveries = []
+    for slot, emitted in out.items():
+        ticket = self.active.get(slot)
+        if ticket is None: continue
+        deliveries.append((ticket, emitted))
+        if emitted.done: del self.active[slot]
+    deliver_all(deliveries)
+    if self.on_step: self.on_step(self, len(out), time.perf_counter() - start)
+    return len(out)
 
-    def start(self) -> "BatchWorker":
-        self._running = True
-        self._thread = threading.Thread(target=self._loop, name=f"nanochat-{self.name}", daemon=True)
-        self._thread.start()
-        return self
+# %% ../nbs/21_server.ipynb #aa6ac408
+@patch
+def run_once(self: BatchWorker, wait: float = 0.0) -> int:
+    self.admit(wait)
+    return self.step()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._running = False
-        if self._thread is not None: self._thread.join(timeout)
+
+@patch
+def _loop(self: BatchWorker) -> None:
+    if hasattr(self.backend, "enter_thread"): self.backend.enter_thread()
+    while self._running: self.run_once(wait=0.05)
+    for slot, ticket in self.active.items():
+        ticket.deliver(RequestError(503, "the server is shutting down", "server_busy"))
+        self.backend.release(slot)
+    self.active.clear()
+
+
+@patch
+def start(self: BatchWorker) -> BatchWorker:
+    self._running = True
+    self._thread = threading.Thread(target=self._loop, name=f"nanochat-{self.name}", daemon=True)
+    self._thread.start()
+    return self
+
+
+@patch
+def stop(self: BatchWorker, timeout: float = 10.0) -> None:
+    self._running = False
+    if self._thread is not None: self._thread.join(timeout)
 
 # %% ../nbs/21_server.ipynb #d823d01c
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -362,21 +413,29 @@ class ServerMetrics:
     "The server's Prometheus metrics, in a registry of their own."
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("nanochat_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r)
+        self.requests = Counter("nanochat_requests", "HTTP requests answered, by route and status", ["route", "status"],
+                                registry=r)
         self.rejected = Counter("nanochat_rejected", "requests refused because the queue was full", registry=r)
-        self.cancelled = Counter("nanochat_cancelled", "requests whose client went away before the reply ended", registry=r)
+        self.cancelled = Counter("nanochat_cancelled", "requests whose client went away before the reply ended",
+                                 registry=r)
         self.prompt_tokens = Counter("nanochat_prompt_tokens", "prompt tokens admitted", registry=r)
         self.completion_tokens = Counter("nanochat_completion_tokens", "tokens generated", registry=r)
         self.queue_depth = Gauge("nanochat_queue_depth", "requests waiting for a row", registry=r)
         self.active_rows = Gauge("nanochat_active_rows", "rows decoding now", ["worker"], registry=r)
-        self.latency = Histogram("nanochat_request_latency_seconds", "arrival to last token", ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.first_token = Histogram("nanochat_time_to_first_token_seconds", "arrival to first token", buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram("nanochat_queue_wait_seconds", "arrival to admission into a row", buckets=LATENCY_BUCKETS, registry=r)
-        self.step_rows = Histogram("nanochat_step_rows", "rows per decode step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self.step_seconds = Histogram("nanochat_step_seconds", "time of one decode step", buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=r)
+        self.latency = Histogram("nanochat_request_latency_seconds", "arrival to last token", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.first_token = Histogram("nanochat_time_to_first_token_seconds", "arrival to first token",
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("nanochat_queue_wait_seconds", "arrival to admission into a row",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.step_rows = Histogram("nanochat_step_rows", "rows per decode step",
+                                   buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.step_seconds = Histogram("nanochat_step_seconds", "time of one decode step",
+                                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=r)
 
     def on_step(self, worker: BatchWorker, rows: int, seconds: float) -> None:
-        self.step_rows.observe(rows); self.step_seconds.observe(seconds)
+        self.step_rows.observe(rows)
+        self.step_seconds.observe(seconds)
 
     def text(self) -> bytes: return generate_latest(self.registry)
 
@@ -385,7 +444,8 @@ def error_body(status: int, message: str, kind: str) -> dict:
     return {"error": {"message": message, "type": kind, "code": status}}
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None) -> JSONResponse:
+def error_response(status: int, message: str, kind: str = "invalid_request_error",
+                   headers: dict | None = None) -> JSONResponse:
     "The one shape of every error: OpenAI's, which its client and our page both read."
     return JSONResponse(error_body(status, message, kind), status_code=status, headers=headers)
 
@@ -412,7 +472,8 @@ class Guard:
 
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            message = f"the request body is larger than {self.max_body_bytes:,} bytes" if length.isdigit() else "invalid Content-Length"
+            message = (f"the request body is larger than {self.max_body_bytes:,} bytes" if length.isdigit()
+                       else "invalid Content-Length")
             return await error_response(413 if length.isdigit() else 400, message)(scope, receive, counted_send)
         received = 0
 
@@ -441,7 +502,8 @@ class ServerConfig:
     max_tokens_cap: int = MAX_NEW_TOKENS  # a request asking for more is cut to this (finish_reason "length")
 
 
-UI_PATH = Path(importlib.import_module("nanochat").__file__).parent / "ui.html"  # the package's copy, from a notebook too
+# the package's copy, from a notebook too
+UI_PATH = Path(importlib.import_module("nanochat").__file__).parent / "ui.html"
 
 
 def ui_html() -> str:
@@ -498,56 +560,65 @@ class ChatService:
         self.scheduler.close()
         for w in self.workers: w.stop()
 
-    def params(self, req: SamplingFields, max_tokens: int | None, prompt_len: int) -> SamplingParams:
-        "Sampling params: the request's, else the server's defaults; the reply is cut to what the context has room for."
-        room = self.context - prompt_len
-        if room < 1:
-            raise RequestError(400, f"the conversation is {prompt_len:,} tokens and the model reads at most {self.context:,}: "
-                                    "start a new conversation or shorten it", "context_length_exceeded")
-        c = self.config
-        return SamplingParams(temperature=c.temperature if req.temperature is None else req.temperature,
-                              top_k=c.top_k if req.top_k is None else req.top_k,
-                              # the engine keeps top_p in float32, where 1e-45 is 0 and would keep no token at all
-                              top_p=None if req.top_p is None else max(req.top_p, MIN_TOP_P),
-                              seed=secrets.randbits(31) if req.seed is None else req.seed,
-                              max_tokens=min(max_tokens or c.max_tokens, c.max_tokens_cap, room))
+# %% ../nbs/21_server.ipynb #e862f2fd
+@patch
+def params(self: ChatService, req: SamplingFields, max_tokens: int | None, prompt_len: int) -> SamplingParams:
+    "Sampling params: the request's, else the server's defaults; the reply is cut to what the context has room for."
+    room = self.context - prompt_len
+    if room < 1:
+        raise RequestError(400, f"the conversation is {prompt_len:,} tokens and the model reads at most "
+                                f"{self.context:,}: start a new conversation or shorten it", "context_length_exceeded")
+    c = self.config
+    return SamplingParams(temperature=c.temperature if req.temperature is None else req.temperature,
+                          top_k=c.top_k if req.top_k is None else req.top_k,
+                          # the engine keeps top_p in float32, where 1e-45 is 0 and would keep no token at all
+                          top_p=None if req.top_p is None else max(req.top_p, MIN_TOP_P),
+                          seed=secrets.randbits(31) if req.seed is None else req.seed,
+                          max_tokens=min(max_tokens or c.max_tokens, c.max_tokens_cap, room))
 
-    def submit(self, req: SamplingFields, max_tokens: int | None = None) -> tuple[Ticket, Reply]:
-        prompt = chat_prompt(self.tokenizer, req.messages)
-        ticket = Ticket(prompt, self.params(req, max_tokens, len(prompt)), asyncio.get_running_loop())
-        try: self.scheduler.submit(ticket, free_rows=sum(b.free for b in self.backends))
-        except QueueFull as e:
-            self.metrics.rejected.inc()
-            raise RequestError(503, f"the server is busy ({e}); retry in {self.config.retry_after_s} s", "server_busy",
-                               {"Retry-After": str(self.config.retry_after_s)}) from None
-        self.metrics.prompt_tokens.inc(len(prompt))
-        return ticket, Reply(len(prompt))
+# %% ../nbs/21_server.ipynb #8bf3c35b
+@patch
+def submit(self: ChatService, req: SamplingFields, max_tokens: int | None = None) -> tuple[Ticket, Reply]:
+    prompt = chat_prompt(self.tokenizer, req.messages)
+    ticket = Ticket(prompt, self.params(req, max_tokens, len(prompt)), asyncio.get_running_loop())
+    try: self.scheduler.submit(ticket, free_rows=sum(b.free for b in self.backends))
+    except QueueFull as e:
+        self.metrics.rejected.inc()
+        raise RequestError(503, f"the server is busy ({e}); retry in {self.config.retry_after_s} s", "server_busy",
+                           {"Retry-After": str(self.config.retry_after_s)}) from None
+    self.metrics.prompt_tokens.inc(len(prompt))
+    return ticket, Reply(len(prompt))
 
-    async def pieces(self, ticket: Ticket, reply: Reply) -> AsyncIterator[str]:
-        "The reply's text as it is generated; `reply` holds the counts and the finish reason when it ends."
-        stream, first = TextStream(self.tokenizer), True
-        while True:
-            event = await ticket.events.get()
-            if isinstance(event, Exception): raise event
-            if first:
-                self.metrics.first_token.observe(time.perf_counter() - ticket.submitted)
-                self.metrics.queue_wait.observe((ticket.admitted or ticket.submitted) - ticket.submitted)
-                first = False
-            stop = event.done and not event.forced and event.token in self.stop_tokens
-            if not stop: reply.completion_tokens += 1; self.metrics.completion_tokens.inc()
-            text = "" if stop else stream.push(event.token)
-            if event.done:
-                reply.finish_reason = "stop" if stop else "length"
-                text += stream.flush()
-            if text: yield text
-            if event.done: return
 
-# %% ../nbs/21_server.ipynb #e7bd750e
+@patch
+async def pieces(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[str]:
+    "The reply's text as it is generated; `reply` holds the counts and the finish reason when it ends."
+    stream, first = TextStream(self.tokenizer), True
+    while True:
+        event = await ticket.events.get()
+        if isinstance(event, Exception): raise event
+        if first:
+            self.metrics.first_token.observe(time.perf_counter() - ticket.submitted)
+            self.metrics.queue_wait.observe((ticket.admitted or ticket.submitted) - ticket.submitted)
+            first = False
+        stop = event.done and not event.forced and event.token in self.stop_tokens
+        if not stop:
+            reply.completion_tokens += 1
+            self.metrics.completion_tokens.inc()
+        text = "" if stop else stream.push(event.token)
+        if event.done:
+            reply.finish_reason = "stop" if stop else "length"
+            text += stream.flush()
+        if text: yield text
+        if event.done: return
+
+# %% ../nbs/21_server.ipynb #fca0253d
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     "A short sentence from pydantic's errors (never echoing the input, which may be huge); 400 for malformed JSON."
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return 400, "the body is not valid JSON: " + "; ".join(str(e.get("ctx", {}).get("error", e.get("msg"))) for e in errors[:1])
+        reason = "; ".join(str(e.get("ctx", {}).get("error", e.get("msg"))) for e in errors[:1])
+        return 400, "the body is not valid JSON: " + reason
     parts = []
     for e in errors[:3]:
         where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
@@ -555,34 +626,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
     return 422, "invalid request: " + "; ".join(parts) + more
 
-
-def create_app(backends: list[SlotBackend] | SlotBackend, tokenizer, config: ServerConfig | None = None) -> FastAPI:
-    "The chat server for `backends` (one per device): routes, auth, CORS, limits, metrics; workers run during its lifespan."
-    config = config or ServerConfig()
-    metrics = ServerMetrics()
-    service = ChatService(backends if isinstance(backends, list) else [backends], tokenizer, config, metrics)
-
-    @asynccontextmanager
-    async def lifespan(app):
-        service.start()
-        try: yield
-        finally: service.stop()
-
-    app = FastAPI(title="nanochat", version="1", lifespan=lifespan,
-                  description="A chat model served with continuous batching; OpenAI-compatible under /v1.")
-    app.state.service, app.state.metrics, app.state.config = service, metrics, config
-    bearer = HTTPBearer(auto_error=False, description="the server's API key, when it has one")
-
-    async def require_key(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if config.api_key is None: return
-        given = credentials.credentials if credentials else request.headers.get("x-api-key")
-        if not given or not secrets.compare_digest(given.encode(), config.api_key.encode()):
-            raise RequestError(401, "missing or wrong API key: send it as 'Authorization: Bearer <key>'", "authentication_error",
-                               {"WWW-Authenticate": "Bearer"})
-    auth = [Depends(require_key)]
+# %% ../nbs/21_server.ipynb #96b9c330
+def _add_error_handlers(app: FastAPI) -> None:
+    "Answer every error in OpenAI's shape: refusals, invalid bodies, unknown routes, and crashes (a 500 with no trace)."
 
     @app.exception_handler(RequestError)
-    async def _request_error(request, exc: RequestError): return error_response(exc.status, exc.message, exc.kind, exc.headers)
+    async def _request_error(request, exc: RequestError):
+        return error_response(exc.status, exc.message, exc.kind, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError): return error_response(*_validation_message(exc))
@@ -597,86 +647,150 @@ def create_app(backends: list[SlotBackend] | SlotBackend, tokenizer, config: Ser
         logging.getLogger("nanochat").exception("unhandled error on %s", request.url.path)
         return error_response(500, f"internal error: {type(exc).__name__}", "server_error")
 
+# %% ../nbs/21_server.ipynb #a7dda23d
+def _auth(config: ServerConfig) -> list:
+    "The dependencies of a route that needs the API key (none are needed while `config.api_key` is None)."
+    bearer = HTTPBearer(auto_error=False, description="the server's API key, when it has one")
+
+    async def require_key(request: Request,
+                          credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if config.api_key is None: return
+        given = credentials.credentials if credentials else request.headers.get("x-api-key")
+        if not given or not secrets.compare_digest(given.encode(), config.api_key.encode()):
+            raise RequestError(401, "missing or wrong API key: send it as 'Authorization: Bearer <key>'",
+                               "authentication_error", {"WWW-Authenticate": "Bearer"})
+    return [Depends(require_key)]
+
+# %% ../nbs/21_server.ipynb #1d445885
+def _add_info_routes(app: FastAPI, service: ChatService, auth: list) -> None:
+    "`GET /` (the page), `/health`, `/metrics` and `/v1/models`."
+    config = service.config
+
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse: return HTMLResponse(ui_html())
 
     @app.get("/health")
     async def health() -> dict:
         "Liveness and load: rows per worker, the queue, whether an API key is needed."
-        return {"status": "ok", "model": config.model_name, "auth": config.api_key is not None, "context": service.context,
-                "queue_depth": len(service.scheduler), "max_queue": config.max_queue,
-                "workers": [{"name": w.name, "device": w.backend.device, "slots": w.backend.slots, "active": len(w.active)}
-                            for w in service.workers]}
+        return {"status": "ok", "model": config.model_name, "auth": config.api_key is not None,
+                "context": service.context, "queue_depth": len(service.scheduler), "max_queue": config.max_queue,
+                "workers": [{"name": w.name, "device": w.backend.device, "slots": w.backend.slots,
+                             "active": len(w.active)} for w in service.workers]}
 
     @app.get("/metrics", dependencies=auth)
-    async def prometheus() -> Response: return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus() -> Response: return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "nanochat"}]}
+        return {"object": "list",
+                "data": [{"id": config.model_name, "object": "model", "created": 0, "owned_by": "nanochat"}]}
+
+# %% ../nbs/21_server.ipynb #e8f28b84
+def _stream(service: ChatService, ticket: Ticket, reply: Reply, events: AsyncIterator[str], route: str) -> TicketStream:
+    "The server-sent `events` of one reply as a response; a failure is the last event, and the ending is accounted for."
+    metrics = service.metrics
+
+    async def guarded() -> AsyncIterator[str]:
+        try:
+            async for event in events: yield event
+        except RequestError as e: yield sse(error_body(e.status, e.message, e.kind))
+        except Exception as e: yield sse(error_body(500, f"generation failed: {e}", "server_error"))
+        finally:
+            if reply.finish_reason is None: metrics.cancelled.inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - ticket.submitted)
+    return TicketStream(guarded(), ticket, service.scheduler, media_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache"})
+
+# %% ../nbs/21_server.ipynb #b3d19f58
+def _add_chat_route(app: FastAPI, service: ChatService, auth: list) -> None:
+    "`POST /chat/completions`: nanochat's own chat, streamed."
 
     @app.post("/chat/completions", dependencies=auth)
     async def chat(req: ChatRequest) -> StreamingResponse:
         "nanochat's streaming chat: `data: {\"token\": ...}` events, then `data: {\"done\": true, ...}`."
         ticket, reply = service.submit(req, req.max_tokens)
-        start = ticket.submitted
 
-        async def events():
-            try:
-                async for text in service.pieces(ticket, reply): yield sse({"token": text})
-                yield sse({"done": True, "finish_reason": reply.finish_reason, "usage": reply.usage})
-            except RequestError as e: yield sse(error_body(e.status, e.message, e.kind))
-            except Exception as e: yield sse(error_body(500, f"generation failed: {e}", "server_error"))
-            finally:
-                if reply.finish_reason is None: metrics.cancelled.inc()
-                metrics.latency.labels("/chat/completions").observe(time.perf_counter() - start)
-        return TicketStream(events(), ticket, service.scheduler, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        async def events() -> AsyncIterator[str]:
+            async for text in service.pieces(ticket, reply): yield sse({"token": text})
+            yield sse({"done": True, "finish_reason": reply.finish_reason, "usage": reply.usage})
+        return _stream(service, ticket, reply, events(), "/chat/completions")
+
+# %% ../nbs/21_server.ipynb #cc5f00d4
+async def _join(pieces: AsyncIterator[str]) -> str: return "".join([p async for p in pieces])
+
+
+async def _collect(service: ChatService, ticket: Ticket, reply: Reply, request: Request) -> str | JSONResponse:
+    "The whole reply's text, or an error response: the client went away (499), or the engine failed (500)."
+    try:
+        collect = asyncio.ensure_future(_join(service.pieces(ticket, reply)))
+        while not collect.done():
+            await asyncio.wait({collect}, timeout=0.25)
+            if not collect.done() and await request.is_disconnected():
+                collect.cancel()
+                service.metrics.cancelled.inc()
+                return error_response(499, "the client closed the request")
+        return collect.result()
+    except RequestError: raise
+    except Exception as e:  # the engine failed on this request's step: say so, the worker goes on
+        logging.getLogger("nanochat").warning("generation failed: %r", e)
+        return error_response(500, f"generation failed: {type(e).__name__}: {e}", "server_error")
+    finally:
+        service.scheduler.cancel(ticket)
+
+
+def _add_openai_route(app: FastAPI, service: ChatService, auth: list) -> None:
+    "`POST /v1/chat/completions`: OpenAI's chat completion, streamed or whole."
+    config, metrics = service.config, service.metrics
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def openai_chat(req: OpenAIChatRequest, request: Request):
         "OpenAI's chat completion, streamed or not."
         ticket, reply = service.submit(req, req.max_completion_tokens or req.max_tokens)
-        cid, created, start = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), ticket.submitted
+        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": config.model_name,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        if req.stream:
-            async def events():
-                try:
-                    yield sse(chunk({"role": "assistant", "content": ""}))
-                    async for text in service.pieces(ticket, reply): yield sse(chunk({"content": text}))
-                    yield sse(chunk({}, reply.finish_reason))
-                    if req.stream_options and req.stream_options.include_usage:
-                        yield sse({**chunk({}), "choices": [], "usage": reply.usage})
-                    yield sse("[DONE]")
-                except RequestError as e: yield sse(error_body(e.status, e.message, e.kind))
-                except Exception as e: yield sse(error_body(500, f"generation failed: {e}", "server_error"))
-                finally:
-                    if reply.finish_reason is None: metrics.cancelled.inc()
-                    metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - start)
-            return TicketStream(events(), ticket, service.scheduler, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        async def events() -> AsyncIterator[str]:
+            yield sse(chunk({"role": "assistant", "content": ""}))
+            async for text in service.pieces(ticket, reply): yield sse(chunk({"content": text}))
+            yield sse(chunk({}, reply.finish_reason))
+            if req.stream_options and req.stream_options.include_usage:
+                yield sse({**chunk({}), "choices": [], "usage": reply.usage})
+            yield sse("[DONE]")
 
-        try:  # not streamed: collect the reply, giving up if the client disconnects meanwhile
-            collect = asyncio.ensure_future(_join(service.pieces(ticket, reply)))
-            while not collect.done():
-                await asyncio.wait({collect}, timeout=0.25)
-                if not collect.done() and await request.is_disconnected():
-                    collect.cancel(); metrics.cancelled.inc()
-                    return error_response(499, "the client closed the request")
-            text = collect.result()
-        except RequestError: raise
-        except Exception as e:  # the engine failed on this request's step: say so, the worker goes on
-            logging.getLogger("nanochat").warning("generation failed: %r", e)
-            return error_response(500, f"generation failed: {type(e).__name__}: {e}", "server_error")
-        finally:
-            service.scheduler.cancel(ticket)
-        metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - start)
+        if req.stream: return _stream(service, ticket, reply, events(), "/v1/chat/completions")
+        text = await _collect(service, ticket, reply, request)
+        if isinstance(text, Response): return text
+        metrics.latency.labels("/v1/chat/completions").observe(time.perf_counter() - ticket.submitted)
+        message = {"role": "assistant", "content": text}
         return {"id": cid, "object": "chat.completion", "created": created, "model": config.model_name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reply.finish_reason}],
+                "choices": [{"index": 0, "message": message, "finish_reason": reply.finish_reason}],
                 "usage": reply.usage}
 
+# %% ../nbs/21_server.ipynb #e7bd750e
+def create_app(backends: list[SlotBackend] | SlotBackend, tokenizer, config: ServerConfig | None = None) -> FastAPI:
+    """The chat server for `backends` (one per device): routes, auth, CORS, limits, metrics; workers run during its
+    lifespan."""
+    config = config or ServerConfig()
+    metrics = ServerMetrics()
+    service = ChatService(backends if isinstance(backends, list) else [backends], tokenizer, config, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        service.start()
+        try: yield
+        finally: service.stop()
+
+    app = FastAPI(title="nanochat", version="1", lifespan=lifespan,
+                  description="A chat model served with continuous batching; OpenAI-compatible under /v1.")
+    app.state.service, app.state.metrics, app.state.config = service, metrics, config
+    auth = _auth(config)
+    _add_error_handlers(app)
+    _add_info_routes(app, service, auth)
+    _add_chat_route(app, service, auth)
+    _add_openai_route(app, service, auth)
     routes = {r.path for r in app.routes if hasattr(r, "path")}
     app.add_middleware(Guard, max_body_bytes=config.max_body_bytes, metrics=metrics, routes=routes)
     if config.cors_origins:
@@ -684,10 +798,7 @@ def create_app(backends: list[SlotBackend] | SlotBackend, tokenizer, config: Ser
                            allow_headers=["Authorization", "Content-Type", "X-API-Key"], max_age=600)
     return app
 
-
-async def _join(pieces: AsyncIterator[str]) -> str: return "".join([p async for p in pieces])
-
-
+# %% ../nbs/21_server.ipynb #660b83cc
 @contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
     "Run `app` under uvicorn in a background thread (tests, notebooks, benchmarks); yields its base URL, stops on exit."
@@ -697,7 +808,8 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeou
     thread.start()
     deadline = time.monotonic() + timeout
     while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline: raise RuntimeError(f"uvicorn did not start on {host}:{port}")
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"uvicorn did not start on {host}:{port}")
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]  # port 0 asked the OS for a free one
     try: yield f"http://{host}:{port}"

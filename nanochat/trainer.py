@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['B_REF', 'BATCH_EXPONENT', 'scaling_params', 'reference_horizon', 'auto_batch_size', 'TrainingPlan', 'plan_training',
            'derive_total_batch_size', 'lr_multiplier', 'muon_momentum', 'weight_decay_at', 'Callback', 'MetricsLog',
-           'sample_text', 'Trainer', 'TokenTensorLoader']
+           'sample_text', 'TokenTensorLoader', 'Trainer']
 
 # %% ../nbs/12_trainer.ipynb #cea86924
 import json
@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
 from .common import autocast_ctx, compute_mfu, get_logger, print0
-from .gpt import GPT, GPTConfig, KVCache, config_for_depth, estimate_flops, parameter_counts
+from .gpt import GPT, GPTConfig, config_for_depth, estimate_flops, generate, parameter_counts
 from .loss_eval import evaluate_bpb
 
 # %% ../nbs/12_trainer.ipynb #58584e0d
@@ -53,7 +54,7 @@ class TrainingPlan:
     seq_len: int
     world_size: int
     grad_accum: int  # micro-batches per optimizer step on each rank
-    lr_scale: float  # batch-size scaling: the script multiplies the base learning rates by it when it builds the optimizer
+    lr_scale: float  # batch-size scaling: the script multiplies the base learning rates by it to build the optimizer
     weight_decay: float  # Muon's (cautious) weight decay at step 0; decays to 0 over the run
     warmup_steps: int
     warmdown_steps: int
@@ -76,8 +77,8 @@ class TrainingPlan:
                 ("horizon", f"{self.num_iterations:,} steps ({self.horizon_from}), {self.total_tokens:,} tokens, "
                             f"{self.tokens_per_param:.1f} tokens per scaling parameter"),
                 ("total FLOPs", f"{self.flops_per_token * self.total_tokens:.3e}"),
-                ("batch", f"{self.total_batch_size:,} tokens = {self.device_batch_size} rows × {self.seq_len} tokens × "
-                          f"{self.world_size} rank(s) × {self.grad_accum} accumulation step(s)"),
+                ("batch", f"{self.total_batch_size:,} tokens = {self.device_batch_size} rows × {self.seq_len} "
+                          f"tokens × {self.world_size} rank(s) × {self.grad_accum} accumulation step(s)"),
                 ("learning rates", f"× {self.lr_scale:.4f} (batch-size scaling)"),
                 ("weight decay", f"{self.weight_decay:.5f}, cosine to 0"),
                 ("schedule", f"warmup {self.warmup_steps} steps, warmdown {self.warmdown_steps} steps to "
@@ -85,28 +86,32 @@ class TrainingPlan:
         w = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 
-
+# %% ../nbs/12_trainer.ipynb #8cb76a40
 def plan_training(model: GPT, device_batch_size: int, seq_len: int, world_size: int = 1, *, num_iterations: int = -1,
                   target_flops: float = -1, target_param_data_ratio: float = 12, total_batch_size: int = -1,
                   weight_decay: float = 0.28, warmup_steps: int = 40, warmdown_ratio: float = 0.65,
-                  final_lr_frac: float = 0.05, scale_lr_with_batch: bool = True, reference: GPTConfig | None = None) -> TrainingPlan:
+                  final_lr_frac: float = 0.05, scale_lr_with_batch: bool = True,
+                  reference: GPTConfig | None = None) -> TrainingPlan:
     """Derive the training plan for `model`. The horizon comes from `num_iterations`, else `target_flops`, else
     `target_param_data_ratio`; a `total_batch_size` of -1 means the compute-optimal one. `reference` is the d12 the
     scaling rules were tuned on, built with this run's width rules (default: the standard d12 of the model's
     vocabulary). `scale_lr_with_batch=False` keeps the base learning rates whatever the batch (for CPU-sized runs)."""
-    if device_batch_size < 1 or seq_len < 1 or world_size < 1: raise ValueError("device_batch_size, seq_len and world_size must be positive")
+    if device_batch_size < 1 or seq_len < 1 or world_size < 1:
+        raise ValueError("device_batch_size, seq_len and world_size must be positive")
     if not 0 <= warmdown_ratio <= 1: raise ValueError(f"warmdown_ratio must be in [0, 1], got {warmdown_ratio}")
     if num_iterations <= 0 and target_flops <= 0 and target_param_data_ratio <= 0:
         raise ValueError("no training horizon: give num_iterations, target_flops or target_param_data_ratio")
     n_scaling, flops = scaling_params(model), estimate_flops(model)
-    ratio = target_param_data_ratio if target_param_data_ratio > 0 else 12  # the rules see D / D_ref only: the ratio cancels
+    # the rules see D / D_ref only: the ratio cancels
+    ratio = target_param_data_ratio if target_param_data_ratio > 0 else 12
     target_tokens = int(ratio * n_scaling)
     d_ref = reference_horizon(ratio, reference or config_for_depth(12, model.config.vocab_size))
     per_pass = device_batch_size * seq_len * world_size  # tokens in one micro-step of every rank
     derived = total_batch_size <= 0
     if derived: total_batch_size = auto_batch_size(target_tokens, d_ref)
     if total_batch_size % per_pass:
-        what = f"the compute-optimal batch, {total_batch_size:,} tokens," if derived else f"total_batch_size {total_batch_size:,}"
+        what = (f"the compute-optimal batch, {total_batch_size:,} tokens," if derived
+                else f"total_batch_size {total_batch_size:,}")
         raise ValueError(f"{what} is not a multiple of device_batch_size × seq_len × world_size = {per_pass:,}: "
                          + ("lower device_batch_size or give total_batch_size" if derived else "change one of them"))
     if num_iterations > 0: steps, source = num_iterations, "given"
@@ -126,7 +131,8 @@ def plan_training(model: GPT, device_batch_size: int, seq_len: int, world_size: 
 def derive_total_batch_size(depth: int, vocab_size: int = 32768, ratio: float = 12, **model_overrides) -> int:
     "The compute-optimal batch (tokens per step) of the GPT of `depth`: what base_train picks by default."
     with torch.device("meta"): model = GPT(config_for_depth(depth, vocab_size, **model_overrides))
-    return auto_batch_size(int(ratio * scaling_params(model)), reference_horizon(ratio, config_for_depth(12, vocab_size, **model_overrides)))
+    return auto_batch_size(int(ratio * scaling_params(model)),
+                           reference_horizon(ratio, config_for_depth(12, vocab_size, **model_overrides)))
 
 # %% ../nbs/12_trainer.ipynb #0d37e59b
 def lr_multiplier(step: int, plan: TrainingPlan) -> float:
@@ -173,7 +179,8 @@ class MetricsLog(Callback):
         if trainer.rank != 0: return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= trainer.step]
+            keep = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= trainer.step]
             self.path.write_text("".join(line + "\n" for line in keep))
 
     def _write(self, trainer, metrics):
@@ -185,23 +192,39 @@ class MetricsLog(Callback):
 
 # %% ../nbs/12_trainer.ipynb #69160fc9
 @torch.no_grad()
-def sample_text(model: GPT, tokenizer, prompt: str, max_tokens: int = 32, temperature: float = 0.0, seed: int = 0) -> str:
-    "Continue `prompt` for up to `max_tokens` tokens (greedy at temperature 0), stopping at `<|bos|>`."
-    device = model.wte.weight.device
+def sample_text(model: GPT, tokenizer, prompt: str, max_tokens: int = 32, temperature: float = 0.0,
+                seed: int = 0) -> str:
+    """Continue `prompt` for up to `max_tokens` tokens (greedy at temperature 0) with `gpt.generate`, stopping at
+    `<|bos|>`."""
     ids = tokenizer.encode(prompt, prepend="<|bos|>")
-    max_len = min(len(ids) + max_tokens, model.cos.size(0))
-    cache = KVCache(model.config, 1, max_len, device=device, dtype=model.wte.weight.dtype)
-    logits = model(torch.tensor([ids], device=device), kv_cache=cache)[:, -1]
-    gen, out = torch.Generator(device=device).manual_seed(seed), []
     bos = tokenizer.get_bos_token_id()
-    for _ in range(max_len - len(ids)):
-        if temperature > 0: token = torch.multinomial((logits / temperature).softmax(-1), 1, generator=gen)
-        else: token = logits.argmax(-1, keepdim=True)
-        if token.item() == bos: break
-        out.append(token.item())
-        if cache.pos >= max_len: break
-        logits = model(token, kv_cache=cache)[:, -1]
-    return tokenizer.decode(out)
+    return tokenizer.decode(generate(model, ids, max_tokens, {bos}, temperature=temperature, seed=seed)[0])
+
+# %% ../nbs/12_trainer.ipynb #9e3631ae
+class TokenTensorLoader:
+    """Batches cut from one token tensor, in a fixed order: micro-step `m` of rank `r` at position `i` reads chunk
+    `i × world_size + r`. The ranks of a run together read exactly the chunks one process reads with `world_size`
+    times the accumulation: the property the distributed tests need. Resumable."""
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
+                 device: str | torch.device = "cpu"):
+        rows = (tokens.numel() - 1) // seq_len
+        if rows < batch_size * world_size:
+            raise ValueError(f"{tokens.numel()} tokens make {rows} rows of {seq_len}: "
+                             "fewer than one batch on every rank")
+        self.tokens, self.B, self.T, self.rank, self.world = tokens, batch_size, seq_len, rank, world_size
+        self.chunks, self.position, self.device = rows // batch_size, 0, torch.device(device)
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        chunk = (self.position * self.world + self.rank) % self.chunks
+        self.position += 1
+        start = chunk * self.B * self.T
+        rows = torch.stack([self.tokens[start + i * self.T: start + (i + 1) * self.T + 1]
+                            for i in range(self.B)]).to(self.device)
+        return rows[:, :-1], rows[:, 1:]
+
+    def state_dict(self) -> dict: return {"position": self.position}
+    def load_state_dict(self, state: dict) -> None: self.position = state["position"]
 
 # %% ../nbs/12_trainer.ipynb #be5b1ea4
 class Trainer:
@@ -218,7 +241,8 @@ class Trainer:
         self.device_type, self.dtype, self.rank, self.world_size = device_type, dtype, rank, world_size
         self.forward = torch.compile(model, dynamic=False) if compile else model
         self.val_batches, self.token_bytes = val_batches, token_bytes
-        self.eval_every, self.sample_every, self.sample_fn, self.log_every = eval_every, sample_every, sample_fn, log_every
+        self.eval_every, self.sample_every, self.log_every = eval_every, sample_every, log_every
+        self.sample_fn = sample_fn
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.save_every, self.keep_last, self.meta = save_every, keep_last, meta or {}
         self.callbacks, self.peak_flops, self.progress = list(callbacks), peak_flops, progress
@@ -228,189 +252,195 @@ class Trainer:
         self.stop, self.interrupted, self.history = False, None, []
         self.log = get_logger()
 
-    # -- one optimizer step -----------------------------------------------------------------------------------
-    def set_schedules(self) -> float:
-        "Apply this step's learning rates, momentum and weight decay to the optimizer groups; returns the LR multiplier."
-        lrm = lr_multiplier(self.step, self.plan)
-        momentum, decay = muon_momentum(self.step, self.plan), weight_decay_at(self.step, self.plan)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * lrm  # initial_lr: the base rate × the plan's lr_scale, set when it was built
-            if group.get("kind") == "muon": group["momentum"], group["weight_decay"] = momentum, decay
-        return lrm
+# %% ../nbs/12_trainer.ipynb #373a4eba
+@patch
+def set_schedules(self: Trainer) -> float:
+    "Apply this step's learning rates, momentum and weight decay to the optimizer groups; returns the LR multiplier."
+    lrm = lr_multiplier(self.step, self.plan)
+    momentum, decay = muon_momentum(self.step, self.plan), weight_decay_at(self.step, self.plan)
+    for group in self.optimizer.param_groups:
+        # initial_lr: the base rate × the plan's lr_scale, set when the optimizer was built
+        group["lr"] = group["initial_lr"] * lrm
+        if group.get("kind") == "muon": group["momentum"], group["weight_decay"] = momentum, decay
+    return lrm
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        "The batch fetched ahead at the end of the last step, if any, else the loader's next."
-        if self.pending is not None:
-            batch, self.pending = self.pending, None
-            return batch
-        return self.loader.next_batch()
+# %% ../nbs/12_trainer.ipynb #8344c8ec
+@patch
+def next_batch(self: Trainer) -> tuple[torch.Tensor, torch.Tensor]:
+    "The batch fetched ahead at the end of the last step, if any, else the loader's next."
+    if self.pending is not None:
+        batch, self.pending = self.pending, None
+        return batch
+    return self.loader.next_batch()
 
-    def train_step(self) -> float:
-        "One optimizer step over `grad_accum` micro-batches; returns the mean loss (over micro-batches and ranks)."
-        total = torch.zeros(2, device=self.model.wte.weight.device)  # the loss sum and the positions, reduced together
-        positions = 0
-        for _ in range(self.plan.grad_accum):
-            inputs, targets = self.next_batch()
-            with autocast_ctx(self.device_type, self.dtype): loss = self.forward(inputs, targets)
-            (loss / self.plan.grad_accum).backward()
-            total[0] += loss.detach()
-            positions += inputs.numel()  # what the GPU computed: fewer than the plan's batch when SFT batches are short
-        total[1] = positions
-        self.set_schedules()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        # Fetch the next step's first batch now, while the GPU still works through this step: otherwise the GPU would
-        # sit idle after the sync below while the loader tokenizes it. (Saved with checkpoints, so resuming is exact.)
-        if self.step + 1 < self.plan.num_iterations: self.pending = self.loader.next_batch()
-        total[0] /= self.plan.grad_accum
-        if self.world_size > 1:  # the mean over ranks (SUM then divide: every backend has SUM, Gloo has no AVG)
-            dist.all_reduce(total)
-            total[0] /= self.world_size
-        loss, self.step_tokens = total.tolist()  # the one host sync per step
-        return loss
 
-    # -- evaluation, samples -----------------------------------------------------------------------------------
-    def evaluate(self) -> dict:
-        "Validation bits per byte (and samples when due), reported to the callbacks."
-        metrics = {"step": self.step}
-        if self.val_batches is not None and self.token_bytes is not None:
-            self.model.eval()
-            with autocast_ctx(self.device_type, self.dtype): metrics["val_bpb"] = evaluate_bpb(self.model, self.val_batches(), self.token_bytes)
-            self.model.train()
-            print0(f"step {self.step:>6} | val bpb {metrics['val_bpb']:.4f}", flush=True)
-        for cb in self.callbacks: cb.on_eval(self, metrics)
-        return metrics
+@patch
+def train_step(self: Trainer) -> float:
+    "One optimizer step over `grad_accum` micro-batches; returns the mean loss (over micro-batches and ranks)."
+    total = torch.zeros(2, device=self.model.wte.weight.device)  # the loss sum and the positions, reduced together
+    positions = 0
+    for _ in range(self.plan.grad_accum):
+        inputs, targets = self.next_batch()
+        with autocast_ctx(self.device_type, self.dtype): loss = self.forward(inputs, targets)
+        (loss / self.plan.grad_accum).backward()
+        total[0] += loss.detach()
+        positions += inputs.numel()  # what the GPU computed: fewer than the plan's batch when SFT batches are short
+    total[1] = positions
+    self.set_schedules()
+    self.optimizer.step()
+    self.optimizer.zero_grad(set_to_none=True)
+    # Fetch the next step's first batch now, while the GPU still works through this step: otherwise the GPU would
+    # sit idle after the sync below while the loader tokenizes it. (Saved with checkpoints, so resuming is exact.)
+    if self.step + 1 < self.plan.num_iterations: self.pending = self.loader.next_batch()
+    total[0] /= self.plan.grad_accum
+    if self.world_size > 1:  # the mean over ranks (SUM then divide: every backend has SUM, Gloo has no AVG)
+        dist.all_reduce(total)
+        total[0] /= self.world_size
+    loss, self.step_tokens = total.tolist()  # the one host sync per step
+    return loss
 
-    def sample(self) -> None:
-        if self.sample_fn is None or self.rank != 0: return
+# %% ../nbs/12_trainer.ipynb #33b4a635
+@patch
+def evaluate(self: Trainer) -> dict:
+    "Validation bits per byte (and samples when due), reported to the callbacks."
+    metrics = {"step": self.step}
+    if self.val_batches is not None and self.token_bytes is not None:
         self.model.eval()
         with autocast_ctx(self.device_type, self.dtype):
-            for line in self.sample_fn(self.model): print(f"  sample: {line!r}", flush=True)
+            metrics["val_bpb"] = evaluate_bpb(self.model, self.val_batches(), self.token_bytes)
         self.model.train()
+        print0(f"step {self.step:>6} | val bpb {metrics['val_bpb']:.4f}", flush=True)
+    for cb in self.callbacks: cb.on_eval(self, metrics)
+    return metrics
 
-    # -- checkpoints ------------------------------------------------------------------------------------------------
-    def state(self) -> dict:
-        "The loop's own state (beyond weights, optimizer and loader) that a resumed run needs."
-        return {"step": self.step, "smooth_loss": self.smooth_loss, "train_seconds": self.train_seconds}
 
-    def save(self) -> Path | None:
-        "Write a checkpoint of this step (every rank writes its part)."
-        if self.checkpoint_dir is None: return None
-        meta = {**self.meta, "trainer": self.state(), "plan": asdict(self.plan)}
-        pending = None if self.pending is None else [t.cpu() for t in self.pending]
-        loader_state = {"loader": self.loader.state_dict(), "pending": pending}
-        path = save_checkpoint(self.checkpoint_dir, self.step, self.model.state_dict(), self.optimizer.state_dict(),
-                               loader_state, meta, rank=self.rank, world_size=self.world_size, keep_last=self.keep_last)
-        print0(f"step {self.step:>6} | saved checkpoint {path}", flush=True)
-        for cb in self.callbacks: cb.on_checkpoint(self, path)
-        return path
+@patch
+def sample(self: Trainer) -> None:
+    if self.sample_fn is None or self.rank != 0: return
+    self.model.eval()
+    with autocast_ctx(self.device_type, self.dtype):
+        for line in self.sample_fn(self.model): print(f"  sample: {line!r}", flush=True)
+    self.model.train()
 
-    def resume(self, step: int | None = None) -> int:
-        "Load the newest valid checkpoint (or `step`) from `checkpoint_dir` and continue from it; returns its step."
-        ckpt = load_checkpoint(self.checkpoint_dir, step=step, rank=self.rank, device=self.model.wte.weight.device)
-        if ckpt.record["world_size"] != self.world_size:
-            raise CheckpointError(f"checkpoint step {ckpt.step} was written by {ckpt.record['world_size']} rank(s); this run has "
-                                  f"{self.world_size}: resume with the same number of processes")
-        self.model.load_state_dict(ckpt.model_state)
-        self.optimizer.load_state_dict(ckpt.optimizer_state)
-        self.loader.load_state_dict(ckpt.loader_state["loader"])
-        pending = ckpt.loader_state["pending"]
-        self.pending = None if pending is None else tuple(t.to(self.model.wte.weight.device) for t in pending)
-        restore_rng_state(ckpt.rng_state)
-        state = ckpt.meta["trainer"]
-        self.step, self.smooth_loss, self.train_seconds = state["step"], state["smooth_loss"], state["train_seconds"]
-        print0(f"resumed from step {self.step} ({self.checkpoint_dir})", flush=True)
-        return self.step
+# %% ../nbs/12_trainer.ipynb #08df8a17
+@patch
+def state(self: Trainer) -> dict:
+    "The loop's own state (beyond weights, optimizer and loader) that a resumed run needs."
+    return {"step": self.step, "smooth_loss": self.smooth_loss, "train_seconds": self.train_seconds}
 
-    # -- signals ---------------------------------------------------------------------------------------------------
-    def _on_signal(self, signum, frame):
-        self.interrupted = signal.Signals(signum).name
-        self.stop = True
 
-    def _stop_requested(self) -> bool:
-        "Whether any rank asked to stop (a signal or a callback): all ranks must leave the loop at the same step."
-        flag = self.stop
-        if self.world_size > 1:
-            t = torch.tensor([float(flag)], device=self.model.wte.weight.device)
-            dist.all_reduce(t)
-            flag = t.item() > 0
-        return flag
+@patch
+def save(self: Trainer) -> Path | None:
+    "Write a checkpoint of this step (every rank writes its part)."
+    if self.checkpoint_dir is None: return None
+    meta = {**self.meta, "trainer": self.state(), "plan": asdict(self.plan)}
+    pending = None if self.pending is None else [t.cpu() for t in self.pending]
+    loader_state = {"loader": self.loader.state_dict(), "pending": pending}
+    path = save_checkpoint(self.checkpoint_dir, self.step, self.model.state_dict(), self.optimizer.state_dict(),
+                           loader_state, meta, rank=self.rank, world_size=self.world_size, keep_last=self.keep_last)
+    print0(f"step {self.step:>6} | saved checkpoint {path}", flush=True)
+    for cb in self.callbacks: cb.on_checkpoint(self, path)
+    return path
 
-    # -- the loop ------------------------------------------------------------------------------------------------------
-    def fit(self) -> list[dict]:
-        "Train until the plan's last step (or a stop request); returns the per-step metrics."
-        previous = {}
-        if self.handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM): previous[sig] = signal.signal(sig, self._on_signal)
-        try: self._loop()
-        finally:
-            for sig, handler in previous.items(): signal.signal(sig, handler)
-        for cb in self.callbacks: cb.on_train_end(self)
-        return self.history
 
-    def _loop(self) -> None:
-        plan = self.plan
-        for cb in self.callbacks: cb.on_train_start(self)
-        bar = None
-        if self.progress and self.rank == 0:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=plan.num_iterations, initial=self.step, unit="step", dynamic_ncols=True)
-        self.model.train()
-        while self.step < plan.num_iterations:
-            if self.eval_every > 0 and self.step % self.eval_every == 0 and self.step > 0: self.evaluate()
-            if self.sample_every > 0 and self.step % self.sample_every == 0 and self.step > 0: self.sample()
-            if self.device_type == "cuda": torch.cuda.synchronize()
-            start = time.perf_counter()
-            loss = self.train_step()
-            if self.device_type == "cuda": torch.cuda.synchronize()
-            seconds = time.perf_counter() - start
-            tokens_per_step = self.step_tokens  # positions computed this step, all ranks
-            self.step += 1
-            if self.step > 5: self.train_seconds += seconds  # the first steps compile and warm up
-            # an exponential moving average of the loss, bias-corrected, for a readable log
-            self.smooth_loss = 0.9 * self.smooth_loss + 0.1 * loss
-            smooth = self.smooth_loss / (1 - 0.9 ** self.step)
-            metrics = {"step": self.step, "loss": loss, "smooth_loss": smooth, "lr_mult": lr_multiplier(self.step - 1, plan),
-                       "tok_per_s": tokens_per_step / seconds, "dt_ms": 1000 * seconds}
-            if self.peak_flops: metrics["mfu"] = compute_mfu(plan.flops_per_token, tokens_per_step / seconds, self.peak_flops, self.world_size)
-            if not math.isfinite(loss): raise FloatingPointError(f"the loss became {loss} at step {self.step}: lower the learning rates or check the data")
-            self.history.append(metrics)
-            for cb in self.callbacks: cb.on_step_end(self, metrics)
-            if bar is not None:
-                bar.update(1); bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{metrics['tok_per_s']:,.0f}")
-            elif self.log_every and (self.step % self.log_every == 0 or self.step == plan.num_iterations):
-                mfu = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
-                print0(f"step {self.step:>6}/{plan.num_iterations} | loss {smooth:.4f} | lrm {metrics['lr_mult']:.2f} | "
-                       f"{metrics['dt_ms']:.0f} ms | {metrics['tok_per_s']:,.0f} tok/s{mfu}", flush=True)
-            if self._stop_requested():
-                if self.interrupted: print0(f"{self.interrupted} received: saving step {self.step} and stopping", flush=True)
-                self.save(); break
-            if self.save_every > 0 and self.step % self.save_every == 0 and self.step < plan.num_iterations: self.save()
-        else:
-            if self.eval_every >= 0: self.evaluate()  # the end of the run
-            if self.sample_every >= 0: self.sample()
+@patch
+def resume(self: Trainer, step: int | None = None) -> int:
+    "Load the newest valid checkpoint (or `step`) from `checkpoint_dir` and continue from it; returns its step."
+    ckpt = load_checkpoint(self.checkpoint_dir, step=step, rank=self.rank, device=self.model.wte.weight.device)
+    if ckpt.record["world_size"] != self.world_size:
+        raise CheckpointError(f"checkpoint step {ckpt.step} was written by {ckpt.record['world_size']} rank(s); "
+                              f"this run has {self.world_size}: resume with the same number of processes")
+    self.model.load_state_dict(ckpt.model_state)
+    self.optimizer.load_state_dict(ckpt.optimizer_state)
+    self.loader.load_state_dict(ckpt.loader_state["loader"])
+    pending = ckpt.loader_state["pending"]
+    self.pending = None if pending is None else tuple(t.to(self.model.wte.weight.device) for t in pending)
+    restore_rng_state(ckpt.rng_state)
+    state = ckpt.meta["trainer"]
+    self.step, self.smooth_loss, self.train_seconds = state["step"], state["smooth_loss"], state["train_seconds"]
+    print0(f"resumed from step {self.step} ({self.checkpoint_dir})", flush=True)
+    return self.step
+
+# %% ../nbs/12_trainer.ipynb #c691dec4
+@patch
+def _on_signal(self: Trainer, signum, frame):
+    self.interrupted = signal.Signals(signum).name
+    self.stop = True
+
+
+@patch
+def _stop_requested(self: Trainer) -> bool:
+    "Whether any rank asked to stop (a signal or a callback): all ranks must leave the loop at the same step."
+    flag = self.stop
+    if self.world_size > 1:
+        t = torch.tensor([float(flag)], device=self.model.wte.weight.device)
+        dist.all_reduce(t)
+        flag = t.item() > 0
+    return flag
+
+# %% ../nbs/12_trainer.ipynb #4d0f2395
+@patch
+def _loop(self: Trainer) -> None:
+    plan = self.plan
+    for cb in self.callbacks: cb.on_train_start(self)
+    bar = None
+    if self.progress and self.rank == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=plan.num_iterations, initial=self.step, unit="step", dynamic_ncols=True)
+    self.model.train()
+    while self.step < plan.num_iterations:
+        if self.eval_every > 0 and self.step % self.eval_every == 0 and self.step > 0: self.evaluate()
+        if self.sample_every > 0 and self.step % self.sample_every == 0 and self.step > 0: self.sample()
+        if self.device_type == "cuda": torch.cuda.synchronize()
+        start = time.perf_counter()
+        loss = self.train_step()
+        if self.device_type == "cuda": torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        tokens_per_step = self.step_tokens  # positions computed this step, all ranks
+        self.step += 1
+        if self.step > 5: self.train_seconds += seconds  # the first steps compile and warm up
+        # an exponential moving average of the loss, bias-corrected, for a readable log
+        self.smooth_loss = 0.9 * self.smooth_loss + 0.1 * loss
+        smooth = self.smooth_loss / (1 - 0.9 ** self.step)
+        metrics = {"step": self.step, "loss": loss, "smooth_loss": smooth,
+                   "lr_mult": lr_multiplier(self.step - 1, plan), "tok_per_s": tokens_per_step / seconds,
+                   "dt_ms": 1000 * seconds}
+        if self.peak_flops:
+            metrics["mfu"] = compute_mfu(plan.flops_per_token, tokens_per_step / seconds, self.peak_flops,
+                                         self.world_size)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss} at step {self.step}: "
+                                     "lower the learning rates or check the data")
+        self.history.append(metrics)
+        for cb in self.callbacks: cb.on_step_end(self, metrics)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{metrics['tok_per_s']:,.0f}")
+        elif self.log_every and (self.step % self.log_every == 0 or self.step == plan.num_iterations):
+            mfu = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
+            print0(f"step {self.step:>6}/{plan.num_iterations} | loss {smooth:.4f} | lrm {metrics['lr_mult']:.2f} | "
+                   f"{metrics['dt_ms']:.0f} ms | {metrics['tok_per_s']:,.0f} tok/s{mfu}", flush=True)
+        if self._stop_requested():
+            if self.interrupted:
+                print0(f"{self.interrupted} received: saving step {self.step} and stopping", flush=True)
             self.save()
-        if bar is not None: bar.close()
+            break
+        if self.save_every > 0 and self.step % self.save_every == 0 and self.step < plan.num_iterations: self.save()
+    else:
+        if self.eval_every >= 0: self.evaluate()  # the end of the run
+        if self.sample_every >= 0: self.sample()
+        self.save()
+    if bar is not None: bar.close()
 
-# %% ../nbs/12_trainer.ipynb #9e3631ae
-class TokenTensorLoader:
-    """Batches cut from one token tensor, in a fixed order: micro-step `m` of rank `r` at position `i` reads chunk
-    `i × world_size + r`. The ranks of a run together read exactly the chunks one process reads with `world_size`
-    times the accumulation: the property the distributed tests need. Resumable."""
-
-    def __init__(self, tokens: torch.Tensor, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
-                 device: str | torch.device = "cpu"):
-        rows = (tokens.numel() - 1) // seq_len
-        if rows < batch_size * world_size: raise ValueError(f"{tokens.numel()} tokens make {rows} rows of {seq_len}: fewer than one batch on every rank")
-        self.tokens, self.B, self.T, self.rank, self.world = tokens, batch_size, seq_len, rank, world_size
-        self.chunks, self.position, self.device = rows // batch_size, 0, torch.device(device)
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        chunk = (self.position * self.world + self.rank) % self.chunks
-        self.position += 1
-        start = chunk * self.B * self.T
-        rows = torch.stack([self.tokens[start + i * self.T: start + (i + 1) * self.T + 1] for i in range(self.B)]).to(self.device)
-        return rows[:, :-1], rows[:, 1:]
-
-    def state_dict(self) -> dict: return {"position": self.position}
-    def load_state_dict(self, state: dict) -> None: self.position = state["position"]
+# %% ../nbs/12_trainer.ipynb #a5de8c1f
+@patch
+def fit(self: Trainer) -> list[dict]:
+    "Train until the plan's last step (or a stop request); returns the per-step metrics."
+    previous = {}
+    if self.handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM): previous[sig] = signal.signal(sig, self._on_signal)
+    try: self._loop()
+    finally:
+        for sig, handler in previous.items(): signal.signal(sig, handler)
+    for cb in self.callbacks: cb.on_train_end(self)
+    return self.history

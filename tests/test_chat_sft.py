@@ -19,6 +19,9 @@ def test_base_to_sft_handoff(run_env, private_base_dir):
     meta = json.loads((folder / "step_000006" / "meta.json").read_text())
     assert meta["meta"]["source"].endswith("checkpoints/base/d2")
     assert len((folder / "metrics.jsonl").read_text().splitlines()) == 6
+    # the stage ends as every training stage does (finish_stage): the summary line, and summary.json beside it
+    summary = json.loads(out.stdout.split("summary: ")[-1].splitlines()[0])
+    assert summary["steps"] == 6 and json.loads((folder / "summary.json").read_text()) == summary
 
 
 def test_refusals_are_clear(run_env):

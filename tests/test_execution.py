@@ -58,6 +58,8 @@ HOSTILE = {  # name: (program, what must come back); CANARY and SECRET are repla
     "read a secret": ("print(open(SECRET).read())", refused),
     "read a secret via FileIO": ("import io\nprint(io.FileIO(SECRET).read())", refused),
     "read a secret via pathlib": ("import pathlib\nprint(pathlib.Path(SECRET).read_text())", refused),
+    # the program rebinds a builtin the guard's functions use: harmless, since it runs in a __main__ of its own
+    "read a secret after rebinding any": ("any = lambda *args: True\nprint(open(SECRET).read())", refused),
     "kill the parent": ("import os\nos.kill(os.getppid(), 9)", refused),
     "kill everyone": ("import os\nos.kill(-1, 9)", refused),
     "escape the group": ("import os\nos.setsid()", refused),

@@ -1,4 +1,4 @@
-"""`python -m nanochat.lab`: the progress table, reset, and surviving a corrupt progress file."""
+"""`python -m nanochat.lab`: the module map, the progress table, diff, reset, and surviving a corrupt progress file."""
 import json
 import subprocess
 
@@ -11,7 +11,7 @@ ex = Exercise(chapter="00_common", name="double", reference=lambda x: 2 * x,
               make_inputs=lambda rng: {"x": rng.uniform(-5, 5)}, hints=["times two"])
 check(lambda x: x + x, ex)     # a pass
 check(lambda x: x * x, ex)     # a fail
-other = Exercise(chapter="02_lab", name="negate", reference=lambda x: -x, make_inputs=lambda rng: {"x": rng.random()})
+other = Exercise(chapter="92_lab", name="negate", reference=lambda x: -x, make_inputs=lambda rng: {"x": rng.random()})
 """
 
 
@@ -26,11 +26,15 @@ def test_status_reset_and_help(run_env, private_base_dir):
     assert status.returncode == 0
     rows = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line[:2].isdigit()}
     assert rows["00_common"][1:3] == ["1/1", "2"]       # passed 1 of 1 exercise, in 2 attempts
-    assert rows["02_lab"][1:3] == ["0/1", "0"]          # seen, never tried
+    assert rows["92_lab"][1:3] == ["0/1", "0"]          # seen, never tried
     assert "1 of 2 exercises passed." in status.stdout
+    assert "✓ 00_common" in status.stdout and "→ 01_config" in status.stdout  # the module map: done, then next
+    assert "no source recorded for your attempt" in lab(["diff", "double"], run_env).stdout  # a lambda has none
+    assert "no attempt at 'nope'" in lab(["diff", "nope"], run_env).stdout
     reset = lab(["reset", "00_common"], run_env)
     assert reset.returncode == 0 and "forgot 1 exercise" in reset.stdout
-    assert "00_common" not in lab(["status"], run_env).stdout
+    after = lab(["status"], run_env).stdout
+    assert not any(line.startswith("00_common") for line in after.splitlines()) and "→ 00_common" in after
     assert lab(["--help"], run_env).returncode == 0
 
 

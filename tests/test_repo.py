@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 from conftest import PYTHON, ROOT
 
@@ -68,14 +69,93 @@ def test_generated_code_is_marked_and_linted():
 
 
 def test_quarto_config_stays_valid_for_nbdev_docs(tmp_path):
-    "nbdev's Quarto side files can be generated from our settings, and its sidebar lists every chapter."
+    """The top-level _quarto.yml is the book's one configuration: export copies it where nbdev's Quarto steps look, they
+    keep it, and its sidebar lists every chapter in its parts."""
     import yaml
+
+    from nanochat.devtools import export, jupyter_book_toc
     for name in SYNCED: (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, tmp_path / name)
+    (tmp_path / "nbs" / "_quarto.yml").unlink(missing_ok=True)
+    export(tmp_path)
     before = (tmp_path / "nbs" / "_quarto.yml").read_text()
+    assert before.endswith((ROOT / "_quarto.yml").read_text()) and before.startswith("# GENERATED")
     code = "from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar; refresh_quarto_yml(); nbdev_sidebar()"
     subprocess.run([PYTHON, "-c", code], cwd=tmp_path, check=True, capture_output=True)
     assert (tmp_path / "nbs" / "_quarto.yml").read_text() == before  # ours is kept, not overwritten
     quarto = yaml.safe_load(before)
-    assert quarto["project"]["type"] == "website" and "sidebar.yml" in quarto["metadata-files"]
-    sidebar = (tmp_path / "nbs" / "sidebar.yml").read_text()
+    assert quarto["project"]["type"] == "website" and quarto["metadata-files"] == ["nbdev.yml"]
+    sidebar = yaml.safe_dump(quarto["website"]["sidebar"]["contents"])
     for nb in (ROOT / "nbs").glob("[0-9]*.ipynb"): assert nb.name in sidebar, nb.name
+    toc = jupyter_book_toc(ROOT)
+    assert [p["caption"] for p in toc["parts"]][-2:] == ["Annex A: going fast", "Annex B: the workshop"]
+
+
+# Words about how the work was organised (who filed what, which machine was lent, what a session had left) have no
+# place in the book, the README or bench/: those speak of the system and its measurements only.
+WORK_WORDS = re.compile(r"\blent\b|\bborrowed\b|\bthe issue\b|\bissue'?s\b|\bissue #?\d|\bdevice tool\b|"
+                        r"\bremote (?:call|run)s?\b|\bdevice time\b|\bwe aim\b|\bshort of the \d", re.IGNORECASE)
+DIARY_HEADING = re.compile(r"^#+ .*\b(?:session|20\d\d-\d\d-\d\d)\b", re.IGNORECASE | re.MULTILINE)  # markdown only
+
+
+def _prose_files():
+    yield ROOT / "README.md"
+    yield from sorted((ROOT / "nbs").glob("*.ipynb"))
+    yield from sorted(p for p in (ROOT / "bench").rglob("*") if p.is_file() and p.suffix in (".md", ".py", ".sh")
+                      and "results" not in p.relative_to(ROOT / "bench").parts[:1])
+
+
+def test_book_and_bench_speak_of_the_system_only():
+    found = []
+    for path in _prose_files():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".ipynb": text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
+        found += [f"{path.relative_to(ROOT)}: {m.group(0)!r}" for m in WORK_WORDS.finditer(text)]
+        if path.suffix in (".md", ".ipynb"):
+            found += [f"{path.relative_to(ROOT)}: {m.group(0)!r}" for m in DIARY_HEADING.finditer(text)]
+    assert not found, "words about how the work was organised:\n" + "\n".join(found)
+
+
+def test_every_main_path_chapter_has_an_exercise_tested_against_a_wrong_answer():
+    from nanochat.devtools import ANNEX_FAST, chapter_notebooks, chapter_number
+    missing = []
+    for path in chapter_notebooks(ROOT):
+        if chapter_number(path.stem) >= ANNEX_FAST: continue
+        code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        has_exercise = any("Exercise(" in c for c in code)
+        has_wrong = any(c.lstrip().startswith("#| hide") and "assert not check(" in c for c in code)
+        if not (has_exercise and has_wrong): missing.append(path.stem)
+    assert not missing, f"main-path chapters without an exercise whose check refuses a wrong answer: {missing}"
+
+
+def test_a_chapter_importing_a_later_one_is_caught(tmp_path):
+    from nanochat.devtools import import_order_problems
+    assert import_order_problems(ROOT) == []
+    (tmp_path / "nbs").mkdir()
+    for stem, exp, src in (("03_text", "text", "from nanochat.model import GPT"), ("08_model", "model", "x = 1")):
+        cells = [{"cell_type": "code", "source": f"#| default_exp {exp}"}, {"cell_type": "code", "source": src}]
+        (tmp_path / "nbs" / f"{stem}.ipynb").write_text(json.dumps({"cells": cells}))
+    assert import_order_problems(tmp_path) == ["03_text imports nanochat.model, which 08_model teaches later"]
+
+
+def test_exercises_are_filed_under_their_own_chapter():
+    "The lab's progress is kept per chapter: an exercise's `chapter=` is the stem of the notebook it lives in."
+    wrong = []
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for chapter in re.findall(r'Exercise\(chapter="([^"]+)"', "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])):
+            if chapter != path.stem: wrong.append(f"{path.name}: chapter={chapter!r}")
+    assert not wrong, wrong
+
+
+def test_exported_code_keeps_to_120_columns_and_one_statement_a_line():
+    """ruff's E501/E702 at 120 columns on the package. The one exception is the `__all__` list nbdev writes at the top
+    of each module: it wraps the names at 120 but puts `__all__ = ` in front of the first line."""
+    ruff = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
+    out = subprocess.run([ruff, "check", "nanochat", "--select", "E501,E702,E703", "--line-length", "120",
+                          "--output-format", "json", "--exit-zero"], cwd=ROOT, capture_output=True, text=True)
+    found = []
+    for v in json.loads(out.stdout):
+        lines = Path(v["filename"]).read_text().splitlines()
+        row = v["location"]["row"]
+        if lines[row - 1].startswith("__all__ = ") and lines[row - 2] == "# %% auto #0": continue
+        found.append(f"{Path(v['filename']).relative_to(ROOT)}:{row}: {v['code']} {v['message']}")
+    assert not found, f"{len(found)} lines to fix in the notebooks:\n" + "\n".join(found[:40])

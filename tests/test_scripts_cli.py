@@ -66,7 +66,44 @@ def test_sysinfo_under_torchrun_on_cpu(run_env, private_base_dir):
 
 
 def test_every_shipped_profile_matches_the_scripts():
-    from nanochat.config import available_profiles, check_profile
+    from nanochat.config import available_profiles
+    from nanochat.devtools import check_profiles
     assert set(available_profiles()) >= {"tiny", "cpu", "d12", "d20", "speedrun"}
-    for name in available_profiles():
-        assert check_profile(name) == [], name
+    assert check_profiles() == []
+
+
+DEVICE_SCRIPTS = ["base_train", "mid_train", "chat_sft", "chat_rl", "base_eval", "chat_eval", "chat_cli", "chat_web",
+                  "infer_bench"]
+
+
+def test_a_misspelt_device_is_refused_alike_everywhere(run_env):
+    "device_type is one shared Literal setting (config.DeviceSettings): every script refuses a bad one the same way."
+    for script in DEVICE_SCRIPTS:
+        out = run(["-m", f"nanochat.scripts.{script}", "--device-type", "tpu"], run_env)
+        assert out.returncode == 2, (script, out.stdout[-500:], out.stderr[-500:])
+        assert "device_type (from command line): expected one of ['', 'cuda', 'cpu', 'mps'], got 'tpu'" in out.stderr
+        assert "Traceback" not in out.stderr
+    out = run(["-m", "nanochat.scripts.base_train", "--print-config"], run_env | {"NANOCHAT_DEVICE_TYPE": "gpu"})
+    assert out.returncode == 2 and "device_type (from environment): expected one of" in out.stderr, out.stderr[-500:]
+
+
+def test_shared_settings_keep_their_flags_and_defaults(run_env):
+    "The settings the scripts inherit (run, source run, learning rates) print and parse as before, in the same place."
+    out = run(["-m", "nanochat.scripts.chat_rl", "--device-type", "cpu", "--matrix-lr", "0.01", "--print-config"],
+              run_env)
+    assert out.returncode == 0, out.stderr[-1000:]
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.stdout.splitlines()}
+    assert rows["device_type"] == ["'cpu'", "command line"] and rows["matrix_lr"] == ["0.01", "command line"]
+    assert rows["init_lr_frac"] == ["0.05", "default"] and rows["tokenizer_dir"] == ["None", "default"]
+    out = run(["-m", "nanochat.scripts.base_eval", "--print-config"], run_env)
+    rows = {line.split()[0]: line.split(None, 2)[1:] for line in out.stdout.splitlines()}
+    assert rows["stage"] == ["'base'", "default"] and rows["step"] == ["-1", "default"]
+
+
+def test_training_stages_end_a_fixable_error_with_one_line(run_env):
+    "run_stage: a missing checkpoint or tokenizer is `<script>: error: ...` and exit status 1, not a traceback."
+    for script in ("base_train", "mid_train", "chat_sft", "chat_rl"):
+        out = run(["-m", f"nanochat.scripts.{script}", "--device-type", "cpu", "--model-tag", "nope"], run_env)
+        assert out.returncode == 1, (script, out.stderr[-1000:])
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"{script}: error: ") and "Traceback" not in out.stderr, out.stderr[-1000:]

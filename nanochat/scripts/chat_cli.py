@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoint import CheckpointError, load_gpt
+from ..checkpoint import CheckpointError, find_run, load_gpt
 from ..common import autodetect_device_type, print0
-from ..config import ConfigError, format_config, parse_config, register_config, setting
+from ..config import ConfigError, RunSettings, SourceRun, format_config, parse_config, register_config, setting
 from ..engine import Engine
-from .base_eval import find_run
 from ..tokenizer import load_tokenizer
 
 # %% ../../nbs/19a_chat_cli.ipynb #fbe149ec
@@ -36,12 +35,14 @@ class ChatSession:
     def reply(self, text: str) -> Iterator[str]:
         "Add the user's `text`, then yield the reply as it is decoded (whole characters only)."
         sp = self.tokenizer.encode_special
-        self.tokens += [sp("<|user_start|>"), *self.tokenizer.encode(text), sp("<|user_end|>"), sp("<|assistant_start|>")]
+        self.tokens += [sp("<|user_start|>"), *self.tokenizer.encode(text), sp("<|user_end|>"),
+                        sp("<|assistant_start|>")]
         limit = self.engine.decoder.max_len - len(self.tokens)
-        if limit < 1: raise ValueError(f"the conversation ({len(self.tokens)} tokens) fills the model's context: `clear` it")
+        if limit < 1:
+            raise ValueError(f"the conversation ({len(self.tokens)} tokens) fills the model's context: `clear` it")
         answer, shown = [], ""
-        for column, _ in self.engine.generate(self.tokens, max_tokens=min(self.max_tokens, limit), seed=self.seed + self.turns,
-                                              **self.sampling):
+        for column, _ in self.engine.generate(self.tokens, max_tokens=min(self.max_tokens, limit),
+                                              seed=self.seed + self.turns, **self.sampling):
             token = column[0]
             if token in self.engine.stop_tokens: break
             answer.append(token)
@@ -53,15 +54,12 @@ class ChatSession:
         self.tokens += answer + [sp("<|assistant_end|>")]
         self.turns += 1
 
-# %% ../../nbs/19a_chat_cli.ipynb #8cc0d470
+# %% ../../nbs/19a_chat_cli.ipynb #1b9ec742
 @register_config("chat_cli")
 @dataclass
-class ChatCLIConfig:
+class ChatCLIConfig(SourceRun, RunSettings):
     "Chat with a model in the terminal, or answer one prompt (-p) and exit."
     prompt: str = setting("", "answer this prompt and exit (also -p); empty: interactive chat")
-    stage: str = setting("sft", "checkpoint stage: base, mid, sft or rl")
-    model_tag: str | None = setting(None, "run to load (default: the only run of the stage)")
-    step: int = setting(-1, "checkpoint step (-1: the newest valid one)")
     temperature: float = setting(0.6, "sampling temperature (0: greedy)")
     top_k: int = setting(50, "sample among the k most likely tokens (0: all)")
     top_p: float = setting(1.0, "sample from the smallest set with this much probability (1: all)")
@@ -69,39 +67,44 @@ class ChatCLIConfig:
     seed: int = setting(42, "sampling seed")
     tool: str = setting("calculator", "python tool: calculator, sandbox or none")
     compile: bool = setting(True, "fuse the decode step's small kernels with torch.compile (CUDA only)")
-    tokenizer_dir: str | None = setting(None, "tokenizer folder (default: <base dir>/tokenizer)")
-    device_type: str = setting("", "cuda, cpu or mps (empty: the best available)")
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 0: raise ConfigError("temperature and top_k must not be negative")
         if not 0 < self.top_p <= 1: raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1: raise ConfigError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.tool not in ("calculator", "sandbox", "none"): raise ConfigError(f"tool must be calculator, sandbox or none, got {self.tool!r}")
-        if self.device_type not in ("", "cuda", "cpu", "mps"): raise ConfigError(f"device_type must be cuda, cpu or mps, got {self.device_type!r}")
+        if self.tool not in ("calculator", "sandbox", "none"):
+            raise ConfigError(f"tool must be calculator, sandbox or none, got {self.tool!r}")
 
-
+# %% ../../nbs/19a_chat_cli.ipynb #8cc0d470
 # C0 controls, DEL and the C1 range (U+0080-U+009F: some terminals read U+009B as an escape too), minus newline and tab.
 _CONTROL_CHARS = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
 
 
 def terminal_safe(text: str) -> str:
-    "`text` with control characters other than newline and tab written out as `\\xNN`, so a reply cannot drive the terminal."
+    """`text` with control characters other than newline and tab written out as `\\xNN`, so a reply cannot drive the
+    terminal."""
     return text.translate(_CONTROL_CHARS)
 
-
+# %% ../../nbs/19a_chat_cli.ipynb #64b9a65e
 def _short_flags(argv: list[str]) -> list[str]:
     "`-p TEXT` is `--prompt TEXT` (the config parser knows only long flags)."
     return ["--prompt" if a == "-p" else (f"--prompt={a[3:]}" if a.startswith("-p=") else a) for a in argv]
 
 
 def chat_loop(session: ChatSession, read: Callable[[str], str] = input, write: Callable[[str], None] = None) -> int:
-    "The interactive loop: read a line, stream the reply; `clear` forgets, `quit`/`exit`/end of input leaves. Returns turns."
+    """The interactive loop: read a line, stream the reply; `clear` forgets, `quit`/`exit`/end of input leaves.
+    Returns turns."""
     write = write or (lambda s: print(s, end="", flush=True))
     while True:
         try: line = read("\nYou: ").strip()
-        except (EOFError, KeyboardInterrupt): write("\n"); return session.turns
+        except (EOFError, KeyboardInterrupt):
+            write("\n")
+            return session.turns
         if line.lower() in ("quit", "exit"): return session.turns
-        if line.lower() == "clear": session.clear(); write("(conversation cleared)\n"); continue
+        if line.lower() == "clear":
+            session.clear()
+            write("(conversation cleared)\n")
+            continue
         if not line: continue
         write("Assistant: ")
         for piece in session.reply(line): write(terminal_safe(piece))
@@ -117,13 +120,16 @@ def main(argv: list[str] | None = None) -> str | int:
         model, meta = load_gpt(find_run(cfg.stage, cfg.model_tag), None if cfg.step < 0 else cfg.step, device)
         model.eval()
         tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    except (ConfigError, CheckpointError, FileNotFoundError, RuntimeError) as e: raise SystemExit(f"chat_cli: error: {e}") from None
+    except (ConfigError, CheckpointError, FileNotFoundError, RuntimeError) as e:
+        raise SystemExit(f"chat_cli: error: {e}") from None
     engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool, compile=cfg.compile)
-    session = ChatSession(engine, cfg.temperature, cfg.top_k or None, cfg.top_p if cfg.top_p < 1 else None, cfg.max_tokens, cfg.seed)
+    top_p = cfg.top_p if cfg.top_p < 1 else None
+    session = ChatSession(engine, cfg.temperature, cfg.top_k or None, top_p, cfg.max_tokens, cfg.seed)
     if cfg.prompt:
         reply = ""
         for piece in session.reply(cfg.prompt):
-            print(terminal_safe(piece), end="", flush=True); reply += piece
+            print(terminal_safe(piece), end="", flush=True)
+            reply += piece
         print()
         return reply
     print0(format_config(cfg, sources))
@@ -132,5 +138,6 @@ def main(argv: list[str] | None = None) -> str | int:
     return chat_loop(session)
 
 
-# `python -m nanochat.scripts.chat_cli`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.
+# `python -m nanochat.scripts.chat_cli`; inside a notebook `__name__` is "__main__" too, but IPython defines
+# get_ipython.
 if __name__ == "__main__" and "get_ipython" not in globals(): main()

@@ -7,26 +7,28 @@ __all__ = ['reward', 'group_advantages', 'pad_sequences', 'token_logprobs', 'pol
 # %% ../../nbs/20_chat_rl.ipynb #37d18824
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_checkpoint, load_gpt, save_checkpoint
-from ..common import autocast_ctx, cleanup_distributed, compute_dtype, init_distributed, print0
-from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
-from ..report import log_stage
+from ..checkpoint import (CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_checkpoint, load_gpt,
+                                 save_checkpoint)
+from ..common import autocast_ctx, compute_dtype, print0
+from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
+                             save_config, setting)
+from ..report import finish_stage
 from ..engine import Engine
 from ..optim import setup_optimizer
-from .base_eval import find_run
 from ..tokenizer import load_tokenizer, render_for_completion
 
 # %% ../../nbs/20_chat_rl.ipynb #7907863f
 def reward(task, conversation: dict, completion: str) -> float:
-    "1.0 if the task's grader accepts `completion` as the answer to `conversation` (GSM8K: the final '#### n'), else 0.0."
+    """1.0 if the task's grader accepts `completion` as the answer to `conversation` (GSM8K: the final '#### n'),
+    else 0.0."""
     return float(bool(task.evaluate(conversation, completion)))
 
 # %% ../../nbs/20_chat_rl.ipynb #2c4bb77c
@@ -38,7 +40,8 @@ def group_advantages(rewards: torch.Tensor, normalize: bool = False, eps: float 
     return adv
 
 # %% ../../nbs/20_chat_rl.ipynb #7e3d8ffa
-def pad_sequences(sequences: list[list[int]], masks: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pad_sequences(sequences: list[list[int]], masks: list[list[int]],
+                  pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "(inputs, targets, target mask), each (B, T - 1) for the longest T; padding has mask 0."
     T = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
@@ -54,7 +57,8 @@ def token_logprobs(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.
     return -model(inputs, targets, reduction="none").view(targets.shape)
 
 
-def policy_gradient_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor, num_tokens: float | None = None) -> torch.Tensor:
+def policy_gradient_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
+                         num_tokens: float | None = None) -> torch.Tensor:
     """-Σ A_i · log π(token) over the sampled tokens (mask 1), divided by `num_tokens` (default: the sampled tokens
     here; give the count of the whole step when it is split into micro-batches)."""
     num_tokens = mask.sum().clamp(min=1) if num_tokens is None else num_tokens
@@ -63,7 +67,8 @@ def policy_gradient_loss(logprobs: torch.Tensor, mask: torch.Tensor, advantages:
 # %% ../../nbs/20_chat_rl.ipynb #a03467e6
 def pass_at_k(n: int, c: int, k: int) -> float:
     "Unbiased pass@k from `n` samples of which `c` are right (k <= n)."
-    if not 0 <= c <= n or not 1 <= k <= n: raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k: return 1.0  # fewer than k wrong replies: any k of them include a right one
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
@@ -75,12 +80,14 @@ def sample_group(engine, tokenizer, task, conversation: dict, k: int, max_tokens
     context = engine.model.cos.size(0)
     # a prompt that leaves no room for the reply keeps its end (only toy models have contexts this short)
     prompt = render_for_completion(tokenizer, conversation)[-(context - min(max_tokens, context // 2)):]
-    sequences, masks = engine.generate_batch(prompt, num_samples=k, max_tokens=max_tokens, temperature=temperature, top_k=top_k, seed=seed)
+    sequences, masks = engine.generate_batch(prompt, num_samples=k, max_tokens=max_tokens, temperature=temperature,
+                                             top_k=top_k, seed=seed)
     end, group = tokenizer.encode_special("<|assistant_end|>"), []
     for seq, mask in zip(sequences, masks):
         reply = seq[len(prompt):]
         text = tokenizer.decode(reply)
-        if len(reply) < max_tokens and len(seq) < context: seq, mask = list(seq) + [end], list(mask) + [1]  # not by a full context
+        if len(reply) < max_tokens and len(seq) < context:  # not by a full context
+            seq, mask = list(seq) + [end], list(mask) + [1]
         group.append({"sequence": list(seq), "mask": list(mask), "length": len(reply), "text": text,
                       "reward": reward(task, conversation, text)})
     return group
@@ -93,9 +100,10 @@ def rl_step(model, engine, tokenizer, optimizer, task, indices: list[int], cfg, 
     groups = []
     with autocast_ctx(device_type, dtype):
         for i in indices:
-            seed = random.Random(f"{cfg.seed}/{step}/{i}").randrange(2**31)  # reproducible, different per problem and step
-            groups.append(sample_group(engine, tokenizer, task, task[i], cfg.num_samples, cfg.max_new_tokens, cfg.temperature,
-                                       cfg.top_k or None, seed))
+            # reproducible, different per problem and step
+            seed = random.Random(f"{cfg.seed}/{step}/{i}").randrange(2**31)
+            groups.append(sample_group(engine, tokenizer, task, task[i], cfg.num_samples, cfg.max_new_tokens,
+                                       cfg.temperature, cfg.top_k or None, seed))
     rewards = torch.tensor([[s["reward"] for s in g] for g in groups])
     advantages = group_advantages(rewards, cfg.normalize_advantages).flatten()
     samples = [s for g in groups for s in g]
@@ -105,7 +113,8 @@ def rl_step(model, engine, tokenizer, optimizer, task, indices: list[int], cfg, 
     total = 0.0
     for start in range(0, len(samples), cfg.device_batch_size):
         batch = samples[start:start + cfg.device_batch_size]
-        inputs, targets, mask = pad_sequences([s["sequence"] for s in batch], [s["mask"] for s in batch], tokenizer.get_bos_token_id())
+        inputs, targets, mask = pad_sequences([s["sequence"] for s in batch], [s["mask"] for s in batch],
+                                              tokenizer.get_bos_token_id())
         inputs, targets, mask = inputs.to(device), targets.to(device), mask.to(device)
         with autocast_ctx(device_type, dtype): logprobs = token_logprobs(model, inputs, targets)
         loss = policy_gradient_loss(logprobs, mask, advantages[start:start + len(batch)].to(device), num_tokens)
@@ -113,14 +122,17 @@ def rl_step(model, engine, tokenizer, optimizer, task, indices: list[int], cfg, 
         total += loss.item()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    pass_k = sum(pass_at_k(cfg.num_samples, int(c), cfg.num_samples) for c in rewards.sum(-1)) / len(groups)
     return {"loss": total, "reward": rewards.mean().item(), "num_prompts": len(groups),
-            f"pass@{cfg.num_samples}": sum(pass_at_k(cfg.num_samples, int(c), cfg.num_samples) for c in rewards.sum(-1)) / len(groups),
-            "length": sum(s["length"] for s in samples) / len(samples), "groups_with_signal": int((rewards.std(-1) > 0).sum())}
+            f"pass@{cfg.num_samples}": pass_k,
+            "length": sum(s["length"] for s in samples) / len(samples),
+            "groups_with_signal": int((rewards.std(-1) > 0).sum())}
 
 # %% ../../nbs/20_chat_rl.ipynb #aafc6000
 @torch.no_grad()
 def evaluate_pass_at_k(engine, tokenizer, task, indices: list[int], k: int, max_tokens: int, temperature: float = 1.0,
-                       top_k: int | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> dict:
+                       top_k: int | None = None, device: str | torch.device = "cpu",
+                       dtype: torch.dtype = torch.float32) -> dict:
     "pass@1..k over the problems `indices` (this rank's share; summed over ranks when torch.distributed runs)."
     sums = torch.zeros(k + 1, dtype=torch.float64)  # pass@1..k sums, then the number of problems
     with autocast_ctx(torch.device(device).type, dtype):
@@ -139,9 +151,12 @@ def evaluate_pass_at_k(engine, tokenizer, task, indices: list[int], k: int, max_
 # %% ../../nbs/20_chat_rl.ipynb #963cf2c0
 @register_config("chat_rl")
 @dataclass
-class ChatRLConfig:
+class ChatRLConfig(OptimizerSettings, RunSettings):
     "Reinforcement learning on GSM8K: k replies per problem, reward = right final answer, group-mean baseline."
-    model_tag: str | None = setting(None, "SFT run to start from, and the tag of the RL run (default: the only SFT run)")
+    init_lr_frac: float = setting(
+        0.05, "learning rates start at this fraction of pretraining's, then decay linearly to 0")
+    model_tag: str | None = setting(
+        None, "SFT run to start from, and the tag of the RL run (default: the only SFT run)")
     num_steps: int = setting(-1, "optimizer steps (-1: one pass over GSM8K train)")
     prompts_per_step: int = setting(16, "problems per step, all ranks together (a multiple of the number of ranks)")
     num_samples: int = setting(16, "replies sampled per problem (k)")
@@ -150,10 +165,6 @@ class ChatRLConfig:
     top_k: int = setting(50, "sample from the k most likely tokens (0: all)")
     device_batch_size: int = setting(8, "sequences per forward/backward pass")
     normalize_advantages: bool = setting(False, "divide advantages by the group's standard deviation (GRPO's choice)")
-    init_lr_frac: float = setting(0.05, "learning rates start at this fraction of pretraining's, then decay linearly to 0")
-    embedding_lr: float = setting(0.3, "AdamW learning rate of the embeddings (before init_lr_frac)")
-    unembedding_lr: float = setting(0.008, "AdamW learning rate of the LM head (before init_lr_frac)")
-    matrix_lr: float = setting(0.02, "Muon learning rate (before init_lr_frac)")
     eval_every: int = setting(60, "pass@k on held-out problems every N steps (and at the end; -1: never)")
     eval_examples: int = setting(400, "held-out GSM8K test problems per evaluation")
     eval_samples: int = setting(8, "replies per held-out problem (pass@1..k)")
@@ -161,38 +172,100 @@ class ChatRLConfig:
     log_every: int = setting(1, "print a progress line every N steps")
     seed: int = setting(0, "seed of the problem order and the sampling")
     resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
-    tokenizer_dir: str | None = setting(None, "tokenizer folder (default: <base dir>/tokenizer)")
-    device_type: str = setting("", "cuda, cpu or mps (empty: the best available)")
 
     def __post_init__(self):
-        for name in ("prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size", "eval_examples", "eval_samples", "log_every"):
+        super().__post_init__()
+        for name in ("prompts_per_step", "num_samples", "max_new_tokens", "device_batch_size", "eval_examples",
+                     "eval_samples", "log_every"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_samples < 2: raise ConfigError(f"num_samples must be at least 2 (a group's mean is the baseline), got {self.num_samples}")
-        if self.temperature <= 0: raise ConfigError(f"temperature must be positive (RL needs varied replies), got {self.temperature}")
+        if self.num_samples < 2:
+            raise ConfigError(f"num_samples must be at least 2 (a group's mean is the baseline), "
+                              f"got {self.num_samples}")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive (RL needs varied replies), got {self.temperature}")
         if self.top_k < 0: raise ConfigError(f"top_k must be 0 (off) or positive, got {self.top_k}")
-        if not 0 < self.init_lr_frac <= 1: raise ConfigError(f"init_lr_frac must be in (0, 1], got {self.init_lr_frac}")
-        if self.device_type not in ("", "cuda", "cpu", "mps"): raise ConfigError(f"device_type must be cuda, cpu or mps, got {self.device_type!r}")
 
-
-def problem_indices(num_problems: int, step: int, per_step: int, rank: int, world_size: int, seed: int = 0) -> list[int]:
-    "This rank's problems at `step`: its slice of the step's `per_step` problems, in a seeded shuffle that repeats per pass."
+# %% ../../nbs/20_chat_rl.ipynb #66cbc35a
+def problem_indices(num_problems: int, step: int, per_step: int, rank: int, world_size: int,
+                    seed: int = 0) -> list[int]:
+    """This rank's problems at `step`: its slice of the step's `per_step` problems, in a seeded shuffle that repeats
+    per pass."""
     order = list(range(num_problems))
     random.Random(seed).shuffle(order)
     mine = per_step // world_size
     first = step * per_step + rank * mine
     return [order[(first + i) % num_problems] for i in range(mine)]
 
+# %% ../../nbs/20_chat_rl.ipynb #ddafe79d
+def _set_learning_rates(optimizer, init_lr_frac: float, step: int, steps: int) -> float:
+    "Set each group's learning rate for `step` of `steps` (its `initial_lr` × the multiplier); returns the multiplier."
+    lrm = init_lr_frac * (1 - step / steps)
+    for group in optimizer.param_groups: group["lr"] = group["initial_lr"] * lrm
+    return lrm
 
-def main(argv: list[str] | None = None) -> dict:
-    "Train with RL; returns a summary (steps, first and last reward, last evaluation, checkpoint folder)."
-    cfg, sources = parse_config(ChatRLConfig, "chat_rl", argv)
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    info = init_distributed(cfg.device_type or None)
-    try: return _train(cfg, sources, info)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"chat_rl: error: {e}") from None
-    finally: cleanup_distributed()
+# %% ../../nbs/20_chat_rl.ipynb #6fe9d7cd
+def _mean_over_ranks(metrics: dict, keys: list[str], world_size: int, device) -> dict:
+    "`metrics` with the values of `keys` replaced by their means over the ranks (every rank must call it)."
+    if world_size > 1:
+        t = torch.tensor([metrics[k] for k in keys], device=device, dtype=torch.float64)
+        dist.all_reduce(t)
+        metrics |= {k: v / world_size for k, v in zip(keys, t.tolist())}
+    return metrics
+
+# %% ../../nbs/20_chat_rl.ipynb #959fe314
+def _log_metrics(log_path: Path, metrics: dict, rank: int = 0) -> None:
+    "Append `metrics` to the run's log as one JSON line (rank 0 only)."
+    if rank == 0:
+        with log_path.open("a") as f: f.write(json.dumps(metrics) + "\n")
 
 
+def _trim_log(log_path: Path, step: int) -> None:
+    "Keep the lines of `log_path` up to `step` (an empty log if there is none): a resumed run's log reads as one run."
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    log_path.write_text("".join(line + "\n" for line in kept))
+
+# %% ../../nbs/20_chat_rl.ipynb #2e90af08
+def _progress_line(step: int, steps: int, metrics: dict, k: int) -> str:
+    "The log line of training step `step` of `steps`, whose groups have `k` replies."
+    return (f"step {step:>5}/{steps} | reward {metrics['reward']:.3f} | pass@{k} {metrics[f'pass@{k}']:.3f} | "
+            f"length {metrics['length']:.0f} | {metrics['dt_s']:.1f} s")
+
+
+def _eval_line(step: int, metrics: dict) -> str:
+    "The log line of a held-out evaluation at `step`: pass@1..k."
+    return f"step {step:>5} | held-out " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items()
+                                                     if k.startswith("eval_pass"))
+
+# %% ../../nbs/20_chat_rl.ipynb #6cef7d74
+def _save(model, optimizer, out_dir, step: int, run, cfg: ChatRLConfig, info):
+    "Write the checkpoint of `step` to `out_dir` (every rank its part), keeping only this one; returns its folder."
+    meta = {"model_config": asdict(model.config), "source": str(run), "chat_rl": asdict(cfg)}
+    path = save_checkpoint(out_dir, step, model.state_dict(), optimizer.state_dict(), {"step": step}, meta,
+                           rank=info.rank, world_size=info.world_size, keep_last=1)
+    print0(f"step {step:>5} | saved checkpoint {path}", flush=True)
+    return path
+
+
+def _resume(cfg: ChatRLConfig, model, optimizer, out_dir: Path, info) -> int:
+    """The step to start from: 0, or with `cfg.resume` the step of the newest valid checkpoint in `out_dir`, whose
+    weights and optimizer state are loaded into `model` and `optimizer`."""
+    if not cfg.resume: return 0
+    if not list_checkpoints(out_dir): raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
+    ckpt = load_checkpoint(out_dir, rank=info.rank, device=info.device)
+    model.load_state_dict(ckpt.model_state)
+    optimizer.load_state_dict(ckpt.optimizer_state)
+    print0(f"resumed from step {ckpt.step} ({out_dir})")
+    return ckpt.step
+
+# %% ../../nbs/20_chat_rl.ipynb #8aceba92
+def _summarize(out_dir: Path, run, step: int, history: list[dict], last_eval: dict, rank: int) -> dict:
+    "The run's summary: printed, written to `out_dir/summary.json` (rank 0) and to the report; returned."
+    summary = {"steps": step, "first_reward": history[0]["reward"] if history else None,
+               "final_reward": history[-1]["reward"] if history else None, **last_eval, "checkpoint_dir": str(out_dir)}
+    return finish_stage("chat_rl", summary, out_dir, rank, data={"source": run, **summary})
+
+# %% ../../nbs/20_chat_rl.ipynb #e16d7ec5
 def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
     from nanochat.tasks.gsm8k import GSM8K
     print0(format_config(cfg, sources))
@@ -205,70 +278,55 @@ def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
     engine = Engine(model, tokenizer)
     train, test = GSM8K("train"), GSM8K("test")
     steps = cfg.num_steps if cfg.num_steps > 0 else len(train) // cfg.prompts_per_step
-    optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr)
+    optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
+                                matrix_lr=cfg.matrix_lr)
     out_dir = checkpoint_dir("rl", run.name)
-    log_path, step = out_dir / "metrics.jsonl", 0
-    if cfg.resume:
-        if not list_checkpoints(out_dir): raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
-        ckpt = load_checkpoint(out_dir, rank=info.rank, device=info.device)
-        model.load_state_dict(ckpt.model_state); optimizer.load_state_dict(ckpt.optimizer_state)
-        step = ckpt.step
-        print0(f"resumed from step {step} ({out_dir})")
+    log_path = out_dir / "metrics.jsonl"
+    step = _resume(cfg, model, optimizer, out_dir, info)
     if info.rank == 0:
         save_config(cfg, "chat_rl", out_dir, sources)
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= step] if log_path.exists() else []
-        log_path.write_text("".join(line + "\n" for line in kept))  # a resumed run's log reads as one run
-    def log(metrics: dict) -> None:
-        if info.rank == 0:
-            with log_path.open("a") as f: f.write(json.dumps(metrics) + "\n")
+        _trim_log(log_path, step)
     eval_indices = list(range(min(cfg.eval_examples, len(test))))[info.rank::info.world_size]
     def evaluate() -> dict:
         model.eval()
-        metrics = evaluate_pass_at_k(engine, tokenizer, test, eval_indices, cfg.eval_samples, cfg.max_new_tokens, cfg.temperature,
-                                     cfg.top_k or None, info.device, dtype)
-        print0(f"step {step:>5} | held-out " + ", ".join(f"{k[5:]} {v:.3f}" for k, v in metrics.items() if k.startswith("eval_pass")), flush=True)
-        log({"step": step, **metrics})
+        metrics = evaluate_pass_at_k(engine, tokenizer, test, eval_indices, cfg.eval_samples, cfg.max_new_tokens,
+                                     cfg.temperature, cfg.top_k or None, info.device, dtype)
+        print0(_eval_line(step, metrics), flush=True)
+        _log_metrics(log_path, {"step": step, **metrics}, info.rank)
         return metrics
-    for group in optimizer.param_groups: group["initial_lr"] = group["lr"]
+    # a resumed optimizer brings back its decayed `lr` and its `initial_lr`: the schedule scales the latter
+    for group in optimizer.param_groups: group.setdefault("initial_lr", group["lr"])
     print0(f"RL from {run}: {steps} steps of {cfg.prompts_per_step} problems × {cfg.num_samples} replies "
-           f"({cfg.prompts_per_step // info.world_size} problems per rank × {info.world_size} rank(s)); learning rates × {cfg.init_lr_frac}, down to 0", flush=True)
+           f"({cfg.prompts_per_step // info.world_size} problems per rank × {info.world_size} rank(s)); "
+           f"learning rates × {cfg.init_lr_frac}, down to 0", flush=True)
     history, last_eval = [], {}
+    averaged = ["loss", "reward", f"pass@{cfg.num_samples}", "length", "groups_with_signal"]
     if cfg.eval_every >= 0 and step == 0: last_eval = evaluate()
     while step < steps:
-        lrm = cfg.init_lr_frac * (1 - step / steps)
-        for group in optimizer.param_groups: group["lr"] = group["initial_lr"] * lrm
+        lrm = _set_learning_rates(optimizer, cfg.init_lr_frac, step, steps)
         start = time.perf_counter()
         indices = problem_indices(len(train), step, cfg.prompts_per_step, info.rank, info.world_size, cfg.seed)
         metrics = rl_step(model, engine, tokenizer, optimizer, train, indices, cfg, step, device_type, dtype)
-        if info.world_size > 1:  # the means over ranks (every rank has the same number of problems)
-            keys = ["loss", "reward", f"pass@{cfg.num_samples}", "length", "groups_with_signal"]
-            t = torch.tensor([metrics[k] for k in keys], device=info.device, dtype=torch.float64)
-            dist.all_reduce(t)
-            metrics |= {k: v / info.world_size for k, v in zip(keys, t.tolist())}
+        metrics = _mean_over_ranks(metrics, averaged, info.world_size, info.device)
         step += 1
         metrics = {"step": step, **metrics, "lr_mult": lrm, "dt_s": round(time.perf_counter() - start, 3)}
-        history.append(metrics); log(metrics)
+        history.append(metrics)
+        _log_metrics(log_path, metrics, info.rank)
         if step % cfg.log_every == 0 or step == steps:
-            print0(f"step {step:>5}/{steps} | reward {metrics['reward']:.3f} | pass@{cfg.num_samples} {metrics[f'pass@{cfg.num_samples}']:.3f} | "
-                   f"length {metrics['length']:.0f} | {metrics['dt_s']:.1f} s", flush=True)
+            print0(_progress_line(step, steps, metrics, cfg.num_samples), flush=True)
         if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < steps: last_eval = evaluate()
-        if cfg.save_every > 0 and step % cfg.save_every == 0 and step < steps: _save(model, optimizer, out_dir, step, run, cfg, info)
+        if cfg.save_every > 0 and step % cfg.save_every == 0 and step < steps:
+            _save(model, optimizer, out_dir, step, run, cfg, info)
     if cfg.eval_every >= 0: last_eval = evaluate()
     path = _save(model, optimizer, out_dir, step, run, cfg, info)
-    summary = {"steps": step, "first_reward": history[0]["reward"] if history else None,
-               "final_reward": history[-1]["reward"] if history else None, **last_eval, "checkpoint_dir": str(out_dir)}
-    print0("summary: " + json.dumps(summary))
-    if info.rank == 0: (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    log_stage("chat_rl", {"source": run, **summary}, metrics_file=log_path)
+    summary = _summarize(out_dir, run, step, history, last_eval, info.rank)
     return summary | {"checkpoint": str(path)}
 
-
-def _save(model, optimizer, out_dir, step: int, run, cfg: ChatRLConfig, info):
-    meta = {"model_config": asdict(model.config), "source": str(run), "chat_rl": asdict(cfg)}
-    path = save_checkpoint(out_dir, step, model.state_dict(), optimizer.state_dict(), {"step": step}, meta,
-                           rank=info.rank, world_size=info.world_size, keep_last=1)
-    print0(f"step {step:>5} | saved checkpoint {path}", flush=True)
-    return path
+# %% ../../nbs/20_chat_rl.ipynb #ea5978c9
+def main(argv: list[str] | None = None) -> dict:
+    "Train with RL; returns a summary (steps, first and last reward, last evaluation, checkpoint folder)."
+    errors = (ConfigError, CheckpointError, FileNotFoundError)  # the ones a user can fix: one line, no traceback
+    return run_stage("chat_rl", ChatRLConfig, _train, argv, errors)
 
 
 # `python -m nanochat.scripts.chat_rl`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.

@@ -4,7 +4,6 @@
 __all__ = ['collate_conversations', 'SFTLoader', 'sft_mixture', 'source_run', 'ChatSFTConfig', 'main']
 
 # %% ../../nbs/18_chat_sft.ipynb #f5335b6e
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,18 +11,19 @@ from typing import Literal
 
 import torch
 
-from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_gpt
-from ..common import cleanup_distributed, compute_dtype, device_name, get_peak_flops, init_distributed, print0
-from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
-from ..report import log_stage, steady_throughput
+from ..checkpoint import CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_gpt
+from ..common import compute_dtype, device_name, get_peak_flops, print0
+from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
+                             save_config, setting)
+from ..report import finish_stage, steady_throughput
 from ..optim import setup_optimizer
-from .base_eval import find_run
 from ..tokenizer import load_tokenizer, render_conversation
 from ..trainer import MetricsLog, Trainer, plan_training
 
 # %% ../../nbs/18_chat_sft.ipynb #41eedf90
 def collate_conversations(tokenizer, conversations: list[dict], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    "(inputs, targets) for a batch of conversations: one per row, cut to `max_len`, padded; unsupervised targets are -1."
+    """(inputs, targets) for a batch of conversations: one per row, cut to `max_len`, padded;
+    unsupervised targets are -1."""
     rows = []
     for conv in conversations:
         ids, mask = render_conversation(tokenizer, conv, max_tokens=max_len + 1)
@@ -38,11 +38,13 @@ def collate_conversations(tokenizer, conversations: list[dict], max_len: int) ->
 
 # %% ../../nbs/18_chat_sft.ipynb #6b4fe1d5
 class SFTLoader:
-    "Padded batches of conversations from `task`, shuffled per epoch (seeded), length-sorted in windows, split across ranks, resumable."
+    """Padded batches of conversations from `task`, shuffled per epoch (seeded), length-sorted in windows,
+    split across ranks, resumable."""
 
     def __init__(self, task, tokenizer, batch_size: int, max_len: int, rank: int = 0, world_size: int = 1,
                  device: str | torch.device = "cpu", seed: int = 0, window: int = 16):
-        if len(task) < batch_size * world_size: raise ValueError(f"{len(task)} conversations are fewer than one batch on every rank")
+        if len(task) < batch_size * world_size:
+            raise ValueError(f"{len(task)} conversations are fewer than one batch on every rank")
         self.task, self.tokenizer, self.B, self.max_len = task, tokenizer, batch_size, max_len
         self.rank, self.world, self.device, self.seed = rank, world_size, torch.device(device), seed
         self.epoch, self.position = 0, 0
@@ -59,11 +61,13 @@ class SFTLoader:
         return self._shuffled[1]
 
     def _window(self, start: int) -> list[list[int]]:
-        "The batches of the window of `window` batches that begins at position `start`: similar lengths together, in a seeded order."
+        """The batches of the window of `window` batches that begins at position `start`:
+        similar lengths together, in a seeded order."""
         if self._windowed is None or self._windowed[:2] != (self.epoch, start):
             n = min(self.window, (len(self._order()) - start) // self.B) * self.B
             chosen = self._order()[start:start + n]
-            length = {i: len(render_conversation(self.tokenizer, self.task[i], max_tokens=self.max_len + 1)[0]) for i in chosen}
+            length = {i: len(render_conversation(self.tokenizer, self.task[i], max_tokens=self.max_len + 1)[0])
+                      for i in chosen}
             chosen = sorted(chosen, key=length.get)  # stable: equal lengths keep the shuffled order
             batches = [chosen[k:k + self.B] for k in range(0, n, self.B)]
             random.Random(f"{self.seed}-{self.epoch}-{start}").shuffle(batches)  # short and long batches interleave
@@ -92,8 +96,9 @@ def sft_mixture(spelling: int = 600, seed: int = 42):
     from nanochat.tasks.gsm8k import GSM8K
     from nanochat.tasks.identity import identity_conversations
     from nanochat.tasks.spelling import SimpleSpelling, SpellingBee
-    return TaskMixture([ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), GSM8K("train"), SimpleSpelling(size=spelling),
-                        SpellingBee(size=spelling), identity_conversations(), GPTeacher()], seed=seed)
+    return TaskMixture([ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), GSM8K("train"),
+                        SimpleSpelling(size=spelling), SpellingBee(size=spelling), identity_conversations(),
+                        GPTeacher()], seed=seed)
 
 # %% ../../nbs/18_chat_sft.ipynb #3f081b79
 def source_run(stage: str, tag: str | None) -> Path:
@@ -106,72 +111,75 @@ def source_run(stage: str, tag: str | None) -> Path:
 # %% ../../nbs/18_chat_sft.ipynb #32f2c90b
 @register_config("chat_sft")
 @dataclass
-class ChatSFTConfig:
+class ChatSFTConfig(OptimizerSettings, RunSettings):
     "Fine-tune a base (or midtrained) model on conversations, training only on the assistant's tokens."
-    source_stage: Literal["auto", "base", "mid"] = setting("auto", "stage to start from (auto: mid if that run has a checkpoint, else base)")
-    model_tag: str | None = setting(None, "run to start from, and the tag of the SFT run (default: the stage's only run)")
+    init_lr_frac: float = setting(
+        0.02, "learning rates start at this fraction of pretraining's, then decay linearly to 0")
+    source_stage: Literal["auto", "base", "mid"] = setting(
+        "auto", "stage to start from (auto: mid if that run has a checkpoint, else base)")
+    model_tag: str | None = setting(
+        None, "run to start from, and the tag of the SFT run (default: the stage's only run)")
     num_epochs: float = setting(1.0, "passes over the mixture")
     max_steps: int = setting(-1, "stop after this many steps (-1: the epochs decide)")
     device_batch_size: int = setting(4, "conversations per micro-batch on each device")
     grad_accum: int = setting(8, "micro-batches per optimizer step")
     max_len: int = setting(2048, "tokens per conversation (longer ones are cut)")
-    init_lr_frac: float = setting(0.02, "learning rates start at this fraction of pretraining's, then decay linearly to 0")
-    embedding_lr: float = setting(0.3, "AdamW learning rate of the embeddings (before init_lr_frac)")
-    unembedding_lr: float = setting(0.008, "AdamW learning rate of the LM head (before init_lr_frac)")
-    matrix_lr: float = setting(0.02, "Muon learning rate (before init_lr_frac)")
     spelling: int = setting(600, "synthetic spelling conversations of each kind in the mixture")
     log_every: int = setting(10, "print a progress line every N steps")
-    tokenizer_dir: str | None = setting(None, "tokenizer folder (default: <base dir>/tokenizer)")
-    device_type: str = setting("", "cuda, cpu or mps (empty: the best available)")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.num_epochs <= 0: raise ConfigError(f"num_epochs must be positive, got {self.num_epochs}")
         for name in ("device_batch_size", "grad_accum", "max_len", "spelling", "log_every"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.init_lr_frac <= 1: raise ConfigError(f"init_lr_frac must be in (0, 1], got {self.init_lr_frac}")
 
-
+# %% ../../nbs/18_chat_sft.ipynb #813cb961
 def main(argv: list[str] | None = None) -> dict:
     "Fine-tune; returns a summary (steps, losses, checkpoint folder)."
-    cfg, sources = parse_config(ChatSFTConfig, "chat_sft", argv)
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    info = init_distributed(cfg.device_type or None)
-    try:
-        print0(format_config(cfg, sources))
-        run = source_run(cfg.source_stage, cfg.model_tag)
-        print0(f"starting from {run}")
-        model, meta = load_gpt(run, device=info.device)
-        tokenizer = load_tokenizer(cfg.tokenizer_dir)
-        max_len = min(cfg.max_len, model.cos.size(0) - 1)
-        loader = SFTLoader(sft_mixture(cfg.spelling), tokenizer, cfg.device_batch_size, max_len, info.rank, info.world_size, info.device)
-        steps = int(cfg.num_epochs * loader.batches_per_epoch() // cfg.grad_accum)
-        if cfg.max_steps > 0: steps = min(steps, cfg.max_steps)
-        if steps < 1: raise ConfigError("the mixture is smaller than one optimizer step: lower device_batch_size or grad_accum")
-        plan = plan_training(model, cfg.device_batch_size, max_len, info.world_size, num_iterations=steps,
-                             total_batch_size=cfg.device_batch_size * max_len * info.world_size * cfg.grad_accum,
-                             weight_decay=0.0, warmup_steps=0, warmdown_ratio=1.0, final_lr_frac=0.0, scale_lr_with_batch=False)
-        plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
-        optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr)
-        for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
-        out_dir = checkpoint_dir("sft", run.name)
-        if info.rank == 0: save_config(cfg, "chat_sft", out_dir, sources)
-        print0(f"SFT of {run} ({len(loader.task):,} conversations): {steps} steps of {cfg.grad_accum} × {cfg.device_batch_size} "
-               f"conversations × {info.world_size} rank(s); learning rates × {cfg.init_lr_frac}, down to 0", flush=True)
-        trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type, dtype=compute_dtype(info.device.type),
-                          rank=info.rank, world_size=info.world_size, eval_every=-1, sample_every=-1, log_every=cfg.log_every,
-                          checkpoint_dir=out_dir, keep_last=1, callbacks=[MetricsLog(out_dir / "metrics.jsonl")],
-                          peak_flops=get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None,  # for MFU
-                          meta={"model_config": asdict(model.config), "source": str(run), "chat_sft": asdict(cfg)})
-        history = trainer.fit()
-        summary = {"steps": trainer.step, "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],
-                   "train_seconds": round(trainer.train_seconds, 1), **steady_throughput(history), "checkpoint_dir": str(out_dir)}
-        print0(f"summary: {summary}")
-        log_stage("chat_sft", {"source": run, "conversations": len(loader.task), **summary}, metrics_file=out_dir / "metrics.jsonl",
-                  seconds=summary["train_seconds"])
-        return summary
-    except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"chat_sft: error: {e}") from None
-    finally: cleanup_distributed()
+    errors = (ConfigError, CheckpointError, FileNotFoundError)  # the ones a user can fix: one line, no traceback
+    return run_stage("chat_sft", ChatSFTConfig, _train, argv, errors)
 
 
-# `python -m nanochat.scripts.chat_sft`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.
+def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
+    print0(format_config(cfg, sources))
+    run = source_run(cfg.source_stage, cfg.model_tag)
+    print0(f"starting from {run}")
+    model, meta = load_gpt(run, device=info.device)
+    tokenizer = load_tokenizer(cfg.tokenizer_dir)
+    max_len = min(cfg.max_len, model.cos.size(0) - 1)
+    loader = SFTLoader(sft_mixture(cfg.spelling), tokenizer, cfg.device_batch_size, max_len, info.rank,
+                       info.world_size, info.device)
+    steps = int(cfg.num_epochs * loader.batches_per_epoch() // cfg.grad_accum)
+    if cfg.max_steps > 0: steps = min(steps, cfg.max_steps)
+    if steps < 1:
+        raise ConfigError("the mixture is smaller than one optimizer step: lower device_batch_size or grad_accum")
+    plan = plan_training(model, cfg.device_batch_size, max_len, info.world_size, num_iterations=steps,
+                         total_batch_size=cfg.device_batch_size * max_len * info.world_size * cfg.grad_accum,
+                         weight_decay=0.0, warmup_steps=0, warmdown_ratio=1.0, final_lr_frac=0.0,
+                         scale_lr_with_batch=False)
+    plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
+    optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
+                                matrix_lr=cfg.matrix_lr)
+    for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
+    out_dir = checkpoint_dir("sft", run.name)
+    if info.rank == 0: save_config(cfg, "chat_sft", out_dir, sources)
+    print0(f"SFT of {run} ({len(loader.task):,} conversations): {steps} steps of {cfg.grad_accum} × "
+           f"{cfg.device_batch_size} conversations × {info.world_size} rank(s); learning rates × {cfg.init_lr_frac}, "
+           "down to 0", flush=True)
+    peak_flops = get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None  # for MFU
+    trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type,
+                      dtype=compute_dtype(info.device.type), rank=info.rank, world_size=info.world_size,
+                      eval_every=-1, sample_every=-1, log_every=cfg.log_every, checkpoint_dir=out_dir, keep_last=1,
+                      callbacks=[MetricsLog(out_dir / "metrics.jsonl")], peak_flops=peak_flops,
+                      meta={"model_config": asdict(model.config), "source": str(run), "chat_sft": asdict(cfg)})
+    history = trainer.fit()
+    summary = {"steps": trainer.step, "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],
+               "train_seconds": round(trainer.train_seconds, 1), **steady_throughput(history),
+               "checkpoint_dir": str(out_dir)}
+    data = {"source": run, "conversations": len(loader.task), **summary}
+    return finish_stage("chat_sft", summary, out_dir, info.rank, data=data)
+
+
+# `python -m nanochat.scripts.chat_sft`; inside a notebook `__name__` is "__main__" too, but IPython defines
+# get_ipython.
 if __name__ == "__main__" and "get_ipython" not in globals(): main()

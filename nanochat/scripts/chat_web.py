@@ -9,25 +9,24 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoint import CheckpointError, load_gpt
+from ..checkpoint import CheckpointError, find_run, load_gpt
 from ..common import autodetect_device_type, print0
-from ..config import ConfigError, format_config, parse_config, register_config, setting
+from ..config import (ConfigError, RunSettings, SourceRun, format_config, parse_config, register_config,
+                             setting)
 from ..engine import Engine, SamplingParams
 from ..gpt import GPT, GPTConfig
-from .base_eval import find_run
 from ..server import EngineSlots, ServerConfig, create_app
 from ..tokenizer import Tokenizer, load_tokenizer, render_for_completion
 
 # %% ../../nbs/21a_chat_web.ipynb #9f1e0249
 @register_config("chat_web")
 @dataclass
-class ChatWebConfig:
-    "Serve a chat model: the chat page, nanochat's streaming API and an OpenAI-compatible one, with continuous batching."
-    stage: str = setting("sft", "checkpoint stage: base, mid, sft or rl")
+class ChatWebConfig(SourceRun, RunSettings):
+    """Serve a chat model: the chat page, nanochat's streaming API and an OpenAI-compatible one, with continuous
+    batching."""
     model_tag: str | None = setting(None, "run to serve (default: the only run of the stage)")
-    step: int = setting(-1, "checkpoint step (-1: the newest valid one)")
-    tokenizer_dir: str | None = setting(None, "tokenizer folder (default: <base dir>/tokenizer)")
-    tiny_random: bool = setting(False, "serve a tiny random model with a byte tokenizer instead of a checkpoint (tests, benchmarks)")
+    tiny_random: bool = setting(
+        False, "serve a tiny random model with a byte tokenizer instead of a checkpoint (tests, benchmarks)")
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = setting(8000, "port to listen on")
     api_key: str | None = setting(None, "require this key as 'Authorization: Bearer <key>' (none: no authentication)")
@@ -42,7 +41,6 @@ class ChatWebConfig:
     max_body_bytes: int = setting(1 << 20, "largest request body accepted")
     model_name: str | None = setting(None, "the model's name in the API (default: nanochat-<stage>-<run>)")
     tool: str = setting("calculator", "the tool the model may call: calculator or none")
-    device_type: str = setting("", "cuda, cpu or mps (empty: the best available)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
 
     def __post_init__(self):
@@ -51,8 +49,10 @@ class ChatWebConfig:
         for name in ("max_queue", "workers", "max_len"):
             if getattr(self, name) < 0: raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
-        if self.tool not in ("calculator", "none"): raise ConfigError(f"tool must be 'calculator' or 'none', got {self.tool!r}")
-        if self.api_key == "": raise ConfigError("api_key is empty: give a key, or leave it unset for no authentication")
+        if self.tool not in ("calculator", "none"):
+            raise ConfigError(f"tool must be 'calculator' or 'none', got {self.tool!r}")
+        if self.api_key == "":
+            raise ConfigError("api_key is empty: give a key, or leave it unset for no authentication")
 
 # %% ../../nbs/21a_chat_web.ipynb #9ff9e418
 def serving_devices(device_type: str, workers: int = 0) -> list[str]:
@@ -72,8 +72,10 @@ def byte_tokenizer() -> Tokenizer:
 
 
 def tiny_random_model(tokenizer: Tokenizer, device: str = "cpu", seed: int = 0, sequence_len: int = 512) -> GPT:
-    "A two-layer GPT with random weights for `tokenizer`: every code path of serving, at the cost of a few milliseconds a step."
-    config = GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_embd=64, n_head=2, n_kv_head=1, sequence_len=sequence_len)
+    """A two-layer GPT with random weights for `tokenizer`: every code path of serving,
+    at the cost of a few milliseconds a step."""
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_embd=64, n_head=2, n_kv_head=1,
+                       sequence_len=sequence_len)
     return GPT.build(config, device=device, seed=seed).eval()
 
 # %% ../../nbs/21a_chat_web.ipynb #10d0d20d
@@ -126,5 +128,6 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
 
 
-# `python -m nanochat.scripts.chat_web`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.
+# `python -m nanochat.scripts.chat_web`; inside a notebook `__name__` is "__main__" too,
+# but IPython defines get_ipython.
 if __name__ == "__main__" and "get_ipython" not in globals(): main()

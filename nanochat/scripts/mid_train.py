@@ -2,27 +2,25 @@
 
 # %% auto #0
 __all__ = ['CHAT_PROMPTS', 'pack_conversation', 'unpack_row', 'ConversationPackLoader', 'chat_data', 'mid_mixture',
-           'calculator_calls', 'chat_format_rates', 'MidTrainConfig', 'mixture_tokens', 'main']
+           'calculator_calls', 'chat_format_rates', 'MidTrainConfig', 'mixture_tokens', 'mid_plan', 'main']
 
 # %% ../../nbs/17_mid_train.ipynb #c1181dfc
-import json
-import os
 import random
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
 
-from ..checkpoint import CheckpointError, checkpoint_dir, list_checkpoints, load_gpt
-from ..common import cleanup_distributed, compute_dtype, device_name, get_peak_flops, init_distributed, print0
-from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
-from ..report import log_stage, steady_throughput
+from ..checkpoint import CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_gpt
+from ..common import compute_dtype, device_name, get_peak_flops, print0
+from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
+                             save_config, setting)
+from ..report import finish_stage, steady_throughput
 from ..dataloader import BestFitPacker
 from ..optim import setup_optimizer
-from .base_eval import find_run
 from ..gpt import generate
 from ..tokenizer import SPECIAL_TOKENS, load_tokenizer, render_conversation, render_for_completion
-from ..trainer import MetricsLog, Trainer, plan_training
+from ..trainer import MetricsLog, Trainer, TrainingPlan, plan_training
 
 # %% ../../nbs/17_mid_train.ipynb #6daeea3b
 def pack_conversation(ids: list[int], mask: list[int]) -> list[int]:
@@ -40,7 +38,8 @@ class ConversationPackLoader:
 
     def __init__(self, task, tokenizer, batch_size: int, seq_len: int, rank: int = 0, world_size: int = 1,
                  device: str | torch.device = "cpu", seed: int = 0, supervise: str = "all", buffer: int = 256):
-        if supervise not in ("all", "assistant"): raise ValueError(f"supervise must be 'all' or 'assistant', got {supervise!r}")
+        if supervise not in ("all", "assistant"):
+            raise ValueError(f"supervise must be 'all' or 'assistant', got {supervise!r}")
         if len(task) < world_size: raise ValueError(f"{len(task)} conversations are fewer than the {world_size} ranks")
         self.task, self.tokenizer, self.B, self.T = task, tokenizer, batch_size, seq_len
         self.rank, self.world, self.device, self.seed = rank, world_size, torch.device(device), seed
@@ -61,7 +60,8 @@ class ConversationPackLoader:
             conversation = self.task[self._order()[self.position]]
             self.position += 1
             # a conversation longer than a row is cut here, so the packer never holds more than one row of it
-            self.packer.add(pack_conversation(*render_conversation(self.tokenizer, conversation, max_tokens=self.T + 1)))
+            rendered = render_conversation(self.tokenizer, conversation, max_tokens=self.T + 1)
+            self.packer.add(pack_conversation(*rendered))
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, targets = [], []
@@ -73,7 +73,8 @@ class ConversationPackLoader:
         return (torch.tensor(inputs, dtype=torch.long, device=self.device),
                 torch.tensor(targets, dtype=torch.long, device=self.device))
 
-    def state_dict(self) -> dict: return {"epoch": self.epoch, "position": self.position, "packer": self.packer.state_dict()}
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "packer": self.packer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.position = state["epoch"], state["position"]
@@ -97,8 +98,9 @@ def mid_mixture(spelling: int = 2000, seed: int = 42):
     from nanochat.tasks.identity import identity_conversations
     from nanochat.tasks.mmlu import MMLU
     from nanochat.tasks.spelling import SimpleSpelling, SpellingBee
-    return TaskMixture([chat_data(), ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), MMLU("dev"), GSM8K("train"),
-                        identity_conversations(), SimpleSpelling(size=spelling), SpellingBee(size=spelling)], seed=seed)
+    return TaskMixture([chat_data(), ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), MMLU("dev"),
+                        GSM8K("train"), identity_conversations(), SimpleSpelling(size=spelling),
+                        SpellingBee(size=spelling)], seed=seed)
 
 # %% ../../nbs/17_mid_train.ipynb #0187fd91
 CHAT_PROMPTS = ["Hi! Who are you?", "What is the capital of France?", "Write a haiku about the sea.",
@@ -122,8 +124,8 @@ def calculator_calls(tokenizer, ids: list[int]) -> list[str]:
 
 # %% ../../nbs/17_mid_train.ipynb #b846c9fe
 @torch.no_grad()
-def chat_format_rates(model, tokenizer, num_gsm8k: int = 50, chat_prompts: list[str] = CHAT_PROMPTS, max_tokens: int = 256,
-                      samples: int = 2) -> dict:
+def chat_format_rates(model, tokenizer, num_gsm8k: int = 50, chat_prompts: list[str] = CHAT_PROMPTS,
+                      max_tokens: int = 256, samples: int = 2) -> dict:
     """Greedy replies to the first `num_gsm8k` GSM8K test problems and to `chat_prompts`. Returns the share of replies
     that end with <|assistant_end|> (`end_rate`, and per kind), the share of GSM8K replies with a well-formed calculator
     call (`calculator_rate`), GSM8K accuracy, and the first `samples` replies of each kind."""
@@ -132,7 +134,8 @@ def chat_format_rates(model, tokenizer, num_gsm8k: int = 50, chat_prompts: list[
     model.eval()
     stop, room = tokenizer.encode_special("<|assistant_end|>"), model.cos.size(0)
     gsm = GSM8K("test", stop=num_gsm8k)
-    conversations = [(c, "gsm8k") for c in gsm] + [({"messages": [{"role": "user", "content": p}]}, "chat") for p in chat_prompts]
+    conversations = ([(c, "gsm8k") for c in gsm]
+                     + [({"messages": [{"role": "user", "content": p}]}, "chat") for p in chat_prompts])
     ended, calls, correct, shown = {"gsm8k": [], "chat": []}, [], [], {"gsm8k": [], "chat": []}
     for conversation, kind in conversations:
         prompt = render_for_completion(tokenizer, conversation)[-(room - 1):]
@@ -143,7 +146,8 @@ def chat_format_rates(model, tokenizer, num_gsm8k: int = 50, chat_prompts: list[
             calls.append(bool(calculator_calls(tokenizer, reply)))
             correct.append(bool(gsm.evaluate(conversation, tokenizer.decode(reply))))
         if len(shown[kind]) < samples:
-            shown[kind].append({"prompt": conversation["messages"][0]["content"], "reply": tokenizer.decode(reply), "ended": ended[kind][-1]})
+            shown[kind].append({"prompt": conversation["messages"][0]["content"], "reply": tokenizer.decode(reply),
+                                "ended": ended[kind][-1]})
     model.train(was_training)
     def rate(xs): return sum(xs) / max(1, len(xs))
     return {"end_rate": rate(ended["gsm8k"] + ended["chat"]), "gsm8k_end_rate": rate(ended["gsm8k"]),
@@ -153,39 +157,38 @@ def chat_format_rates(model, tokenizer, num_gsm8k: int = 50, chat_prompts: list[
 # %% ../../nbs/17_mid_train.ipynb #dd5c20a4
 @register_config("mid_train")
 @dataclass
-class MidTrainConfig:
+class MidTrainConfig(OptimizerSettings, RunSettings):
     "Continue the base model on a packed mixture of conversations: the special tokens, turns and calculator calls."
-    model_tag: str | None = setting(None, "base run to start from, and the tag of the mid run (default: the only base run)")
+    model_tag: str | None = setting(
+        None, "base run to start from, and the tag of the mid run (default: the only base run)")
     num_epochs: float = setting(1.0, "passes over the mixture (its size in tokens is estimated from a sample)")
     max_steps: int = setting(-1, "stop after this many steps (-1: the epochs decide)")
     device_batch_size: int = setting(32, "rows per micro-batch on each device")
     max_seq_len: int = setting(-1, "tokens per row (-1: the base model's context length)")
-    total_batch_size: int = setting(524288, "tokens per optimizer step, all devices (-1: one micro-batch per device)")
-    supervise: Literal["all", "assistant"] = setting("all", "targets: every token (as pretraining) or the assistant's only")
-    init_lr_frac: float = setting(1.0, "learning rates are this fraction of pretraining's")
-    warmdown_ratio: float = setting(0.2, "fraction of the run at the end that decays the learning rate linearly to 0")
-    embedding_lr: float = setting(0.3, "AdamW learning rate of the embeddings (before init_lr_frac)")
-    unembedding_lr: float = setting(0.008, "AdamW learning rate of the LM head (before init_lr_frac)")
-    matrix_lr: float = setting(0.02, "Muon learning rate (before init_lr_frac)")
+    total_batch_size: int = setting(
+        524288, "tokens per optimizer step, all devices (-1: one micro-batch per device)")
+    supervise: Literal["all", "assistant"] = setting(
+        "all", "targets: every token (as pretraining) or the assistant's only")
+    warmdown_ratio: float = setting(
+        0.2, "fraction of the run at the end that decays the learning rate linearly to 0")
     spelling: int = setting(2000, "synthetic spelling conversations of each kind in the mixture")
     seed: int = setting(0, "seed of the conversation order")
     log_every: int = setting(10, "print a progress line every N steps")
     save_every: int = setting(-1, "checkpoint every N steps (-1: only at the end)")
     resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
-    tokenizer_dir: str | None = setting(None, "tokenizer folder (default: <base dir>/tokenizer)")
-    device_type: str = setting("", "cuda, cpu or mps (empty: the best available)")
     compile: Literal["auto", "on", "off"] = setting("auto", "torch.compile the model (auto: on CUDA only)")
 
     def __post_init__(self):
+        super().__post_init__()
         if self.num_epochs <= 0: raise ConfigError(f"num_epochs must be positive, got {self.num_epochs}")
         for name in ("device_batch_size", "spelling", "log_every"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_seq_len == 0 or self.max_seq_len < -1: raise ConfigError(f"max_seq_len must be positive or -1, got {self.max_seq_len}")
-        if not 0 < self.init_lr_frac <= 1: raise ConfigError(f"init_lr_frac must be in (0, 1], got {self.init_lr_frac}")
-        if not 0 <= self.warmdown_ratio <= 1: raise ConfigError(f"warmdown_ratio must be in [0, 1], got {self.warmdown_ratio}")
-        if self.device_type not in ("", "cuda", "cpu", "mps"): raise ConfigError(f"device_type must be cuda, cpu or mps, got {self.device_type!r}")
+        if self.max_seq_len == 0 or self.max_seq_len < -1:
+            raise ConfigError(f"max_seq_len must be positive or -1, got {self.max_seq_len}")
+        if not 0 <= self.warmdown_ratio <= 1:
+            raise ConfigError(f"warmdown_ratio must be in [0, 1], got {self.warmdown_ratio}")
 
-
+# %% ../../nbs/17_mid_train.ipynb #6147cafd
 def mixture_tokens(task, tokenizer, row_len: int, sample: int = 256, seed: int = 0) -> int:
     "The mixture's size in tokens, estimated from `sample` conversations (each cut to a row, as the loader cuts it)."
     picks = random.Random(seed).sample(range(len(task)), min(sample, len(task)))
@@ -193,14 +196,25 @@ def mixture_tokens(task, tokenizer, row_len: int, sample: int = 256, seed: int =
     return round(mean * len(task))
 
 
+def mid_plan(cfg: MidTrainConfig, model, size: int, seq_len: int, world_size: int) -> TrainingPlan:
+    """The run's plan: `num_epochs` over a mixture of `size` tokens (at most `max_steps` steps), a flat learning rate
+    times `init_lr_frac` until the final decay."""
+    per_pass = cfg.device_batch_size * seq_len * world_size
+    total_batch = per_pass if cfg.total_batch_size < 0 else cfg.total_batch_size
+    steps = max(1, int(cfg.num_epochs * size // total_batch))
+    if cfg.max_steps > 0: steps = min(steps, cfg.max_steps)
+    try: plan = plan_training(model, cfg.device_batch_size, seq_len, world_size, num_iterations=steps,
+                              total_batch_size=total_batch, weight_decay=0.0, warmup_steps=0,
+                              warmdown_ratio=cfg.warmdown_ratio, final_lr_frac=0.0, scale_lr_with_batch=False)
+    except ValueError as e: raise ConfigError(str(e)) from None
+    plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group by `_train`
+    return plan
+
+# %% ../../nbs/17_mid_train.ipynb #f0ce21e2
 def main(argv: list[str] | None = None) -> dict:
     "Midtrain; returns a summary (steps, losses, checkpoint folder)."
-    cfg, sources = parse_config(MidTrainConfig, "mid_train", argv)
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    info = init_distributed(cfg.device_type or None)
-    try: return _train(cfg, sources, info)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"mid_train: error: {e}") from None
-    finally: cleanup_distributed()
+    errors = (ConfigError, CheckpointError, FileNotFoundError)  # the ones a user can fix: one line, no traceback
+    return run_stage("mid_train", MidTrainConfig, _train, argv, errors)
 
 
 def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
@@ -209,49 +223,42 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     model, meta = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     if tokenizer.vocab_size > model.config.vocab_size:
-        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}: "
-                          "pass the --tokenizer-dir the base model was trained with")
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                          f"{model.config.vocab_size}: pass the --tokenizer-dir the base model was trained with")
     seq_len = model.config.sequence_len if cfg.max_seq_len < 0 else cfg.max_seq_len
     if seq_len > model.cos.size(0):
         raise ConfigError(f"max_seq_len {seq_len} is past the model's rotary tables ({model.cos.size(0)} positions)")
     mixture = mid_mixture(cfg.spelling)
     loader = ConversationPackLoader(mixture, tokenizer, cfg.device_batch_size, seq_len, info.rank, info.world_size,
                                     info.device, seed=cfg.seed, supervise=cfg.supervise)
-    per_pass = cfg.device_batch_size * seq_len * info.world_size
-    total_batch = per_pass if cfg.total_batch_size < 0 else cfg.total_batch_size
     size = mixture_tokens(mixture, tokenizer, seq_len + 1)
-    steps = max(1, int(cfg.num_epochs * size // total_batch))
-    if cfg.max_steps > 0: steps = min(steps, cfg.max_steps)
-    try: plan = plan_training(model, cfg.device_batch_size, seq_len, info.world_size, num_iterations=steps, total_batch_size=total_batch,
-                              weight_decay=0.0, warmup_steps=0, warmdown_ratio=cfg.warmdown_ratio, final_lr_frac=0.0,
-                              scale_lr_with_batch=False)
-    except ValueError as e: raise ConfigError(str(e)) from None
-    plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
-    optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr)
+    plan = mid_plan(cfg, model, size, seq_len, info.world_size)
+    optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
+                                matrix_lr=cfg.matrix_lr)
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("mid", run.name)
-    if cfg.resume and not list_checkpoints(out_dir): raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
+    if cfg.resume and not list_checkpoints(out_dir):
+        raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
     if info.rank == 0: save_config(cfg, "mid_train", out_dir, sources)
-    print0(f"midtraining {run} on {mixture} (~{size:,} tokens): {steps} steps of {total_batch:,} tokens "
-           f"({plan.grad_accum} × {cfg.device_batch_size} rows × {seq_len} × {info.world_size} rank(s)), supervising {cfg.supervise} tokens",
-           flush=True)
+    print0(f"midtraining {run} on {mixture} (~{size:,} tokens): {plan.num_iterations} steps of "
+           f"{plan.total_batch_size:,} tokens ({plan.grad_accum} × {cfg.device_batch_size} rows × {seq_len} × "
+           f"{info.world_size} rank(s)), supervising {cfg.supervise} tokens", flush=True)
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and info.device.type == "cuda")
-    trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type, dtype=compute_dtype(info.device.type),
-                      compile=use_compile, rank=info.rank, world_size=info.world_size, eval_every=-1, sample_every=-1,
-                      log_every=cfg.log_every, checkpoint_dir=out_dir, save_every=cfg.save_every, keep_last=1,
-                      callbacks=[MetricsLog(out_dir / "metrics.jsonl")],
-                      peak_flops=get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None,  # for MFU
+    peak_flops = get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None  # for MFU
+    trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type,
+                      dtype=compute_dtype(info.device.type), compile=use_compile, rank=info.rank,
+                      world_size=info.world_size, eval_every=-1, sample_every=-1, log_every=cfg.log_every,
+                      checkpoint_dir=out_dir, save_every=cfg.save_every, keep_last=1,
+                      callbacks=[MetricsLog(out_dir / "metrics.jsonl")], peak_flops=peak_flops,
                       meta={"model_config": asdict(model.config), "source": str(run), "mid_train": asdict(cfg)})
     if cfg.resume: trainer.resume()
     history = trainer.fit()
     summary = {"steps": trainer.step, "first_loss": history[0]["loss"] if history else None,
                "final_loss": history[-1]["loss"] if history else None, "train_seconds": round(trainer.train_seconds, 1),
                **steady_throughput(history), "checkpoint_dir": str(out_dir)}
-    log_stage("mid_train", {"source": run, **summary}, metrics_file=out_dir / "metrics.jsonl", seconds=summary["train_seconds"])
-    print0("summary: " + json.dumps(summary))
-    if info.rank == 0: (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return summary
+    return finish_stage("mid_train", summary, out_dir, info.rank, data={"source": run, **summary})
 
 
-# `python -m nanochat.scripts.mid_train`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.
+# `python -m nanochat.scripts.mid_train`; inside a notebook `__name__` is "__main__" too, but IPython defines
+# get_ipython.
 if __name__ == "__main__" and "get_ipython" not in globals(): main()

@@ -36,7 +36,9 @@ def measure_matmul_flops(n: int, repeats: int, device: str, dtype: torch.dtype) 
     "FLOP/s reached multiplying two n×n matrices `repeats` times (2n³ FLOPs each) in `dtype`."
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    a @ b; sync()  # warm-up: kernel selection and allocation are not what we measure
+    # warm-up: kernel selection and allocation are not what we measure
+    a @ b
+    sync()
     start = time.perf_counter()
     for _ in range(repeats): a @ b
     sync()

@@ -16,22 +16,31 @@ from ..bpe import SPLIT_PATTERN
 from ..common import get_base_dir, shared_data_dir
 from ..config import ConfigError, format_config, parse_config, register_config, setting
 from ..report import log_stage
-from ..dataset import iter_documents, list_shards
-from .tok_train import training_documents, training_files
+from ..dataset import iter_documents, list_shards, training_documents, training_files
 from ..tokenizer import Tokenizer, default_tokenizer_dir, load_tokenizer
 
 # %% ../../nbs/05b_tok_eval.ipynb #74421e33
-UDHR_ARTICLE_1 = """All human beings are born free and equal in dignity and rights. They are endowed with reason and conscience and should act towards one another in a spirit of brotherhood.
-Tous les êtres humains naissent libres et égaux en dignité et en droits. Ils sont doués de raison et de conscience et doivent agir les uns envers les autres dans un esprit de fraternité.
-Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen begabt und sollen einander im Geist der Brüderlichkeit begegnen.
-Todos los seres humanos nacen libres e iguales en dignidad y derechos y, dotados como están de razón y conciencia, deben comportarse fraternalmente los unos con los otros.
-Все люди рождаются свободными и равными в своем достоинстве и правах. Они наделены разумом и совестью и должны поступать в отношении друг друга в духе братства.
-人人生而自由,在尊严和权利上一律平等。他们赋有理性和良心,并应以兄弟关系的精神相对待。
-すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。人間は、理性と良心とを授けられており、互いに同胞の精神をもって行動しなければならない。
-모든 인간은 태어날 때부터 자유로우며 그 존엄과 권리에 있어 동등하다. 인간은 천부적으로 이성과 양심을 부여받았으며 서로 형제애의 정신으로 행동하여야 한다.
-يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق. وهم قد وهبوا عقلاً وضميرًا وعليهم أن يعامل بعضهم بعضًا بروح الإخاء.
-सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता और समानता प्राप्त है। उन्हें बुद्धि और अन्तरात्मा की देन प्राप्त है और परस्पर उन्हें भाईचारे के भाव से बर्ताव करना चाहिए।
-"""
+UDHR_ARTICLE_1 = (
+    "All human beings are born free and equal in dignity and rights. They are endowed with reason and "
+    "conscience and should act towards one another in a spirit of brotherhood.\n"
+    "Tous les êtres humains naissent libres et égaux en dignité et en droits. Ils sont doués de raison "
+    "et de conscience et doivent agir les uns envers les autres dans un esprit de fraternité.\n"
+    "Alle Menschen sind frei und gleich an Würde und Rechten geboren. Sie sind mit Vernunft und Gewissen "
+    "begabt und sollen einander im Geist der Brüderlichkeit begegnen.\n"
+    "Todos los seres humanos nacen libres e iguales en dignidad y derechos y, dotados como están de "
+    "razón y conciencia, deben comportarse fraternalmente los unos con los otros.\n"
+    "Все люди рождаются свободными и равными в своем достоинстве и правах. Они наделены разумом и "
+    "совестью и должны поступать в отношении друг друга в духе братства.\n"
+    "人人生而自由,在尊严和权利上一律平等。他们赋有理性和良心,并应以兄弟关系的精神相对待。\n"
+    "すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。人間は、"
+    "理性と良心とを授けられており、互いに同胞の精神をもって行動しなければならない。\n"
+    "모든 인간은 태어날 때부터 자유로우며 그 존엄과 권리에 있어 동등하다. 인간은 천부적으로 이성과 "
+    "양심을 부여받았으며 서로 형제애의 정신으로 행동하여야 한다.\n"
+    "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق. وهم قد وهبوا عقلاً وضميرًا وعليهم أن يعامل بعضهم "
+    "بعضًا بروح الإخاء.\n"
+    "सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता और समानता प्राप्त है। उन्हें बुद्धि और "
+    "अन्तरात्मा की देन प्राप्त है और परस्पर उन्हें भाईचारे के भाव से बर्ताव करना चाहिए।\n"
+)
 
 
 def eval_texts(n_chars: int = 100_000) -> dict[str, str]:
@@ -42,9 +51,11 @@ def eval_texts(n_chars: int = 100_000) -> dict[str, str]:
     texts = {}
     data = shared_data_dir()
     wiki = data / "pretrain" / "wikipedia_en" if data else None
-    if wiki and any(wiki.glob("*.parquet")): texts["prose"] = "\n\n".join(iter_documents(list_shards(wiki, split="val"), max_chars=n_chars))
+    if wiki and any(wiki.glob("*.parquet")):
+        texts["prose"] = "\n\n".join(iter_documents(list_shards(wiki, split="val"), max_chars=n_chars))
     novels = data / "pretrain" / "eltec_eng" if data else None
-    if novels and any(novels.glob("*.parquet")): texts["fiction"] = "\n\n".join(iter_documents(list_shards(novels, split="val"), max_chars=n_chars))
+    if novels and any(novels.glob("*.parquet")):
+        texts["fiction"] = "\n\n".join(iter_documents(list_shards(novels, split="val"), max_chars=n_chars))
     texts["code"] = "\n".join(inspect.getsource(m) for m in (argparse, dataclasses, json.decoder))[:n_chars]
     gsm8k = data / "eval" / "gsm8k" / "test.jsonl" if data else None
     if gsm8k and gsm8k.exists():
@@ -84,7 +95,8 @@ class TokEvalConfig:
     out_dir: str | None = setting(None, "where results.json goes (default: <base dir>/tok_eval)")
 
     def __post_init__(self):
-        if any(v < 512 for v in self.vocab_sizes): raise ConfigError(f"vocab sizes must be at least 512, got {self.vocab_sizes}")
+        if any(v < 512 for v in self.vocab_sizes):
+            raise ConfigError(f"vocab sizes must be at least 512, got {self.vocab_sizes}")
         if self.sample_chars < 100: raise ConfigError("sample_chars must be at least 100")
 
 
@@ -95,7 +107,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     folder = Path(cfg.tokenizer_dir) if cfg.tokenizer_dir else default_tokenizer_dir()
     try: ours = load_tokenizer(folder)
     except FileNotFoundError as e: raise SystemExit(f"tok_eval: error: {e}") from None
-    trained_with = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("tok_train", {}) if (folder / "config.yaml").exists() else {}
+    trained_with = {}
+    if (folder / "config.yaml").exists():
+        trained_with = (yaml.safe_load((folder / "config.yaml").read_text()) or {}).get("tok_train", {})
     max_chars, doc_cap = trained_with.get("max_chars", 20_000_000), trained_with.get("doc_cap", 10_000)
     files = training_files(trained_with.get("data"))
     def training_text(): return training_documents(files, max_chars, doc_cap)  # the very characters tok_train used
@@ -103,22 +117,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     candidates = [(f"nanochat {ours.vocab_size}", ours.encode)]
     sizes = ([ours.vocab_size] if cfg.compare_hf else []) + list(cfg.vocab_sizes)
     for size in sizes:
-        if size != ours.vocab_size: candidates.append((f"nanochat {size}", Tokenizer.train(training_text(), size).encode))
+        if size != ours.vocab_size:
+            candidates.append((f"nanochat {size}", Tokenizer.train(training_text(), size).encode))
         if cfg.compare_hf:
             try: hf = train_hf_bpe(training_text(), size)
-            except ImportError: print("HF tokenizers is not installed (pip install tokenizers): skipping the comparison"); break
+            except ImportError:
+                print("HF tokenizers is not installed (pip install tokenizers): skipping the comparison")
+                break
             candidates.append((f"hf_tokenizers {size}", lambda t, hf=hf: hf.encode(t).ids))
-    rows = [{"tokenizer": name, **{kind: round(bytes_per_token(enc, text), 3) for kind, text in texts.items()}} for name, enc in candidates]
+    rows = [{"tokenizer": name, **{kind: round(bytes_per_token(enc, text), 3) for kind, text in texts.items()}}
+            for name, enc in candidates]
     kinds = list(texts)
-    print(f"\nbytes per token (higher is better), trained on at most {max_chars:,} characters (tok_train's cap) of {files[0].parent.name}")
+    print(f"\nbytes per token (higher is better), trained on at most {max_chars:,} characters (tok_train's cap) "
+          f"of {files[0].parent.name}")
     print(f"{'tokenizer':<22}" + "".join(f"{k:>14}" for k in kinds))
     for row in rows: print(f"{row['tokenizer']:<22}" + "".join(f"{row[k]:>14.3f}" for k in kinds))
     out = Path(cfg.out_dir) if cfg.out_dir else get_base_dir() / "tok_eval"
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1))
-    log_stage("tok_eval", {f"{row['tokenizer']} {kind}": row[kind] for row in rows for kind in kinds})  # bytes per token
+    # bytes per token
+    log_stage("tok_eval", {f"{row['tokenizer']} {kind}": row[kind] for row in rows for kind in kinds})
     return rows
 
 
-# `python -m nanochat.scripts.tok_eval`; inside a notebook `__name__` is "__main__" too, but IPython defines get_ipython.
+# `python -m nanochat.scripts.tok_eval`; inside a notebook `__name__` is "__main__" too,
+# but IPython defines get_ipython.
 if __name__ == "__main__" and "get_ipython" not in globals(): main()

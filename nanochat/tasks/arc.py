@@ -17,14 +17,17 @@ def arc_row_from_hub(row: dict) -> dict:
 
 
 class ARC(Task):
-    "ARC-Easy or ARC-Challenge, split train, validation (alias dev) or test, rows in upstream's order (`hub_order(seed)`). Categorical."
+    """ARC-Easy or ARC-Challenge, split train, validation (alias dev) or test, rows in upstream's order
+    (`hub_order(seed)`). Categorical."""
     eval_type = "categorical"
 
     def __init__(self, subset: str = "ARC-Easy", split: str = "test", seed: int | None = 42, **slicing):
         super().__init__(**slicing)
         split = "validation" if split == "dev" else split
-        if subset not in ("ARC-Easy", "ARC-Challenge"): raise ValueError(f"subset must be 'ARC-Easy' or 'ARC-Challenge', got {subset!r}")
-        if split not in ARC_SPLITS: raise ValueError(f"split must be one of {list(ARC_SPLITS)} (or 'dev'), got {split!r}")
+        if subset not in ("ARC-Easy", "ARC-Challenge"):
+            raise ValueError(f"subset must be 'ARC-Easy' or 'ARC-Challenge', got {subset!r}")
+        if split not in ARC_SPLITS:
+            raise ValueError(f"split must be one of {list(ARC_SPLITS)} (or 'dev'), got {split!r}")
         self.subset, self.split = subset, split
         self.rows = load_rows(("eval", "arc", f"{subset}-{ARC_SPLITS[split]}.jsonl"), read_jsonl,
                               hub=("allenai/ai2_arc", subset, split), from_hub=arc_row_from_hub)

@@ -37,14 +37,15 @@ def load_rows(parts: Sequence[str], read: Callable[[Path], list], hub: tuple[str
     path = root.joinpath(*parts) if root is not None else None
     if path is not None and path.exists(): return read(path)
     where = f"{path} does not exist" if path is not None else "there is no local data folder (set $NANOCHAT_DATA_DIR)"
-    if isinstance(hub, str): raise DataUnavailable(f"{'/'.join(parts)} is not available offline: {where}. It comes from {hub}")
+    if isinstance(hub, str):
+        raise DataUnavailable(f"{'/'.join(parts)} is not available offline: {where}. It comes from {hub}")
     hub_path, config, split = hub
     try:
         import datasets
     except ImportError:
-        raise DataUnavailable(f"{'/'.join(parts)} is not available offline: {where}. Online it is the hub dataset {hub_path!r} "
-                              f"(config {config!r}, split {split!r}): `pip install datasets` on a machine with network access, "
-                              f"or put the file in the data folder") from None
+        raise DataUnavailable(f"{'/'.join(parts)} is not available offline: {where}. Online it is the hub dataset "
+                              f"{hub_path!r} (config {config!r}, split {split!r}): `pip install datasets` on a machine "
+                              f"with network access, or put the file in the data folder") from None
     return [from_hub(row) for row in datasets.load_dataset(hub_path, config, split=split)]
 
 # %% ../../nbs/14_tasks.ipynb #c006b
@@ -65,8 +66,11 @@ class Task:
             raise ValueError(f"expected 0 <= start <= stop and step >= 1, got start={start}, stop={stop}, step={step}")
         self.start, self.stop, self.step = start, stop, step
 
-    def num_examples(self) -> int: raise NotImplementedError("a Task subclass defines num_examples (the rows before slicing)")
-    def get_example(self, index: int) -> dict: raise NotImplementedError("a Task subclass defines get_example(row index)")
+    def num_examples(self) -> int:
+        raise NotImplementedError("a Task subclass defines num_examples (the rows before slicing)")
+
+    def get_example(self, index: int) -> dict:
+        raise NotImplementedError("a Task subclass defines get_example(row index)")
 
     def __len__(self) -> int:
         stop = self.num_examples() if self.stop is None else min(self.stop, self.num_examples())
@@ -97,14 +101,16 @@ def render_mc(question: str, choices: Sequence[str], letters: Sequence[str]) -> 
 
 
 def multiple_choice(question: str, choices: Sequence[str], letters: Sequence[str], answer: str, **extra) -> dict:
-    "A categorical conversation: the rendered question, the gold letter as the reply, `letters` and `answer` for grading."
+    """A categorical conversation: the rendered question, the gold letter as the reply, `letters` and `answer` for
+    grading."""
     if answer not in letters: raise ValueError(f"the answer {answer!r} is not one of the letters {list(letters)}")
     return {"messages": [{"role": "user", "content": render_mc(question, choices, letters)},
                          {"role": "assistant", "content": answer}], "letters": list(letters), "answer": answer, **extra}
 
 # %% ../../nbs/14_tasks.ipynb #c014
 class TaskMixture(Task):
-    "All conversations of `tasks`, shuffled together by `seed` (the same order on every run). A task listed twice counts twice."
+    """All conversations of `tasks`, shuffled together by `seed` (the same order on every run). A task listed twice
+    counts twice."""
 
     def __init__(self, tasks: Sequence[Task], seed: int = 42, **slicing):
         super().__init__(**slicing)
@@ -137,7 +143,8 @@ class TaskSequence(Task):
 
 # %% ../../nbs/14_tasks.ipynb #c017
 def check_renders(task: Task, tokenizer, n: int | None = None, seed: int = 0) -> int:
-    "Render all of `task` (or `n` random conversations) with `tokenizer`; raise if one fails. Returns how many were checked."
+    """Render all of `task` (or `n` random conversations) with `tokenizer`; raise if one fails. Returns how many were
+    checked."""
     from nanochat.tokenizer import render_conversation, render_for_completion
     indices = range(len(task)) if n is None or n >= len(task) else random.Random(seed).sample(range(len(task)), n)
     for i in indices:
@@ -145,6 +152,7 @@ def check_renders(task: Task, tokenizer, n: int | None = None, seed: int = 0) ->
         try:
             ids, mask = render_conversation(tokenizer, conversation, max_tokens=10**9)
             if not sum(mask): raise ValueError("nothing in it is supervised")
-            if len(render_for_completion(tokenizer, conversation)) >= len(ids): raise ValueError("the prompt is not shorter than the conversation")
+            if len(render_for_completion(tokenizer, conversation)) >= len(ids):
+                raise ValueError("the prompt is not shorter than the conversation")
         except ValueError as e: raise ValueError(f"{type(task).__name__}[{i}] does not render: {e}") from e
     return len(indices)

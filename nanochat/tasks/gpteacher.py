@@ -17,10 +17,12 @@ class GPTeacher(Task):
 
     def __init__(self, subsets: tuple[str, ...] = GPTEACHER_SUBSETS, **slicing):
         super().__init__(**slicing)
-        if unknown := set(subsets) - set(GPTEACHER_SUBSETS): raise ValueError(f"unknown subsets {sorted(unknown)}: there are {GPTEACHER_SUBSETS}")
+        if unknown := set(subsets) - set(GPTEACHER_SUBSETS):
+            raise ValueError(f"unknown subsets {sorted(unknown)}: there are {GPTEACHER_SUBSETS}")
         self.rows = []
         for subset in subsets:
-            self.rows += load_rows(("chat", f"gpteacher_{subset}.json"), lambda p: json.loads(p.read_text(encoding="utf-8")),
+            self.rows += load_rows(("chat", f"gpteacher_{subset}.json"),
+                                   lambda p: json.loads(p.read_text(encoding="utf-8")),
                                    hub="the GPTeacher repository, github.com/teknium1/GPTeacher")
 
     def num_examples(self) -> int: return len(self.rows)

@@ -33,8 +33,8 @@ def solution_parts(answer: str) -> list[dict]:
 
 
 class GSM8K(Task):
-    """GSM8K, split train or test, rows in upstream's order (`hub_order(seed)`); the assistant's solution uses the python
-    tool. Generative, graded by the '#### n' answer."""
+    """GSM8K, split train or test, rows in upstream's order (`hub_order(seed)`); the assistant's solution uses the
+    python tool. Generative, graded by the '#### n' answer."""
 
     def __init__(self, split: str = "test", seed: int | None = 42, **slicing):
         super().__init__(**slicing)

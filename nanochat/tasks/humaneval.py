@@ -34,11 +34,13 @@ def humaneval_program(conversation: dict, completion: str) -> str:
 
 
 class HumanEval(Task):
-    "HumanEval's 164 problems, in upstream's order (`hub_order(seed)`). Generative: evaluate runs the tests in the sandbox."
+    """HumanEval's 164 problems, in upstream's order (`hub_order(seed)`). Generative: evaluate runs the tests in the
+    sandbox."""
 
     def __init__(self, seed: int | None = 42, **slicing):
         super().__init__(**slicing)
-        self.rows = load_rows(("eval", "humaneval", "HumanEval.jsonl.gz"), read_jsonl, hub=("openai/openai_humaneval", None, "test"))
+        self.rows = load_rows(("eval", "humaneval", "HumanEval.jsonl.gz"), read_jsonl,
+                              hub=("openai/openai_humaneval", None, "test"))
         self.order = hub_order(len(self.rows), seed)
 
     def num_examples(self) -> int: return len(self.rows)
@@ -47,12 +49,15 @@ class HumanEval(Task):
         row = self.rows[self.order[index]]
         return {"messages": [{"role": "user", "content": row["prompt"]},
                              {"role": "assistant", "content": f"{row['prompt']}\n{row['canonical_solution']}"}],
-                "task_id": row["task_id"], "prompt": row["prompt"], "entry_point": row["entry_point"], "test": row["test"]}
+                "task_id": row["task_id"], "prompt": row["prompt"], "entry_point": row["entry_point"],
+                "test": row["test"]}
 
     def evaluate(self, conversation: dict, completion: str, timeout: float = 5.0, memory_mb: int = 256) -> bool:
         "Whether the code of `completion` passes the problem's tests, run in the sandbox."
         try:
             from nanochat.execution import run_untrusted
         except ImportError as e:
-            raise ImportError(f"HumanEval.evaluate runs code in the sandbox of nanochat.execution, which does not import here ({e})") from e
-        return bool(run_untrusted(humaneval_program(conversation, completion), timeout=timeout, memory_mb=memory_mb).success)
+            raise ImportError("HumanEval.evaluate runs code in the sandbox of nanochat.execution, "
+                              f"which does not import here ({e})") from e
+        return bool(run_untrusted(humaneval_program(conversation, completion), timeout=timeout,
+                                  memory_mb=memory_mb).success)

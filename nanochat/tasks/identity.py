@@ -4,7 +4,8 @@
 __all__ = ['FASTCHAT_ROLES', 'to_conversation', 'ConversationsFile', 'identity_conversations']
 
 # %% ../../nbs/14f_identity.ipynb #c003
-# Conversations read from a .json/.jsonl file: our own format or FastChat's; the identity conversations of the local data.
+# Conversations read from a .json/.jsonl file: our own format or FastChat's;
+# the identity conversations of the local data.
 import json
 from pathlib import Path
 
@@ -15,26 +16,32 @@ FASTCHAT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 
 
 def to_conversation(item: dict | list) -> dict:
-    "Our format from an item of a file: {'messages': [...]}, a bare list of messages, or FastChat's {'conversations': [...]}."
+    """Our format from an item of a file: {'messages': [...]}, a bare list of messages, or FastChat's
+    {'conversations': [...]}."""
     if isinstance(item, list): messages = item
     elif "messages" in item: messages = item["messages"]
-    elif "conversations" in item: messages = [{"role": FASTCHAT_ROLES[m["from"]], "content": m["value"]} for m in item["conversations"]]
-    else: raise ValueError(f"expected a list of messages or a dict with 'messages' or 'conversations', got keys {list(item)}")
+    elif "conversations" in item:
+        messages = [{"role": FASTCHAT_ROLES[m["from"]], "content": m["value"]} for m in item["conversations"]]
+    else:
+        raise ValueError("expected a list of messages or a dict with 'messages' or 'conversations', "
+                         f"got keys {list(item)}")
     roles = [m["role"] for m in messages]
     body = roles[1:] if roles[:1] == ["system"] else roles
     if not body or body != ["user", "assistant"] * (len(body) // 2) + ["user"] * (len(body) % 2):
         raise ValueError(f"roles must alternate user, assistant (after an optional system message), got {roles}")
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
 
-
+# %% ../../nbs/14f_identity.ipynb #36276a1d
 class ConversationsFile(Task):
-    "The conversations of a .json (a list) or .jsonl (one a line) file; `substitutions` replace strings in every message."
+    """The conversations of a .json (a list) or .jsonl (one a line) file; `substitutions` replace strings in every
+    message."""
 
     def __init__(self, path: Path | str, substitutions: dict[str, str] | None = None, **slicing):
         super().__init__(**slicing)
         self.path, self.substitutions = Path(path), substitutions or {}
         text = self.path.read_text(encoding="utf-8")
-        items = json.loads(text) if self.path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
+        items = (json.loads(text) if self.path.suffix == ".json"
+                 else [json.loads(line) for line in text.splitlines() if line.strip()])
         self.conversations = []
         for i, item in enumerate(items):
             try: self.conversations.append(to_conversation(item))
@@ -56,5 +63,6 @@ def identity_conversations(substitutions: dict[str, str] | None = None, **slicin
     root = shared_data_dir()
     path = root / "chat" / "fastchat_identity_conversations.json" if root is not None else None
     if path is None or not path.exists():
-        raise DataUnavailable(f"no identity conversations at {path}: write your own as jsonl and use ConversationsFile(path)")
+        raise DataUnavailable(f"no identity conversations at {path}: "
+                              "write your own as jsonl and use ConversationsFile(path)")
     return ConversationsFile(path, substitutions, **slicing)

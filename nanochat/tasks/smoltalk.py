@@ -17,7 +17,8 @@ SMOLTALK_HUB = "HuggingFaceTB/smol-smoltalk"
 
 
 class SmolTalk(Task):
-    "SmolTalk conversations, split train or test, from the parquet files `<split>-*.parquet` under `folder` (default `<base dir>/smoltalk`)."
+    """SmolTalk conversations, split train or test, from the parquet files `<split>-*.parquet` under `folder`
+    (default `<base dir>/smoltalk`)."""
 
     def __init__(self, split: str = "train", folder: Path | str | None = None, **slicing):
         super().__init__(**slicing)
@@ -25,9 +26,11 @@ class SmolTalk(Task):
         self.split, self.folder = split, Path(folder) if folder else get_base_dir() / "smoltalk"
         files = sorted(self.folder.rglob(f"{split}-*.parquet")) if self.folder.is_dir() else []
         if not files:
-            raise DataUnavailable(f"no SmolTalk {split} files ({split}-*.parquet) under {self.folder}. It is the hub dataset {SMOLTALK_HUB}: "
-                                  f"`huggingface-cli download {SMOLTALK_HUB} --repo-type dataset --local-dir {self.folder}` where there is network")
-        self.messages = pa.chunked_array([c for f in files for c in pq.read_table(f, columns=["messages"]).column("messages").chunks])
+            raise DataUnavailable(f"no SmolTalk {split} files ({split}-*.parquet) under {self.folder}. "
+                                  f"It is the hub dataset {SMOLTALK_HUB}: `huggingface-cli download {SMOLTALK_HUB} "
+                                  f"--repo-type dataset --local-dir {self.folder}` where there is network")
+        self.messages = pa.chunked_array([c for f in files
+                                          for c in pq.read_table(f, columns=["messages"]).column("messages").chunks])
 
     def num_examples(self) -> int: return len(self.messages)
 
