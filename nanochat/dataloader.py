@@ -27,14 +27,18 @@ def row_groups(shards: list[Path], skip_corrupt: bool = False) -> list[tuple[Pat
         try: n = pq.ParquetFile(shard).num_row_groups
         except FileNotFoundError: raise DataError(f"shard {shard} is missing") from None
         except Exception as e:
-            if not skip_corrupt: raise DataError(f"shard {shard} is unreadable ({e}); remove or re-download it, or pass skip_corrupt=True") from None
-            warnings.warn(f"skipping unreadable shard {shard}: {e}", stacklevel=2); continue
+            if not skip_corrupt:
+                raise DataError(f"shard {shard} is unreadable ({e}); "
+                                "remove or re-download it, or pass skip_corrupt=True") from None
+            warnings.warn(f"skipping unreadable shard {shard}: {e}", stacklevel=2)
+            continue
         units += [(shard, g) for g in range(n)]
     return units
 
-
+# %% ../nbs/06_dataloader.ipynb #02545675
 class DocumentStream:
-    "Documents of this rank's row groups (in each shard, every `world_size`-th from `rank`), epoch after epoch, resumable."
+    """Documents of this rank's row groups (in each shard, every `world_size`-th from `rank`), epoch after epoch,
+    resumable."""
 
     def __init__(self, shards: list[Path], rank: int = 0, world_size: int = 1, skip_corrupt: bool = False):
         if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
@@ -42,8 +46,10 @@ class DocumentStream:
         every = row_groups(self.shards, skip_corrupt)
         self.units = [(shard, group) for shard, group in every if group % world_size == rank]
         if not self.units:
-            raise DataError(f"rank {rank} of {world_size} has no row groups: no shard has more than {rank} "
-                            f"(the {len(self.shards)} shard(s) have {len(every)} in all); use fewer ranks or more shards")
+            raise DataError(
+                f"rank {rank} of {world_size} has no row groups: no shard has more than {rank} "
+                f"(the {len(self.shards)} shard(s) have {len(every)} in all); use fewer ranks or more shards"
+            )
         self.epoch, self.unit, self.row = 0, 0, 0
         self.last_read: tuple[int, int] | None = None  # (unit, epoch) of the latest documents handed out
         self._cache: tuple[int, list[str]] | None = None
@@ -77,16 +83,21 @@ class DocumentStream:
         return {"pq_idx": self.shards.index(shard), "rg_idx": group, "epoch": epoch + 1}
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "unit": self.unit, "row": self.row, "last_read": list(self.last_read) if self.last_read else None}
+        return {
+            "epoch": self.epoch,
+            "unit": self.unit,
+            "row": self.row,
+            "last_read": list(self.last_read) if self.last_read else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.unit, self.row = state["epoch"], state["unit"], state["row"]
         self.last_read = tuple(state["last_read"]) if state.get("last_read") else None
 
-
 # %% ../nbs/06_dataloader.ipynb #6b092eec
 class BestFitPacker:
-    "A buffer of tokenized documents (each starting with BOS) that fills rows by best fit, cropping as little as it can."
+    """A buffer of tokenized documents (each starting with BOS) that fills rows by best fit, cropping as little as it
+    can."""
 
     def __init__(self):
         self.lengths: list[int] = []  # sorted, for bisect
@@ -98,7 +109,8 @@ class BestFitPacker:
     def add(self, doc: list[int]) -> None:
         "Put a document in the buffer, after those of the same length (so ties are taken in arrival order)."
         i = bisect.bisect_right(self.lengths, len(doc))
-        self.lengths.insert(i, len(doc)); self.docs.insert(i, doc)
+        self.lengths.insert(i, len(doc))
+        self.docs.insert(i, doc)
 
     def _take(self, i: int) -> list[int]:
         self.lengths.pop(i)
@@ -113,7 +125,8 @@ class BestFitPacker:
             if not self.docs: break
             space = row_len - len(row)
             i = bisect.bisect_right(self.lengths, space) - 1  # the longest length that fits...
-            if i >= 0: row += self._take(bisect.bisect_left(self.lengths, self.lengths[i]))  # ...the earliest of that length
+            if i >= 0:
+                row += self._take(bisect.bisect_left(self.lengths, self.lengths[i]))  # ...the earliest of that length
             else:
                 doc = self._take(0)  # nothing fits: crop the shortest, which wastes the least
                 row += doc[:space]
@@ -128,8 +141,12 @@ class BestFitPacker:
 
     def state_dict(self) -> dict:
         flat = [t for d in self.docs for t in d]
-        return {"tokens": torch.tensor(flat, dtype=torch.int32), "lengths": torch.tensor(self.lengths, dtype=torch.int64),
-                "tokens_out": self.tokens_out, "tokens_cropped": self.tokens_cropped}
+        return {
+            "tokens": torch.tensor(flat, dtype=torch.int32),
+            "lengths": torch.tensor(self.lengths, dtype=torch.int64),
+            "tokens_out": self.tokens_out,
+            "tokens_cropped": self.tokens_cropped,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         flat, lengths = state["tokens"].tolist(), state["lengths"].tolist()
@@ -141,12 +158,15 @@ class BestFitPacker:
 class PretrainLoader:
     "Distributed, resumable, BOS-aligned best-fit loader of (inputs, targets) batches of shape (B, T)."
 
-    def __init__(self, tokenizer, shards: list[Path] | None = None, batch_size: int = 8, seq_len: int = 256, rank: int = 0,
-                 world_size: int = 1, device: str | torch.device = "cpu", buffer_docs: int = 1000, tokenize_batch: int = 128,
-                 threads: int = 4, skip_corrupt: bool = False):
+    def __init__(self, tokenizer, shards: list[Path] | None = None, batch_size: int = 8, seq_len: int = 256,
+                 rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu", buffer_docs: int = 1000,
+                 tokenize_batch: int = 128, threads: int = 4, skip_corrupt: bool = False):
         self.tokenizer, self.B, self.T = tokenizer, batch_size, seq_len
-        self.stream = DocumentStream(shards if shards is not None else list_shards(split="train"), rank, world_size, skip_corrupt)
-        self.packer, self.buffer_docs, self.tokenize_batch, self.threads = BestFitPacker(), buffer_docs, tokenize_batch, threads
+        self.stream = DocumentStream(
+            shards if shards is not None else list_shards(split="train"), rank, world_size, skip_corrupt
+        )
+        self.packer = BestFitPacker()
+        self.buffer_docs, self.tokenize_batch, self.threads = buffer_docs, tokenize_batch, threads
         self.device = torch.device(device)
         self.bos = tokenizer.get_bos_token_id()
 
@@ -176,19 +196,24 @@ class PretrainLoader:
     def state_dict(self) -> dict: return {"stream": self.stream.state_dict(), "packer": self.packer.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.stream.load_state_dict(state["stream"]); self.packer.load_state_dict(state["packer"])
+        self.stream.load_state_dict(state["stream"])
+        self.packer.load_state_dict(state["packer"])
         self.stream._cache = None
 
 # %% ../nbs/06_dataloader.ipynb #6899048b
-def validation_batches(tokenizer, shards: list[Path] | None = None, batch_size: int = 8, seq_len: int = 256, rank: int = 0,
-                       world_size: int = 1, device: str | torch.device = "cpu", max_batches: int | None = None,
-                       buffer_docs: int = 1000, tokenize_batch: int = 128) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    "The first `max_batches` (inputs, targets) of a fresh best-fit loader on the validation shards: the same every call."
-    loader = PretrainLoader(tokenizer, shards if shards is not None else list_shards(split="val"), batch_size, seq_len, rank,
-                            world_size, device, buffer_docs, tokenize_batch)
+def validation_batches(tokenizer, shards: list[Path] | None = None, batch_size: int = 8, seq_len: int = 256,
+                       rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu",
+                       max_batches: int | None = None, buffer_docs: int = 1000,
+                       tokenize_batch: int = 128) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `max_batches` (inputs, targets) of a fresh best-fit loader on the validation shards: the same every
+    call."""
+    shards = shards if shards is not None else list_shards(split="val")
+    loader = PretrainLoader(tokenizer, shards, batch_size, seq_len, rank, world_size, device, buffer_docs,
+                            tokenize_batch)
     made = 0
     while max_batches is None or made < max_batches:
-        if max_batches is None and loader.stream.epoch > 0: return  # every document read once: stop before repeating
+        if max_batches is None and loader.stream.epoch > 0:
+            return  # every document read once: stop before repeating
         yield loader.next_batch()
         made += 1
 

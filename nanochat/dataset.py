@@ -36,7 +36,8 @@ def default_data_dir() -> Path:
     downloaded = get_base_dir() / "base_data"
     if any(downloaded.glob("*.parquet")): return downloaded
     local = shared_data_dir()
-    if local is not None and any((local / "pretrain" / "wikipedia_en").glob("*.parquet")): return local / "pretrain" / "wikipedia_en"
+    if local is not None and any((local / "pretrain" / "wikipedia_en").glob("*.parquet")):
+        return local / "pretrain" / "wikipedia_en"
     return downloaded
 
 
@@ -45,18 +46,29 @@ def list_shards(data_dir: Path | str | None = None, split: str = "train") -> lis
     if split not in ("train", "val", "all"): raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     folder = Path(data_dir) if data_dir else default_data_dir()
     shards = sorted(folder.glob("*.parquet"))
-    if not shards: raise FileNotFoundError(f"no .parquet shards in {folder}: download some (python -m nanochat.dataset) or point to a folder that has them")
+    if not shards:
+        raise FileNotFoundError(
+            f"no .parquet shards in {folder}: download some (python -m nanochat.dataset) "
+            "or point to a folder that has them"
+        )
     if split == "all" or len(shards) == 1: return shards
     return shards[:-1] if split == "train" else shards[-1:]
 
 # %% ../nbs/03_dataset.ipynb #c6e5462d
-def iter_documents(paths: Iterable[Path | str], max_chars: int | None = None, doc_cap: int | None = None) -> Iterator[str]:
-    "Documents from parquet shards (`text` column), `.txt` files or `.jsonl` files, in order, within the character budgets."
+def iter_documents(
+    paths: Iterable[Path | str], max_chars: int | None = None, doc_cap: int | None = None
+) -> Iterator[str]:
+    """Documents from parquet shards (`text` column), `.txt` files or `.jsonl` files, in order, within the character
+    budgets."""
     total = 0
     for path in map(Path, paths):
         if path.suffix == ".parquet":
             shard = pq.ParquetFile(path)
-            docs = (t for g in range(shard.num_row_groups) for t in shard.read_row_group(g, columns=["text"]).column("text").to_pylist())
+            docs = (
+                t
+                for g in range(shard.num_row_groups)
+                for t in shard.read_row_group(g, columns=["text"]).column("text").to_pylist()
+            )
         elif path.suffix == ".jsonl":
             docs = (json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip())
         elif path.suffix == ".txt":
@@ -64,10 +76,13 @@ def iter_documents(paths: Iterable[Path | str], max_chars: int | None = None, do
         else:
             raise ValueError(f"{path}: expected a .parquet, .jsonl or .txt file")
         for doc in docs:
-            if not doc: continue
-            if doc_cap: doc = doc[:doc_cap]
+            if not doc:
+                continue
+            if doc_cap:
+                doc = doc[:doc_cap]
             if max_chars is not None and total + len(doc) > max_chars:
-                if max_chars - total > 0: yield doc[: max_chars - total]
+                if max_chars - total > 0:
+                    yield doc[: max_chars - total]
                 return
             total += len(doc)
             yield doc
@@ -84,7 +99,8 @@ def training_files(data: str | Path | None) -> list[Path]:
 
 
 def training_documents(files: list[Path], max_chars: int, doc_cap: int) -> Iterator[str]:
-    "The documents a tokenizer trains on: each cropped to `doc_cap`, until the total passes `max_chars` (that one included)."
+    """The documents a tokenizer trains on: each cropped to `doc_cap`, until the total passes `max_chars` (that one
+    included)."""
     n_chars = 0
     for doc in iter_documents(files, doc_cap=doc_cap):
         n_chars += len(doc)
@@ -105,8 +121,12 @@ class ShardSource:
 
 
 SOURCES = {
-    "fineweb-edu-100b": ShardSource("fineweb-edu-100b", "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main", 1823),
-    "climbmix-400b": ShardSource("climbmix-400b", "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main", 6543),
+    "fineweb-edu-100b": ShardSource(
+        "fineweb-edu-100b", "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main", 1823
+    ),
+    "climbmix-400b": ShardSource(
+        "climbmix-400b", "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main", 6543
+    ),
 }
 
 
@@ -127,7 +147,9 @@ def parquet_problem(path: Path) -> str | None:
     size = path.stat().st_size
     if size < 12: return f"only {size} bytes"
     with open(path, "rb") as f:
-        head = f.read(4); f.seek(-4, os.SEEK_END); tail = f.read(4)
+        head = f.read(4)
+        f.seek(-4, os.SEEK_END)
+        tail = f.read(4)
     if head != b"PAR1" or tail != b"PAR1": return "not a parquet file (no PAR1 magic at both ends)"
     try: pq.read_metadata(path)
     except Exception as e: return f"unreadable parquet footer ({e})"
@@ -139,14 +161,16 @@ def fetch_checksums(source: ShardSource, timeout: float = 30) -> dict[str, str]:
     if not source.checksums: return {}
     with urllib.request.urlopen(f"{source.base_url.rstrip('/')}/{source.checksums}", timeout=timeout) as resp:
         lines = resp.read().decode().splitlines()
-    return {name.strip().lstrip("*"): digest for digest, name in (line.split(None, 1) for line in lines if line.strip())}
+    pairs = (line.split(None, 1) for line in lines if line.strip())
+    return {name.strip().lstrip("*"): digest for digest, name in pairs}
 
 # %% ../nbs/03_dataset.ipynb #c3ebda5a
 def download_shard(source: ShardSource, index: int, out_dir: Path, expected_sha256: str | None = None,
                    retries: int = 5, backoff: float = 1.0, timeout: float = 60,
                    verify: Callable[[Path], str | None] = None) -> Path:
     """Fetch shard `index` into `out_dir` via a `.part` file, verified before it gets its final name. Returns its path.
-    `verify(path)` says what is wrong with a downloaded file, or None (default: `parquet_problem`; other files, other checks)."""
+    `verify(path)` says what is wrong with a downloaded file, or None (default: `parquet_problem`; other files, other
+    checks)."""
     verify = verify or parquet_problem
     name = source.filename.format(index=index)
     final, part = Path(out_dir) / name, Path(out_dir) / (name + ".part")
@@ -162,12 +186,14 @@ def download_shard(source: ShardSource, index: int, out_dir: Path, expected_sha2
                 expected_size = have + int(length) if length is not None else None
                 with open(part, "ab" if have else "wb") as f:
                     while block := resp.read(1 << 20): f.write(block)
-                    f.flush(); os.fsync(f.fileno())
+                    f.flush()
+                    os.fsync(f.fileno())
             size = part.stat().st_size
             if expected_size is not None and size != expected_size:
                 raise DownloadError(f"{name}: received {size} of {expected_size} bytes")  # keep .part: resume next try
             problem = None
-            if expected_sha256 and (digest := sha256_of(part)) != expected_sha256: problem = f"SHA-256 {digest[:12]}… is not the published {expected_sha256[:12]}…"
+            if expected_sha256 and (digest := sha256_of(part)) != expected_sha256:
+                problem = f"SHA-256 {digest[:12]}… is not the published {expected_sha256[:12]}…"
             problem = problem or verify(part)
             if problem:
                 part.unlink()  # corrupt: resuming it would keep the bad bytes
@@ -194,7 +220,10 @@ def download_shards(source: ShardSource, indices: Iterable[int], out_dir: Path |
     sums = fetch_checksums(source)
     done, failed = [], {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(download_shard, source, i, out_dir, sums.get(source.filename.format(index=i)), **kwargs): i for i in indices}
+        futures = {
+            pool.submit(download_shard, source, i, out_dir, sums.get(source.filename.format(index=i)), **kwargs): i
+            for i in indices
+        }
         for future in tqdm(as_completed(futures), total=len(futures), desc=f"{source.name} shards", unit="shard"):
             try: done.append(future.result())
             except DownloadError as e: failed[source.filename.format(index=futures[future])] = str(e)
@@ -202,9 +231,19 @@ def download_shards(source: ShardSource, indices: Iterable[int], out_dir: Path |
 
 # %% ../nbs/03_dataset.ipynb #e06c04d8
 def download_main(argv: list[str] | None = None) -> int:
-    "`python -m nanochat.dataset -n N`: download the first N shards and the last one, the validation split (all with -1)."
-    p = argparse.ArgumentParser(prog="python -m nanochat.dataset", description="Download pretraining shards (or: python -m nanochat.dataset build --help).")
-    p.add_argument("-n", "--num-shards", type=int, default=-1, help="how many training shards, from the first, besides the last (validation) one (-1: all)")
+    """`python -m nanochat.dataset -n N`: download the first N shards and the last one, the validation split (all with
+    -1)."""
+    p = argparse.ArgumentParser(
+        prog="python -m nanochat.dataset",
+        description="Download pretraining shards (or: python -m nanochat.dataset build --help).",
+    )
+    p.add_argument(
+        "-n",
+        "--num-shards",
+        type=int,
+        default=-1,
+        help="how many training shards, from the first, besides the last (validation) one (-1: all)",
+    )
     p.add_argument("-w", "--workers", type=int, default=4, help="parallel downloads")
     p.add_argument("--source", choices=sorted(SOURCES), default="climbmix-400b", help="a known pretraining set")
     p.add_argument("--base-url", help="any other set with the same layout (overrides --source)")
@@ -220,23 +259,31 @@ def download_main(argv: list[str] | None = None) -> int:
     last = source.num_shards - 1  # the validation shard: always fetched, whatever -n is
     indices = list(range(last if args.num_shards == -1 else min(args.num_shards, last))) + [last]
     out = Path(args.dir) if args.dir else get_base_dir() / "base_data"
-    print(f"downloading {len(indices)} shard(s) of {source.name} ({len(indices) - 1} for training, shard {last} for validation) into {out} with {args.workers} workers")
+    print(
+        f"downloading {len(indices)} shard(s) of {source.name} ({len(indices) - 1} for training, shard {last} "
+        f"for validation) into {out} with {args.workers} workers"
+    )
     try: fetched, failed = download_shards(source, indices, out, workers=args.workers, retries=args.retries)
     except urllib.error.URLError as e:  # the checksum list could not even be fetched
         fetched, failed = [], {"(checksums)": str(e.reason)}
     if failed and not fetched and all("HTTP" not in e for e in failed.values()):
-        print(f"error: cannot reach {source.base_url} ({next(iter(failed.values()))}).\n"
-              "Offline? Build a local corpus instead: python -m nanochat.dataset build --from ../shared/data/pretrain", file=sys.stderr)
+        print(
+            f"error: cannot reach {source.base_url} ({next(iter(failed.values()))}).\n"
+            "Offline? Build a local corpus instead: python -m nanochat.dataset build --from ../shared/data/pretrain",
+            file=sys.stderr,
+        )
         return 1
     for error in failed.values(): print(f"error: {error}", file=sys.stderr)
-    print(f"{len(fetched)} shard(s) ready in {out}" + (f", {len(failed)} failed (run again to resume)" if failed else ""))
+    failures = f", {len(failed)} failed (run again to resume)" if failed else ""
+    print(f"{len(fetched)} shard(s) ready in {out}{failures}")
     return 1 if failed else 0
 
 # %% ../nbs/03_dataset.ipynb #a0c74dc2
 class _VisibleText(html.parser.HTMLParser):
     "Collects the text of an HTML page outside <script> and <style>."
     def __init__(self):
-        super().__init__(); self.parts, self._skip = [], 0
+        super().__init__()
+        self.parts, self._skip = [], 0
     def handle_starttag(self, tag, attrs): self._skip += tag in ("script", "style")
     def handle_endtag(self, tag): self._skip -= tag in ("script", "style") and self._skip > 0
     def handle_data(self, data):
@@ -245,22 +292,25 @@ class _VisibleText(html.parser.HTMLParser):
 
 def html_to_text(page: str) -> str:
     "The visible text of an HTML page, blank lines collapsed."
-    parser = _VisibleText(); parser.feed(page)
+    parser = _VisibleText()
+    parser.feed(page)
     lines = [" ".join(line.split()) for line in "".join(parser.parts).splitlines()]
     return "\n".join(line for line in lines if line)
 
-
+# %% ../nbs/03_dataset.ipynb #58ef445a
 def split_paragraphs(text: str, max_doc_chars: int) -> Iterator[str]:
     "Documents of at most `max_doc_chars`, cut at blank lines (a long text file becomes several documents)."
     doc = []
     size = 0
     for para in text.split("\n\n"):
         if size + len(para) > max_doc_chars and doc:
-            yield "\n\n".join(doc); doc, size = [], 0
-        doc.append(para[:max_doc_chars]); size += len(para) + 2
+            yield "\n\n".join(doc)
+            doc, size = [], 0
+        doc.append(para[:max_doc_chars])
+        size += len(para) + 2
     if doc: yield "\n\n".join(doc)
 
-
+# %% ../nbs/03_dataset.ipynb #cbe4a9db
 def read_source_documents(path: Path | str, max_doc_chars: int = 20_000) -> Iterator[str]:
     "Documents from a file or (recursively, sorted) a folder of parquet, jsonl, text, HTML, .gz/.dz files."
     path = Path(path)
@@ -272,7 +322,9 @@ def read_source_documents(path: Path | str, max_doc_chars: int = 20_000) -> Iter
     suffix = path.suffix.lower()
     opener = gzip.open if suffix in (".gz", ".dz") else open
     inner = Path(path.stem).suffix.lower() if suffix in (".gz", ".dz") else suffix
-    if suffix == ".parquet": yield from iter_documents([path]); return
+    if suffix == ".parquet":
+        yield from iter_documents([path])
+        return
     if inner == ".jsonl":
         with opener(path, "rt", encoding="utf-8") as f:
             for line in f:
@@ -283,7 +335,7 @@ def read_source_documents(path: Path | str, max_doc_chars: int = 20_000) -> Iter
     if inner in (".html", ".htm"): text = html_to_text(text)
     yield from (d for d in split_paragraphs(text, max_doc_chars) if d.strip())
 
-
+# %% ../nbs/03_dataset.ipynb #493c0b99
 def build_corpus(sources: Iterable[Path | str], out_dir: Path | str, seed: int = 42, docs_per_shard: int = 10_000,
                  row_group_size: int = 1024, min_chars: int = 200, max_doc_chars: int = 20_000) -> dict:
     "Read, deduplicate and shuffle documents from `sources`; write parquet shards to `out_dir`. Returns statistics."
@@ -291,13 +343,20 @@ def build_corpus(sources: Iterable[Path | str], out_dir: Path | str, seed: int =
     for source in sources:
         if not Path(source).exists(): raise FileNotFoundError(f"corpus source {source} does not exist")
         for doc in read_source_documents(source, max_doc_chars):
-            if len(doc) < min_chars: short += 1; continue
+            if len(doc) < min_chars:
+                short += 1
+                continue
             key = hashlib.sha1(" ".join(doc.split()).encode()).digest()
-            if key in seen: dupes += 1; continue
-            seen.add(key); docs.append(doc)
-    if len(docs) < 2: raise ValueError(f"only {len(docs)} document(s) of at least {min_chars} characters found: need 2 or more")
+            if key in seen:
+                dupes += 1
+                continue
+            seen.add(key)
+            docs.append(doc)
+    if len(docs) < 2:
+        raise ValueError(f"only {len(docs)} document(s) of at least {min_chars} characters found: need 2 or more")
     random.Random(seed).shuffle(docs)
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("shard_*.parquet"): old.unlink()
     n_shards = max(2, -(-len(docs) // docs_per_shard))  # at least one training and one validation shard
     per_shard = -(-len(docs) // n_shards)
@@ -315,25 +374,38 @@ def build_corpus(sources: Iterable[Path | str], out_dir: Path | str, seed: int =
 # %% ../nbs/03_dataset.ipynb #c47a27b7
 def build_main(argv: list[str] | None = None) -> int:
     "`python -m nanochat.dataset build --from PATH...`"
-    p = argparse.ArgumentParser(prog="python -m nanochat.dataset build", description="Build parquet shards from local text.")
-    p.add_argument("--from", dest="sources", nargs="+", required=True, help="files or folders: parquet, jsonl, txt, html, .gz/.dz")
+    p = argparse.ArgumentParser(
+        prog="python -m nanochat.dataset build", description="Build parquet shards from local text."
+    )
+    p.add_argument(
+        "--from", dest="sources", nargs="+", required=True, help="files or folders: parquet, jsonl, txt, html, .gz/.dz"
+    )
     p.add_argument("--out", help="output folder (default: <base dir>/base_data)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--docs-per-shard", type=int, default=10_000)
     p.add_argument("--row-group-size", type=int, default=1024)
     p.add_argument("--min-chars", type=int, default=200)
     args = p.parse_args(argv)
-    try: stats = build_corpus(args.sources, args.out or get_base_dir() / "base_data", args.seed, args.docs_per_shard, args.row_group_size, args.min_chars)
+    try:
+        stats = build_corpus(
+            args.sources,
+            args.out or get_base_dir() / "base_data",
+            args.seed,
+            args.docs_per_shard,
+            args.row_group_size,
+            args.min_chars,
+        )
     except (FileNotFoundError, ValueError) as e: p.error(str(e))
     print(json.dumps(stats, indent=1))
     return 0
 
-
+# %% ../nbs/03_dataset.ipynb #ee9c14f6
 def stats_main(argv: list[str] | None = None) -> int:
     "`python -m nanochat.dataset stats [--dir DIR]`: documents, characters and tokens of a shard folder."
     p = argparse.ArgumentParser(prog="python -m nanochat.dataset stats", description="Size of a shard folder.")
     p.add_argument("--dir", help="shard folder (default: the default data folder)")
-    p.add_argument("--tokenizer-dir", help="count tokens with this tokenizer (default: <base dir>/tokenizer, if present)")
+    p.add_argument("--tokenizer-dir",
+                   help="count tokens with this tokenizer (default: <base dir>/tokenizer, if present)")
     args = p.parse_args(argv)
     try: shards = list_shards(args.dir, split="all")
     except FileNotFoundError as e: p.error(str(e))
@@ -342,18 +414,24 @@ def stats_main(argv: list[str] | None = None) -> int:
     if (tok_dir / "tokenizer.tiktoken").exists():
         from tiktoken.load import load_tiktoken_bpe  # the tokenizer chapter comes later; read its saved file directly
         import tiktoken
-        enc = tiktoken.Encoding("corpus", pat_str=(tok_dir / "pattern.txt").read_text(), mergeable_ranks=load_tiktoken_bpe(str(tok_dir / "tokenizer.tiktoken")), special_tokens={})
+        enc = tiktoken.Encoding(
+            "corpus",
+            pat_str=(tok_dir / "pattern.txt").read_text(),
+            mergeable_ranks=load_tiktoken_bpe(str(tok_dir / "tokenizer.tiktoken")),
+            special_tokens={},
+        )
         encode = enc.encode_ordinary_batch
     docs = chars = tokens = 0
     for shard in shards:
         batch = list(iter_documents([shard]))
-        docs += len(batch); chars += sum(map(len, batch))
+        docs += len(batch)
+        chars += sum(map(len, batch))
         if encode: tokens += sum(map(len, encode(batch)))
     print(json.dumps({"dir": str(shards[0].parent), "shards": len(shards), "documents": docs, "characters": chars,
                       "tokens": tokens if encode else None, "tokenizer": str(tok_dir) if encode else None}, indent=1))
     return 0
 
-
+# %% ../nbs/03_dataset.ipynb #61b0d920
 def main(argv: list[str] | None = None) -> int:
     "Entry point of `python -m nanochat.dataset`: download (default), `build` or `stats`."
     argv = sys.argv[1:] if argv is None else argv

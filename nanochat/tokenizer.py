@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import tiktoken
+from fastcore.basics import patch
 
 from .bpe import SPLIT_PATTERN, build_vocab, train_bpe
 from .common import atomic_write, get_base_dir
@@ -30,22 +31,32 @@ class Tokenizer:
 
     def __init__(self, mergeable_ranks: dict[bytes, int], pattern: str = SPLIT_PATTERN, name: str = "nanochat"):
         specials = {tok: len(mergeable_ranks) + i for i, tok in enumerate(SPECIAL_TOKENS)}
-        self.enc = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=mergeable_ranks, special_tokens=specials)
+        self.enc = tiktoken.Encoding(name=name, pat_str=pattern, mergeable_ranks=mergeable_ranks,
+                                     special_tokens=specials)
         self.pattern, self.mergeable_ranks = pattern, mergeable_ranks
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, pattern: str = SPLIT_PATTERN, use_rust: bool = True) -> "Tokenizer":
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, pattern: str = SPLIT_PATTERN, use_rust: bool = True
+    ) -> "Tokenizer":
         "Learn a tokenizer of `vocab_size` tokens in all (special tokens included) from `texts`."
         n_learned = vocab_size - len(SPECIAL_TOKENS)
-        if n_learned < 256: raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens), got {vocab_size}")
+        if n_learned < 256:
+            raise ValueError(
+                f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens), got {vocab_size}"
+            )
         try:
-            if not use_rust: raise ImportError
+            if not use_rust:
+                raise ImportError
             import rustbpe
+
             trainer = rustbpe.Tokenizer()
             trainer.train_from_iterator(iter(texts), n_learned, pattern=pattern)
             ranks = {bytes(b): r for b, r in trainer.get_mergeable_ranks()}
         except ImportError:
-            if use_rust: print("warning: rustbpe is not installed (bash rustbpe/build.sh); training with the slow Python reference")
+            if use_rust:
+                print("warning: rustbpe is not installed (bash rustbpe/build.sh); "
+                      "training with the slow Python reference")
             vocab = build_vocab(train_bpe(texts, n_learned, pattern))
             ranks = {b: i for i, b in vocab.items()}
         return cls(ranks, pattern)
@@ -59,21 +70,26 @@ class Tokenizer:
         if token not in SPECIAL_TOKENS: raise ValueError(f"{token!r} is not a special token; they are {SPECIAL_TOKENS}")
         return self.enc.encode_single_token(token)
 
-    def encode(self, text: str | list[str], prepend: str | int | None = None, append: str | int | None = None,
-               num_threads: int = 8) -> list[int] | list[list[int]]:
-        "Ids of a text, or of each text of a list (threaded). Special-token syntax in the text stays plain text."
-        pre = [self.encode_special(prepend) if isinstance(prepend, str) else prepend] if prepend is not None else []
-        post = [self.encode_special(append) if isinstance(append, str) else append] if append is not None else []
-        if isinstance(text, str): return pre + self.enc.encode_ordinary(text) + post
-        if isinstance(text, list): return [pre + ids + post for ids in self.enc.encode_ordinary_batch(text, num_threads=num_threads)]
-        raise TypeError(f"encode takes a str or a list of str, got {type(text).__name__}")
+# %% ../nbs/05_tokenizer.ipynb #338a636b
+@patch
+def encode(self: Tokenizer, text: str | list[str], prepend: str | int | None = None, append: str | int | None = None,
+           num_threads: int = 8) -> list[int] | list[list[int]]:
+    "Ids of a text, or of each text of a list (threaded). Special-token syntax in the text stays plain text."
+    pre = [self.encode_special(prepend) if isinstance(prepend, str) else prepend] if prepend is not None else []
+    post = [self.encode_special(append) if isinstance(append, str) else append] if append is not None else []
+    if isinstance(text, str): return pre + self.enc.encode_ordinary(text) + post
+    if isinstance(text, list):
+        return [pre + ids + post for ids in self.enc.encode_ordinary_batch(text, num_threads=num_threads)]
+    raise TypeError(f"encode takes a str or a list of str, got {type(text).__name__}")
 
-    def decode(self, ids: list[int]) -> str:
-        "Text of `ids` (special tokens written out as their names)."
-        return self.enc.decode(ids)
+@patch
+def decode(self: Tokenizer, ids: list[int]) -> str:
+    "Text of `ids` (special tokens written out as their names)."
+    return self.enc.decode(ids)
 
-    def id_to_token(self, i: int) -> bytes:
-        return self.enc.decode_single_token_bytes(i)
+@patch
+def id_to_token(self: Tokenizer, i: int) -> bytes:
+    return self.enc.decode_single_token_bytes(i)
 
 # %% ../nbs/05_tokenizer.ipynb #934e731f
 def token_byte_lengths(tokenizer: Tokenizer) -> list[int]:
@@ -92,7 +108,8 @@ def save_tokenizer(tokenizer: Tokenizer, folder: Path | str | None = None) -> Pa
     import torch
     folder = Path(folder) if folder else default_tokenizer_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [f"{base64.b64encode(b).decode()} {r}" for b, r in sorted(tokenizer.mergeable_ranks.items(), key=lambda kv: kv[1])]
+    ranked = sorted(tokenizer.mergeable_ranks.items(), key=lambda kv: kv[1])
+    lines = [f"{base64.b64encode(b).decode()} {r}" for b, r in ranked]
     atomic_write(folder / "tokenizer.tiktoken", "\n".join(lines) + "\n")
     atomic_write(folder / "pattern.txt", tokenizer.pattern)
     buffer = io.BytesIO()
@@ -110,7 +127,11 @@ def load_tokenizer(folder: Path | str | None = None) -> Tokenizer:
     return Tokenizer(load_tiktoken_bpe(str(folder / "tokenizer.tiktoken")), (folder / "pattern.txt").read_text())
 
 # %% ../nbs/05_tokenizer.ipynb #41fb2754
-PART_TYPES = {"text": None, "python": ("<|python_start|>", "<|python_end|>"), "python_output": ("<|output_start|>", "<|output_end|>")}
+PART_TYPES = {
+    "text": None,
+    "python": ("<|python_start|>", "<|python_end|>"),
+    "python_output": ("<|output_start|>", "<|output_end|>"),
+}
 
 def _check_messages(conversation: dict) -> list[dict]:
     "The messages of a conversation, checked: alternating user/assistant, starting with the user; system folded in."
@@ -119,13 +140,16 @@ def _check_messages(conversation: dict) -> list[dict]:
     messages = [dict(m) for m in conversation["messages"]]
     if not messages: raise ValueError("the conversation has no messages")
     if messages[0].get("role") == "system":
-        if len(messages) < 2 or messages[1].get("role") != "user": raise ValueError("a system message must be followed by a user message")
+        if len(messages) < 2 or messages[1].get("role") != "user":
+            raise ValueError("a system message must be followed by a user message")
         messages[1]["content"] = messages[0]["content"] + "\n\n" + messages[1]["content"]
         messages = messages[1:]
     for i, m in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if m.get("role") != expected:
-            raise ValueError(f"message {i} has role {m.get('role')!r}, expected {expected!r}: roles alternate, starting with 'user'")
+            raise ValueError(
+                f"message {i} has role {m.get('role')!r}, expected {expected!r}: roles alternate, starting with 'user'"
+            )
         if m["role"] == "user" and not isinstance(m.get("content"), str):
             raise ValueError(f"message {i}: a user message's content must be a string")
     return messages
@@ -133,40 +157,55 @@ def _check_messages(conversation: dict) -> list[dict]:
 
 def _assistant_parts(content) -> list[dict]:
     if isinstance(content, str): return [{"type": "text", "text": content}]
-    if not isinstance(content, list): raise ValueError(f"assistant content must be a string or a list of parts, got {type(content).__name__}")
+    if not isinstance(content, list):
+        raise ValueError(f"assistant content must be a string or a list of parts, got {type(content).__name__}")
     for part in content:
         if not isinstance(part, dict) or part.get("type") not in PART_TYPES or not isinstance(part.get("text"), str):
-            raise ValueError(f"unknown assistant part {part!r}: parts are dicts with 'type' in {list(PART_TYPES)} and a 'text' string")
+            raise ValueError(
+                f"unknown assistant part {part!r}: parts are dicts with 'type' in {list(PART_TYPES)} "
+                "and a 'text' string"
+            )
     return content
 
-
-def render_conversation(tokenizer: Tokenizer, conversation: dict, max_tokens: int = 2048) -> tuple[list[int], list[int]]:
-    "Ids of a conversation and a mask: 1 on tokens the assistant produces (to train on), 0 elsewhere. Cut to `max_tokens`."
+# %% ../nbs/05_tokenizer.ipynb #71325e6b
+def render_conversation(
+    tokenizer: Tokenizer, conversation: dict, max_tokens: int = 2048
+) -> tuple[list[int], list[int]]:
+    """Ids of a conversation and a mask: 1 on tokens the assistant produces (to train on), 0 elsewhere. Cut to
+    `max_tokens`."""
     ids, mask = [], []
+
     def add(tokens, supervised):
         tokens = [tokens] if isinstance(tokens, int) else tokens
-        ids.extend(tokens); mask.extend([int(supervised)] * len(tokens))
+        ids.extend(tokens)
+        mask.extend([int(supervised)] * len(tokens))
+
     sp = tokenizer.encode_special
     add(tokenizer.get_bos_token_id(), False)
     for m in _check_messages(conversation):
         if m["role"] == "user":
-            add(sp("<|user_start|>"), False); add(tokenizer.encode(m["content"]), False); add(sp("<|user_end|>"), False)
+            add(sp("<|user_start|>"), False)
+            add(tokenizer.encode(m["content"]), False)
+            add(sp("<|user_end|>"), False)
             continue
         add(sp("<|assistant_start|>"), False)
         for part in _assistant_parts(m["content"]):
             by_model = part["type"] != "python_output"  # the tool writes its output; the model does not
-            if (markers := PART_TYPES[part["type"]]): add(sp(markers[0]), by_model)
+            if markers := PART_TYPES[part["type"]]:
+                add(sp(markers[0]), by_model)
             add(tokenizer.encode(part["text"]), by_model)
-            if markers: add(sp(markers[1]), by_model)
+            if markers:
+                add(sp(markers[1]), by_model)
         add(sp("<|assistant_end|>"), True)
     return ids[:max_tokens], mask[:max_tokens]
 
 
 def render_for_completion(tokenizer: Tokenizer, conversation: dict, max_tokens: int | None = None) -> list[int]:
-    """Ids that prime the model to answer: the conversation without its last (assistant) message, then <|assistant_start|>.
-    The prompt is whole by default (callers that need room crop it from the left); `max_tokens=2048` cuts its end as
-    upstream does before the <|assistant_start|>."""
+    """Ids that prime the model to answer: the conversation without its last (assistant) message, then
+    <|assistant_start|>. The prompt is whole by default (callers that need room crop it from the left);
+    `max_tokens=2048` cuts its end as upstream does before the <|assistant_start|>."""
     messages = _check_messages(conversation)
     if messages[-1]["role"] == "assistant": messages = messages[:-1]
-    ids, _ = render_conversation(tokenizer, {"messages": messages}, max_tokens=10**12 if max_tokens is None else max_tokens)
+    limit = 10**12 if max_tokens is None else max_tokens
+    ids, _ = render_conversation(tokenizer, {"messages": messages}, max_tokens=limit)
     return ids + [tokenizer.encode_special("<|assistant_start|>")]

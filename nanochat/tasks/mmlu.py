@@ -34,24 +34,29 @@ def mmlu_rows(split: str) -> list[dict]:
     return load_rows(("eval", "mmlu", split), read_mmlu_folder, hub=("cais/mmlu", config, hub_split),
                      from_hub=lambda row: dict(row.get("train", row)))
 
-
+# %% ../../nbs/14b_mmlu.ipynb #c1672f17
 class MMLU(Task):
-    """MMLU, split test, dev, validation or auxiliary_train, rows in upstream's order (`hub_order(seed)`); `few_shot` dev
-    questions of the same subject come first. Categorical."""
+    """MMLU, split test, dev, validation or auxiliary_train, rows in upstream's order (`hub_order(seed)`);
+    `few_shot` dev questions of the same subject come first. Categorical."""
     eval_type = "categorical"
 
-    def __init__(self, split: str = "test", few_shot: int = 0, subjects: list[str] | None = None, seed: int | None = 42, **slicing):
+    def __init__(self, split: str = "test", few_shot: int = 0, subjects: list[str] | None = None,
+                 seed: int | None = 42, **slicing):
         super().__init__(**slicing)
         self.split, self.few_shot = split, few_shot
         self.rows = mmlu_rows(split)
-        if subjects is not None: self.rows = [r for r in self.rows if r["subject"] in set(subjects)]
+        if subjects is not None:
+            self.rows = [r for r in self.rows if r["subject"] in set(subjects)]
         self.order = hub_order(len(self.rows), seed)
         self.shots: dict[str, list[dict]] = {}
-        if few_shot < 0: raise ValueError(f"few_shot must be >= 0, got {few_shot}")
+        if few_shot < 0:
+            raise ValueError(f"few_shot must be >= 0, got {few_shot}")
         if few_shot:
-            for row in mmlu_rows("dev"): self.shots.setdefault(row["subject"], []).append(row)
+            for row in mmlu_rows("dev"):
+                self.shots.setdefault(row["subject"], []).append(row)
             short = {s: len(v) for s, v in self.shots.items() if len(v) < few_shot}
-            if short: raise ValueError(f"few_shot={few_shot}, but the dev split has fewer questions for {short}")
+            if short:
+                raise ValueError(f"few_shot={few_shot}, but the dev split has fewer questions for {short}")
 
     def num_examples(self) -> int: return len(self.rows)
 
@@ -61,6 +66,8 @@ class MMLU(Task):
         for shot in self.shots.get(row["subject"], [])[: self.few_shot]:
             turns += [{"role": "user", "content": render_mc(shot["question"], shot["choices"], MMLU_LETTERS)},
                       {"role": "assistant", "content": MMLU_LETTERS[shot["answer"]]}]
-        conversation = multiple_choice(row["question"], row["choices"], MMLU_LETTERS, MMLU_LETTERS[row["answer"]], subject=row["subject"])
+        conversation = multiple_choice(
+            row["question"], row["choices"], MMLU_LETTERS, MMLU_LETTERS[row["answer"]], subject=row["subject"]
+        )
         conversation["messages"] = turns + conversation["messages"]
         return conversation

@@ -18,7 +18,9 @@ from .gsm8k import extract_answer
 
 WORDS_URL = "https://raw.githubusercontent.com/dwyl/english-words/master/words_alpha.txt"  # upstream's list
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-TEST_SEED_OFFSET = 10_000_000  # test item i is seeded with this + i: above every train index, so the splits never share a seed
+TEST_SEED_OFFSET = (
+    10_000_000  # test item i is seeded with this + i: above every train index, so the splits never share a seed
+)
 
 
 def load_words(path: Path | str | None = None, n: int = 5000, max_chars: int = 2_000_000) -> list[str]:
@@ -39,12 +41,13 @@ def load_words(path: Path | str | None = None, n: int = 5000, max_chars: int = 2
         counts.update(re.findall(r"(?<![\w'-])[a-z]{3,12}(?![\w'-])", doc))
     return sorted(w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
 
-
+# %% ../../nbs/14e_spelling.ipynb #e81e11a0
 def spell(word: str) -> str: return f"{word}:{','.join(word)}"
 
 
 class SyntheticTask(Task):
-    "A task of `size` generated items; item i comes from `random.Random(i)` (train) or `random.Random(10_000_000 + i)` (test)."
+    """A task of `size` generated items; item i comes from `random.Random(i)` (train) or `random.Random(10_000_000 + i)`
+    (test)."""
 
     def __init__(self, size: int = 1000, split: str = "train", words: list[str] | None = None, **slicing):
         super().__init__(**slicing)
@@ -52,11 +55,13 @@ class SyntheticTask(Task):
         self.size, self.split, self.words = size, split, words if words is not None else load_words()
 
     def num_examples(self) -> int: return self.size
-    def rng(self, index: int) -> random.Random: return random.Random(index if self.split == "train" else TEST_SEED_OFFSET + index)
+    def rng(self, index: int) -> random.Random:
+        return random.Random(index if self.split == "train" else TEST_SEED_OFFSET + index)
 
-
+# %% ../../nbs/14e_spelling.ipynb #00546653
 class SimpleSpelling(SyntheticTask):
-    "'Spell the word: strawberry' -> 'strawberry:s,t,r,a,w,b,e,r,r,y' (upstream's format). Generative, graded by the letters."
+    """'Spell the word: strawberry' -> 'strawberry:s,t,r,a,w,b,e,r,r,y' (upstream's format). Generative, graded by the
+    letters."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -73,38 +78,66 @@ class SimpleSpelling(SyntheticTask):
         letters = completion.split(":", 1)[-1]
         return re.sub(r"[\s,]", "", letters) == conversation["word"]
 
-
+# %% ../../nbs/14e_spelling.ipynb #015a8dcd
 COUNT_TEMPLATES = [  # our wording; 51 of them, as upstream has, so that the same seed picks the same slot
-    "How often does the letter {letter} occur in {word}", "What number of {letter} can you find in {word}",
-    "Please count the {letter} characters in {word}", "In {word}, what is the tally of {letter}",
-    "Count every {letter} in the word {word}", "How many copies of {letter} does the word {word} hold",
-    "Work out how many {letter} the word {word} has", "How many {letter} letters are part of {word}",
-    "Spell out {word} and count its {letter}", "I need the number of {letter} in {word}",
-    "Quick question: how many {letter} in {word}", "Looking at {word}, how many {letter} do you see",
-    "Determine the count of the letter {letter} in {word}", "How many {letter} characters appear in the word {word}",
-    "What's the tally of {letter} in {word}", "Could you tell me how many {letter} are in {word}",
-    "Count the occurrences of {letter} within {word}", "The word {word}: how many {letter}",
-    "How many positions of {word} hold the letter {letter}", "Letter {letter} in {word}: how many times",
-    "Number of times {letter} shows up in {word}", "How frequently does {letter} appear in {word}",
-    "Please tell me the count of {letter} in the word {word}", "Inside {word}, how many {letter} are there",
-    "How many {letter} would I find if I spelled {word}", "Count {letter} in {word}",
-    "How many {letter} is {word} spelled with", "Report how many {letter} the word {word} contains",
-    "If you look at each letter of {word}, how many are {letter}", "What is the number of {letter} letters in {word}",
-    "¿Cuántas {letter} tiene la palabra {word}?", "Cuenta cuántas veces sale {letter} en {word}",
-    "¿Cuántas letras {letter} hay en la palabra {word}?", "Dime el número de {letter} en {word}",
-    "单词{word}里有几个字母{letter}", "请数一数{word}中{letter}出现了几次", "{letter}在{word}中出现几次", "{word}一共包含多少个{letter}",
-    "{word} 단어에 {letter}는 몇 번 들어 있나요", "{word} 안에서 {letter}를 세어 주세요", "{word}에 들어 있는 {letter}의 수는 몇인가요",
-    "{letter}가 {word}에 몇 번 나타나나요", "Combien de lettres {letter} contient le mot {word}",
-    "Dis-moi combien de {letter} il y a dans {word}", "Quel est le nombre de {letter} dans {word}",
-    "Wie viele Buchstaben {letter} hat das Wort {word}", "Zähl bitte die {letter} im Wort {word}", "Wie häufig steht {letter} in {word}",
-    "{word}という単語に{letter}はいくつありますか", "{word}の{letter}の数を数えてください", "{letter}は{word}に何回現れますか",
+    "How often does the letter {letter} occur in {word}",
+    "What number of {letter} can you find in {word}",
+    "Please count the {letter} characters in {word}",
+    "In {word}, what is the tally of {letter}",
+    "Count every {letter} in the word {word}",
+    "How many copies of {letter} does the word {word} hold",
+    "Work out how many {letter} the word {word} has",
+    "How many {letter} letters are part of {word}",
+    "Spell out {word} and count its {letter}",
+    "I need the number of {letter} in {word}",
+    "Quick question: how many {letter} in {word}",
+    "Looking at {word}, how many {letter} do you see",
+    "Determine the count of the letter {letter} in {word}",
+    "How many {letter} characters appear in the word {word}",
+    "What's the tally of {letter} in {word}",
+    "Could you tell me how many {letter} are in {word}",
+    "Count the occurrences of {letter} within {word}",
+    "The word {word}: how many {letter}",
+    "How many positions of {word} hold the letter {letter}",
+    "Letter {letter} in {word}: how many times",
+    "Number of times {letter} shows up in {word}",
+    "How frequently does {letter} appear in {word}",
+    "Please tell me the count of {letter} in the word {word}",
+    "Inside {word}, how many {letter} are there",
+    "How many {letter} would I find if I spelled {word}",
+    "Count {letter} in {word}",
+    "How many {letter} is {word} spelled with",
+    "Report how many {letter} the word {word} contains",
+    "If you look at each letter of {word}, how many are {letter}",
+    "What is the number of {letter} letters in {word}",
+    "¿Cuántas {letter} tiene la palabra {word}?",
+    "Cuenta cuántas veces sale {letter} en {word}",
+    "¿Cuántas letras {letter} hay en la palabra {word}?",
+    "Dime el número de {letter} en {word}",
+    "单词{word}里有几个字母{letter}",
+    "请数一数{word}中{letter}出现了几次",
+    "{letter}在{word}中出现几次",
+    "{word}一共包含多少个{letter}",
+    "{word} 단어에 {letter}는 몇 번 들어 있나요",
+    "{word} 안에서 {letter}를 세어 주세요",
+    "{word}에 들어 있는 {letter}의 수는 몇인가요",
+    "{letter}가 {word}에 몇 번 나타나나요",
+    "Combien de lettres {letter} contient le mot {word}",
+    "Dis-moi combien de {letter} il y a dans {word}",
+    "Quel est le nombre de {letter} dans {word}",
+    "Wie viele Buchstaben {letter} hat das Wort {word}",
+    "Zähl bitte die {letter} im Wort {word}",
+    "Wie häufig steht {letter} in {word}",
+    "{word}という単語に{letter}はいくつありますか",
+    "{word}の{letter}の数を数えてください",
+    "{letter}は{word}に何回現れますか",
 ]
 QUOTES = ("", "'", '"')
 
-
+# %% ../../nbs/14e_spelling.ipynb #f11c72fc
 class SpellingBee(SyntheticTask):
-    """'How many r are in strawberry?' -> spelled out, counted, checked with python, '#### 3'. Generative. Items are drawn
-    as upstream draws them; `templates` (51 question formats with {letter} and {word}) replaces our wording."""
+    """'How many r are in strawberry?' -> spelled out, counted, checked with python, '#### 3'. Generative. Items are
+    drawn as upstream draws them; `templates` (51 question formats with {letter} and {word}) replaces our wording."""
 
     def __init__(self, *args, templates: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -119,20 +152,30 @@ class SpellingBee(SyntheticTask):
         template = rng.choice(self.templates)
         if rng.random() < 0.3: template = template.lower()
         letter_quote, word_quote = rng.choice(QUOTES), rng.choice(QUOTES)
-        question = template.format(letter=f"{letter_quote}{letter}{letter_quote}", word=f"{word_quote}{word}{word_quote}")
+        question = template.format(letter=f"{letter_quote}{letter}{letter_quote}",
+                                   word=f"{word_quote}{word}{word_quote}")
         if rng.random() < 0.5: question += "?"
         count = word.count(letter)
         positions = [str(i + 1) for i, c in enumerate(word) if c == letter]
-        found = (f"The letter {letter} is at position{'s' if count > 1 else ''} {', '.join(positions)}, so I count {count}."
-                 if count else f"There is no {letter} in {word}, so I count 0.")
-        parts = [{"type": "text", "text": f"Let me spell the word out.\n\n{spell(word)}\n\n{found}\n\nLet me check with Python:\n\n"},
-                 {"type": "python", "text": f"'{word}'.count('{letter}')"},
-                 {"type": "python_output", "text": str(count)},
-                 {"type": "text", "text": f"\n\nPython agrees: {count}.\n\n#### {count}"}]
+        found = (
+            f"The letter {letter} is at position{'s' if count > 1 else ''} {', '.join(positions)}, so I count {count}."
+            if count
+            else f"There is no {letter} in {word}, so I count 0."
+        )
+        parts = [
+            {
+                "type": "text",
+                "text": f"Let me spell the word out.\n\n{spell(word)}\n\n{found}\n\nLet me check with Python:\n\n",
+            },
+            {"type": "python", "text": f"'{word}'.count('{letter}')"},
+            {"type": "python_output", "text": str(count)},
+            {"type": "text", "text": f"\n\nPython agrees: {count}.\n\n#### {count}"},
+        ]
         return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": parts}],
                 "word": word, "letter": letter}
 
     def evaluate(self, conversation: dict, completion: str) -> bool:
-        "Whether the first '#### n' of `completion` is, as text, the gold answer's (the last part of the reference reply)."
+        """Whether the first '#### n' of `completion` is, as text, the gold answer's (the last part of the reference
+        reply)."""
         gold = extract_answer(conversation["messages"][-1]["content"][-1]["text"])
         return gold is not None and extract_answer(completion) == gold
