@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+from fastcore.basics import patch
 
 from .dataset import list_shards
 
@@ -46,10 +47,9 @@ class DocumentStream:
         every = row_groups(self.shards, skip_corrupt)
         self.units = [(shard, group) for shard, group in every if group % world_size == rank]
         if not self.units:
-            raise DataError(
-                f"rank {rank} of {world_size} has no row groups: no shard has more than {rank} "
-                f"(the {len(self.shards)} shard(s) have {len(every)} in all); use fewer ranks or more shards"
-            )
+            raise DataError(f"rank {rank} of {world_size} has no row groups: no shard has more than {rank} "
+                            f"(the {len(self.shards)} shard(s) have {len(every)} in all); "
+                            "use fewer ranks or more shards")
         self.epoch, self.unit, self.row = 0, 0, 0
         self.last_read: tuple[int, int] | None = None  # (unit, epoch) of the latest documents handed out
         self._cache: tuple[int, list[str]] | None = None
@@ -62,37 +62,41 @@ class DocumentStream:
             self._cache = (unit, docs)
         return self._cache[1]
 
-    def next_documents(self, n: int) -> list[str]:
-        "The next `n` documents, or fewer at the end of a row group: a batch never spans two groups."
-        for _ in range(len(self.units) + 1):  # skips empty row groups, but not forever
-            docs = self._docs_of(self.unit)
-            batch = docs[self.row:self.row + n]
-            if batch: self.last_read = (self.unit, self.epoch)
-            self.row += len(batch)
-            if self.row >= len(docs):
-                self.unit, self.row = self.unit + 1, 0
-                if self.unit == len(self.units): self.epoch, self.unit = self.epoch + 1, 0
-            if batch: return batch
-        raise DataError(f"the {len(self.units)} row group(s) of this rank hold no documents")
+# %% ../nbs/06_dataloader.ipynb #7b1f9ee3
+@patch
+def next_documents(self: DocumentStream, n: int) -> list[str]:
+    "The next `n` documents, or fewer at the end of a row group: a batch never spans two groups."
+    for _ in range(len(self.units) + 1):  # skips empty row groups, but not forever
+        docs = self._docs_of(self.unit)
+        batch = docs[self.row:self.row + n]
+        if batch: self.last_read = (self.unit, self.epoch)
+        self.row += len(batch)
+        if self.row >= len(docs):
+            self.unit, self.row = self.unit + 1, 0
+            if self.unit == len(self.units): self.epoch, self.unit = self.epoch + 1, 0
+        if batch: return batch
+    raise DataError(f"the {len(self.units)} row group(s) of this rank hold no documents")
 
-    def position(self) -> dict:
-        "Where the latest documents came from: shard index, row group, epoch counted from 1 (upstream's loader state)."
-        if self.last_read is None: return {"pq_idx": 0, "rg_idx": 0, "epoch": 1}
-        unit, epoch = self.last_read
-        shard, group = self.units[unit]
-        return {"pq_idx": self.shards.index(shard), "rg_idx": group, "epoch": epoch + 1}
 
-    def state_dict(self) -> dict:
-        return {
-            "epoch": self.epoch,
-            "unit": self.unit,
-            "row": self.row,
-            "last_read": list(self.last_read) if self.last_read else None,
-        }
+@patch
+def position(self: DocumentStream) -> dict:
+    "Where the latest documents came from: shard index, row group, epoch counted from 1 (upstream's loader state)."
+    if self.last_read is None: return {"pq_idx": 0, "rg_idx": 0, "epoch": 1}
+    unit, epoch = self.last_read
+    shard, group = self.units[unit]
+    return {"pq_idx": self.shards.index(shard), "rg_idx": group, "epoch": epoch + 1}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.unit, self.row = state["epoch"], state["unit"], state["row"]
-        self.last_read = tuple(state["last_read"]) if state.get("last_read") else None
+# %% ../nbs/06_dataloader.ipynb #4666615d
+@patch
+def state_dict(self: DocumentStream) -> dict:
+    return {"epoch": self.epoch, "unit": self.unit, "row": self.row,
+            "last_read": list(self.last_read) if self.last_read else None}
+
+
+@patch
+def load_state_dict(self: DocumentStream, state: dict) -> None:
+    self.epoch, self.unit, self.row = state["epoch"], state["unit"], state["row"]
+    self.last_read = tuple(state["last_read"]) if state.get("last_read") else None
 
 # %% ../nbs/06_dataloader.ipynb #6b092eec
 class BestFitPacker:
@@ -141,12 +145,9 @@ class BestFitPacker:
 
     def state_dict(self) -> dict:
         flat = [t for d in self.docs for t in d]
-        return {
-            "tokens": torch.tensor(flat, dtype=torch.int32),
-            "lengths": torch.tensor(self.lengths, dtype=torch.int64),
-            "tokens_out": self.tokens_out,
-            "tokens_cropped": self.tokens_cropped,
-        }
+        return {"tokens": torch.tensor(flat, dtype=torch.int32),
+                "lengths": torch.tensor(self.lengths, dtype=torch.int64),
+                "tokens_out": self.tokens_out, "tokens_cropped": self.tokens_cropped}
 
     def load_state_dict(self, state: dict) -> None:
         flat, lengths = state["tokens"].tolist(), state["lengths"].tolist()
@@ -162,9 +163,8 @@ class PretrainLoader:
                  rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu", buffer_docs: int = 1000,
                  tokenize_batch: int = 128, threads: int = 4, skip_corrupt: bool = False):
         self.tokenizer, self.B, self.T = tokenizer, batch_size, seq_len
-        self.stream = DocumentStream(
-            shards if shards is not None else list_shards(split="train"), rank, world_size, skip_corrupt
-        )
+        self.stream = DocumentStream(shards if shards is not None else list_shards(split="train"), rank, world_size,
+                                     skip_corrupt)
         self.packer = BestFitPacker()
         self.buffer_docs, self.tokenize_batch, self.threads = buffer_docs, tokenize_batch, threads
         self.device = torch.device(device)

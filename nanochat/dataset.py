@@ -47,28 +47,22 @@ def list_shards(data_dir: Path | str | None = None, split: str = "train") -> lis
     folder = Path(data_dir) if data_dir else default_data_dir()
     shards = sorted(folder.glob("*.parquet"))
     if not shards:
-        raise FileNotFoundError(
-            f"no .parquet shards in {folder}: download some (python -m nanochat.dataset) "
-            "or point to a folder that has them"
-        )
+        raise FileNotFoundError(f"no .parquet shards in {folder}: download some (python -m nanochat.dataset) "
+                                "or point to a folder that has them")
     if split == "all" or len(shards) == 1: return shards
     return shards[:-1] if split == "train" else shards[-1:]
 
 # %% ../nbs/03_dataset.ipynb #c6e5462d
-def iter_documents(
-    paths: Iterable[Path | str], max_chars: int | None = None, doc_cap: int | None = None
-) -> Iterator[str]:
+def iter_documents(paths: Iterable[Path | str], max_chars: int | None = None,
+                   doc_cap: int | None = None) -> Iterator[str]:
     """Documents from parquet shards (`text` column), `.txt` files or `.jsonl` files, in order, within the character
     budgets."""
     total = 0
     for path in map(Path, paths):
         if path.suffix == ".parquet":
             shard = pq.ParquetFile(path)
-            docs = (
-                t
-                for g in range(shard.num_row_groups)
-                for t in shard.read_row_group(g, columns=["text"]).column("text").to_pylist()
-            )
+            docs = (t for g in range(shard.num_row_groups)
+                    for t in shard.read_row_group(g, columns=["text"]).column("text").to_pylist())
         elif path.suffix == ".jsonl":
             docs = (json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip())
         elif path.suffix == ".txt":
@@ -76,13 +70,10 @@ def iter_documents(
         else:
             raise ValueError(f"{path}: expected a .parquet, .jsonl or .txt file")
         for doc in docs:
-            if not doc:
-                continue
-            if doc_cap:
-                doc = doc[:doc_cap]
+            if not doc: continue
+            if doc_cap: doc = doc[:doc_cap]
             if max_chars is not None and total + len(doc) > max_chars:
-                if max_chars - total > 0:
-                    yield doc[: max_chars - total]
+                if max_chars - total > 0: yield doc[:max_chars - total]
                 return
             total += len(doc)
             yield doc
@@ -121,12 +112,11 @@ class ShardSource:
 
 
 SOURCES = {
-    "fineweb-edu-100b": ShardSource(
-        "fineweb-edu-100b", "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main", 1823
-    ),
-    "climbmix-400b": ShardSource(
-        "climbmix-400b", "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main", 6543
-    ),
+    "fineweb-edu-100b": ShardSource("fineweb-edu-100b",
+                                    "https://huggingface.co/datasets/karpathy/fineweb-edu-100b-shuffle/resolve/main",
+                                    1823),
+    "climbmix-400b": ShardSource("climbmix-400b",
+                                 "https://huggingface.co/datasets/karpathy/climbmix-400b-shuffle/resolve/main", 6543),
 }
 
 
@@ -233,17 +223,10 @@ def download_shards(source: ShardSource, indices: Iterable[int], out_dir: Path |
 def download_main(argv: list[str] | None = None) -> int:
     """`python -m nanochat.dataset -n N`: download the first N shards and the last one, the validation split (all with
     -1)."""
-    p = argparse.ArgumentParser(
-        prog="python -m nanochat.dataset",
-        description="Download pretraining shards (or: python -m nanochat.dataset build --help).",
-    )
-    p.add_argument(
-        "-n",
-        "--num-shards",
-        type=int,
-        default=-1,
-        help="how many training shards, from the first, besides the last (validation) one (-1: all)",
-    )
+    description = "Download pretraining shards (or: python -m nanochat.dataset build --help)."
+    p = argparse.ArgumentParser(prog="python -m nanochat.dataset", description=description)
+    p.add_argument("-n", "--num-shards", type=int, default=-1,
+                   help="how many training shards, from the first, besides the last (validation) one (-1: all)")
     p.add_argument("-w", "--workers", type=int, default=4, help="parallel downloads")
     p.add_argument("--source", choices=sorted(SOURCES), default="climbmix-400b", help="a known pretraining set")
     p.add_argument("--base-url", help="any other set with the same layout (overrides --source)")
@@ -259,19 +242,15 @@ def download_main(argv: list[str] | None = None) -> int:
     last = source.num_shards - 1  # the validation shard: always fetched, whatever -n is
     indices = list(range(last if args.num_shards == -1 else min(args.num_shards, last))) + [last]
     out = Path(args.dir) if args.dir else get_base_dir() / "base_data"
-    print(
-        f"downloading {len(indices)} shard(s) of {source.name} ({len(indices) - 1} for training, shard {last} "
-        f"for validation) into {out} with {args.workers} workers"
-    )
+    print(f"downloading {len(indices)} shard(s) of {source.name} ({len(indices) - 1} for training, shard {last} "
+          f"for validation) into {out} with {args.workers} workers")
     try: fetched, failed = download_shards(source, indices, out, workers=args.workers, retries=args.retries)
     except urllib.error.URLError as e:  # the checksum list could not even be fetched
         fetched, failed = [], {"(checksums)": str(e.reason)}
     if failed and not fetched and all("HTTP" not in e for e in failed.values()):
-        print(
-            f"error: cannot reach {source.base_url} ({next(iter(failed.values()))}).\n"
-            "Offline? Build a local corpus instead: python -m nanochat.dataset build --from ../shared/data/pretrain",
-            file=sys.stderr,
-        )
+        print(f"error: cannot reach {source.base_url} ({next(iter(failed.values()))}).\n"
+              "Offline? Build a local corpus instead: python -m nanochat.dataset build --from ../shared/data/pretrain",
+              file=sys.stderr)
         return 1
     for error in failed.values(): print(f"error: {error}", file=sys.stderr)
     failures = f", {len(failed)} failed (run again to resume)" if failed else ""
@@ -374,27 +353,18 @@ def build_corpus(sources: Iterable[Path | str], out_dir: Path | str, seed: int =
 # %% ../nbs/03_dataset.ipynb #c47a27b7
 def build_main(argv: list[str] | None = None) -> int:
     "`python -m nanochat.dataset build --from PATH...`"
-    p = argparse.ArgumentParser(
-        prog="python -m nanochat.dataset build", description="Build parquet shards from local text."
-    )
-    p.add_argument(
-        "--from", dest="sources", nargs="+", required=True, help="files or folders: parquet, jsonl, txt, html, .gz/.dz"
-    )
+    p = argparse.ArgumentParser(prog="python -m nanochat.dataset build",
+                                description="Build parquet shards from local text.")
+    p.add_argument("--from", dest="sources", nargs="+", required=True,
+                   help="files or folders: parquet, jsonl, txt, html, .gz/.dz")
     p.add_argument("--out", help="output folder (default: <base dir>/base_data)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--docs-per-shard", type=int, default=10_000)
     p.add_argument("--row-group-size", type=int, default=1024)
     p.add_argument("--min-chars", type=int, default=200)
     args = p.parse_args(argv)
-    try:
-        stats = build_corpus(
-            args.sources,
-            args.out or get_base_dir() / "base_data",
-            args.seed,
-            args.docs_per_shard,
-            args.row_group_size,
-            args.min_chars,
-        )
+    try: stats = build_corpus(args.sources, args.out or get_base_dir() / "base_data", args.seed, args.docs_per_shard,
+                              args.row_group_size, args.min_chars)
     except (FileNotFoundError, ValueError) as e: p.error(str(e))
     print(json.dumps(stats, indent=1))
     return 0
@@ -414,12 +384,9 @@ def stats_main(argv: list[str] | None = None) -> int:
     if (tok_dir / "tokenizer.tiktoken").exists():
         from tiktoken.load import load_tiktoken_bpe  # the tokenizer chapter comes later; read its saved file directly
         import tiktoken
-        enc = tiktoken.Encoding(
-            "corpus",
-            pat_str=(tok_dir / "pattern.txt").read_text(),
-            mergeable_ranks=load_tiktoken_bpe(str(tok_dir / "tokenizer.tiktoken")),
-            special_tokens={},
-        )
+        enc = tiktoken.Encoding("corpus", pat_str=(tok_dir / "pattern.txt").read_text(),
+                                mergeable_ranks=load_tiktoken_bpe(str(tok_dir / "tokenizer.tiktoken")),
+                                special_tokens={})
         encode = enc.encode_ordinary_batch
     docs = chars = tokens = 0
     for shard in shards:

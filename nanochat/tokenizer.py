@@ -36,20 +36,16 @@ class Tokenizer:
         self.pattern, self.mergeable_ranks = pattern, mergeable_ranks
 
     @classmethod
-    def train(
-        cls, texts: Iterable[str], vocab_size: int, pattern: str = SPLIT_PATTERN, use_rust: bool = True
-    ) -> "Tokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int, pattern: str = SPLIT_PATTERN,
+              use_rust: bool = True) -> "Tokenizer":
         "Learn a tokenizer of `vocab_size` tokens in all (special tokens included) from `texts`."
         n_learned = vocab_size - len(SPECIAL_TOKENS)
         if n_learned < 256:
-            raise ValueError(
-                f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens), got {vocab_size}"
-            )
+            raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens), "
+                             f"got {vocab_size}")
         try:
-            if not use_rust:
-                raise ImportError
+            if not use_rust: raise ImportError
             import rustbpe
-
             trainer = rustbpe.Tokenizer()
             trainer.train_from_iterator(iter(texts), n_learned, pattern=pattern)
             ranks = {bytes(b): r for b, r in trainer.get_mergeable_ranks()}
@@ -127,12 +123,6 @@ def load_tokenizer(folder: Path | str | None = None) -> Tokenizer:
     return Tokenizer(load_tiktoken_bpe(str(folder / "tokenizer.tiktoken")), (folder / "pattern.txt").read_text())
 
 # %% ../nbs/05_tokenizer.ipynb #41fb2754
-PART_TYPES = {
-    "text": None,
-    "python": ("<|python_start|>", "<|python_end|>"),
-    "python_output": ("<|output_start|>", "<|output_end|>"),
-}
-
 def _check_messages(conversation: dict) -> list[dict]:
     "The messages of a conversation, checked: alternating user/assistant, starting with the user; system folded in."
     if not isinstance(conversation, dict) or not isinstance(conversation.get("messages"), list):
@@ -147,13 +137,15 @@ def _check_messages(conversation: dict) -> list[dict]:
     for i, m in enumerate(messages):
         expected = "user" if i % 2 == 0 else "assistant"
         if m.get("role") != expected:
-            raise ValueError(
-                f"message {i} has role {m.get('role')!r}, expected {expected!r}: roles alternate, starting with 'user'"
-            )
+            raise ValueError(f"message {i} has role {m.get('role')!r}, expected {expected!r}: "
+                             "roles alternate, starting with 'user'")
         if m["role"] == "user" and not isinstance(m.get("content"), str):
             raise ValueError(f"message {i}: a user message's content must be a string")
     return messages
 
+# %% ../nbs/05_tokenizer.ipynb #fd281071
+PART_TYPES = {"text": None, "python": ("<|python_start|>", "<|python_end|>"),
+              "python_output": ("<|output_start|>", "<|output_end|>")}
 
 def _assistant_parts(content) -> list[dict]:
     if isinstance(content, str): return [{"type": "text", "text": content}]
@@ -161,25 +153,20 @@ def _assistant_parts(content) -> list[dict]:
         raise ValueError(f"assistant content must be a string or a list of parts, got {type(content).__name__}")
     for part in content:
         if not isinstance(part, dict) or part.get("type") not in PART_TYPES or not isinstance(part.get("text"), str):
-            raise ValueError(
-                f"unknown assistant part {part!r}: parts are dicts with 'type' in {list(PART_TYPES)} "
-                "and a 'text' string"
-            )
+            raise ValueError(f"unknown assistant part {part!r}: parts are dicts with 'type' in {list(PART_TYPES)} "
+                             "and a 'text' string")
     return content
 
 # %% ../nbs/05_tokenizer.ipynb #71325e6b
-def render_conversation(
-    tokenizer: Tokenizer, conversation: dict, max_tokens: int = 2048
-) -> tuple[list[int], list[int]]:
+def render_conversation(tokenizer: Tokenizer, conversation: dict,
+                        max_tokens: int = 2048) -> tuple[list[int], list[int]]:
     """Ids of a conversation and a mask: 1 on tokens the assistant produces (to train on), 0 elsewhere. Cut to
     `max_tokens`."""
     ids, mask = [], []
-
     def add(tokens, supervised):
         tokens = [tokens] if isinstance(tokens, int) else tokens
         ids.extend(tokens)
         mask.extend([int(supervised)] * len(tokens))
-
     sp = tokenizer.encode_special
     add(tokenizer.get_bos_token_id(), False)
     for m in _check_messages(conversation):
@@ -191,15 +178,13 @@ def render_conversation(
         add(sp("<|assistant_start|>"), False)
         for part in _assistant_parts(m["content"]):
             by_model = part["type"] != "python_output"  # the tool writes its output; the model does not
-            if markers := PART_TYPES[part["type"]]:
-                add(sp(markers[0]), by_model)
+            if markers := PART_TYPES[part["type"]]: add(sp(markers[0]), by_model)
             add(tokenizer.encode(part["text"]), by_model)
-            if markers:
-                add(sp(markers[1]), by_model)
+            if markers: add(sp(markers[1]), by_model)
         add(sp("<|assistant_end|>"), True)
     return ids[:max_tokens], mask[:max_tokens]
 
-
+# %% ../nbs/05_tokenizer.ipynb #e8cb1d55
 def render_for_completion(tokenizer: Tokenizer, conversation: dict, max_tokens: int | None = None) -> list[int]:
     """Ids that prime the model to answer: the conversation without its last (assistant) message, then
     <|assistant_start|>. The prompt is whole by default (callers that need room crop it from the left);

@@ -14,7 +14,7 @@ MMLU_LETTERS = ("A", "B", "C", "D")
 MMLU_SPLITS = {"test": ("all", "test"), "dev": ("all", "dev"), "validation": ("all", "validation"),
                "auxiliary_train": ("auxiliary_train", "train")}  # our split -> the hub's (config, split)
 
-
+# %% ../../nbs/14b_mmlu.ipynb #cf45470c
 def read_mmlu_folder(folder: Path) -> list[dict]:
     "Rows `{question, subject, choices, answer}` of the CSVs `<subject>_<split>.csv` in `folder`, by subject."
     rows = []
@@ -26,7 +26,7 @@ def read_mmlu_folder(folder: Path) -> list[dict]:
                              "choices": [r[f"choice{k}"] for k in range(4)], "answer": int(r["answer"])})
     return rows
 
-
+# %% ../../nbs/14b_mmlu.ipynb #cbb371ca
 def mmlu_rows(split: str) -> list[dict]:
     if split not in MMLU_SPLITS: raise ValueError(f"split must be one of {list(MMLU_SPLITS)}, got {split!r}")
     config, hub_split = MMLU_SPLITS[split]
@@ -45,18 +45,14 @@ class MMLU(Task):
         super().__init__(**slicing)
         self.split, self.few_shot = split, few_shot
         self.rows = mmlu_rows(split)
-        if subjects is not None:
-            self.rows = [r for r in self.rows if r["subject"] in set(subjects)]
+        if subjects is not None: self.rows = [r for r in self.rows if r["subject"] in set(subjects)]
         self.order = hub_order(len(self.rows), seed)
         self.shots: dict[str, list[dict]] = {}
-        if few_shot < 0:
-            raise ValueError(f"few_shot must be >= 0, got {few_shot}")
+        if few_shot < 0: raise ValueError(f"few_shot must be >= 0, got {few_shot}")
         if few_shot:
-            for row in mmlu_rows("dev"):
-                self.shots.setdefault(row["subject"], []).append(row)
+            for row in mmlu_rows("dev"): self.shots.setdefault(row["subject"], []).append(row)
             short = {s: len(v) for s, v in self.shots.items() if len(v) < few_shot}
-            if short:
-                raise ValueError(f"few_shot={few_shot}, but the dev split has fewer questions for {short}")
+            if short: raise ValueError(f"few_shot={few_shot}, but the dev split has fewer questions for {short}")
 
     def num_examples(self) -> int: return len(self.rows)
 
@@ -66,8 +62,7 @@ class MMLU(Task):
         for shot in self.shots.get(row["subject"], [])[: self.few_shot]:
             turns += [{"role": "user", "content": render_mc(shot["question"], shot["choices"], MMLU_LETTERS)},
                       {"role": "assistant", "content": MMLU_LETTERS[shot["answer"]]}]
-        conversation = multiple_choice(
-            row["question"], row["choices"], MMLU_LETTERS, MMLU_LETTERS[row["answer"]], subject=row["subject"]
-        )
+        conversation = multiple_choice(row["question"], row["choices"], MMLU_LETTERS, MMLU_LETTERS[row["answer"]],
+                                       subject=row["subject"])
         conversation["messages"] = turns + conversation["messages"]
         return conversation

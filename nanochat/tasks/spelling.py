@@ -18,11 +18,10 @@ from .gsm8k import extract_answer
 
 WORDS_URL = "https://raw.githubusercontent.com/dwyl/english-words/master/words_alpha.txt"  # upstream's list
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-TEST_SEED_OFFSET = (
-    10_000_000  # test item i is seeded with this + i: above every train index, so the splits never share a seed
-)
+# test item i is seeded with this + i: above every train index, so the splits never share a seed
+TEST_SEED_OFFSET = 10_000_000
 
-
+# %% ../../nbs/14e_spelling.ipynb #1aba6e5b
 def load_words(path: Path | str | None = None, n: int = 5000, max_chars: int = 2_000_000) -> list[str]:
     """A word list: the lines of the file `path`, else of `<base dir>/words_alpha.txt` (stripped, in file order, as
     upstream reads them), else the `n` most frequent lowercase words of 3-12 letters in the first `max_chars` of the
@@ -44,7 +43,7 @@ def load_words(path: Path | str | None = None, n: int = 5000, max_chars: int = 2
 # %% ../../nbs/14e_spelling.ipynb #e81e11a0
 def spell(word: str) -> str: return f"{word}:{','.join(word)}"
 
-
+# %% ../../nbs/14e_spelling.ipynb #187977d9
 class SyntheticTask(Task):
     """A task of `size` generated items; item i comes from `random.Random(i)` (train) or `random.Random(10_000_000 + i)`
     (test)."""
@@ -80,56 +79,31 @@ class SimpleSpelling(SyntheticTask):
 
 # %% ../../nbs/14e_spelling.ipynb #015a8dcd
 COUNT_TEMPLATES = [  # our wording; 51 of them, as upstream has, so that the same seed picks the same slot
-    "How often does the letter {letter} occur in {word}",
-    "What number of {letter} can you find in {word}",
-    "Please count the {letter} characters in {word}",
-    "In {word}, what is the tally of {letter}",
-    "Count every {letter} in the word {word}",
-    "How many copies of {letter} does the word {word} hold",
-    "Work out how many {letter} the word {word} has",
-    "How many {letter} letters are part of {word}",
-    "Spell out {word} and count its {letter}",
-    "I need the number of {letter} in {word}",
-    "Quick question: how many {letter} in {word}",
-    "Looking at {word}, how many {letter} do you see",
-    "Determine the count of the letter {letter} in {word}",
-    "How many {letter} characters appear in the word {word}",
-    "What's the tally of {letter} in {word}",
-    "Could you tell me how many {letter} are in {word}",
-    "Count the occurrences of {letter} within {word}",
-    "The word {word}: how many {letter}",
-    "How many positions of {word} hold the letter {letter}",
-    "Letter {letter} in {word}: how many times",
-    "Number of times {letter} shows up in {word}",
-    "How frequently does {letter} appear in {word}",
-    "Please tell me the count of {letter} in the word {word}",
-    "Inside {word}, how many {letter} are there",
-    "How many {letter} would I find if I spelled {word}",
-    "Count {letter} in {word}",
-    "How many {letter} is {word} spelled with",
-    "Report how many {letter} the word {word} contains",
-    "If you look at each letter of {word}, how many are {letter}",
-    "What is the number of {letter} letters in {word}",
-    "¿Cuántas {letter} tiene la palabra {word}?",
-    "Cuenta cuántas veces sale {letter} en {word}",
-    "¿Cuántas letras {letter} hay en la palabra {word}?",
-    "Dime el número de {letter} en {word}",
-    "单词{word}里有几个字母{letter}",
-    "请数一数{word}中{letter}出现了几次",
-    "{letter}在{word}中出现几次",
-    "{word}一共包含多少个{letter}",
-    "{word} 단어에 {letter}는 몇 번 들어 있나요",
-    "{word} 안에서 {letter}를 세어 주세요",
-    "{word}에 들어 있는 {letter}의 수는 몇인가요",
+    "How often does the letter {letter} occur in {word}", "What number of {letter} can you find in {word}",
+    "Please count the {letter} characters in {word}", "In {word}, what is the tally of {letter}",
+    "Count every {letter} in the word {word}", "How many copies of {letter} does the word {word} hold",
+    "Work out how many {letter} the word {word} has", "How many {letter} letters are part of {word}",
+    "Spell out {word} and count its {letter}", "I need the number of {letter} in {word}",
+    "Quick question: how many {letter} in {word}", "Looking at {word}, how many {letter} do you see",
+    "Determine the count of the letter {letter} in {word}", "How many {letter} characters appear in the word {word}",
+    "What's the tally of {letter} in {word}", "Could you tell me how many {letter} are in {word}",
+    "Count the occurrences of {letter} within {word}", "The word {word}: how many {letter}",
+    "How many positions of {word} hold the letter {letter}", "Letter {letter} in {word}: how many times",
+    "Number of times {letter} shows up in {word}", "How frequently does {letter} appear in {word}",
+    "Please tell me the count of {letter} in the word {word}", "Inside {word}, how many {letter} are there",
+    "How many {letter} would I find if I spelled {word}", "Count {letter} in {word}",
+    "How many {letter} is {word} spelled with", "Report how many {letter} the word {word} contains",
+    "If you look at each letter of {word}, how many are {letter}", "What is the number of {letter} letters in {word}",
+    "¿Cuántas {letter} tiene la palabra {word}?", "Cuenta cuántas veces sale {letter} en {word}",
+    "¿Cuántas letras {letter} hay en la palabra {word}?", "Dime el número de {letter} en {word}",
+    "单词{word}里有几个字母{letter}", "请数一数{word}中{letter}出现了几次", "{letter}在{word}中出现几次",
+    "{word}一共包含多少个{letter}", "{word} 단어에 {letter}는 몇 번 들어 있나요",
+    "{word} 안에서 {letter}를 세어 주세요", "{word}에 들어 있는 {letter}의 수는 몇인가요",
     "{letter}가 {word}에 몇 번 나타나나요",
-    "Combien de lettres {letter} contient le mot {word}",
-    "Dis-moi combien de {letter} il y a dans {word}",
-    "Quel est le nombre de {letter} dans {word}",
-    "Wie viele Buchstaben {letter} hat das Wort {word}",
-    "Zähl bitte die {letter} im Wort {word}",
-    "Wie häufig steht {letter} in {word}",
-    "{word}という単語に{letter}はいくつありますか",
-    "{word}の{letter}の数を数えてください",
+    "Combien de lettres {letter} contient le mot {word}", "Dis-moi combien de {letter} il y a dans {word}",
+    "Quel est le nombre de {letter} dans {word}", "Wie viele Buchstaben {letter} hat das Wort {word}",
+    "Zähl bitte die {letter} im Wort {word}", "Wie häufig steht {letter} in {word}",
+    "{word}という単語に{letter}はいくつありますか", "{word}の{letter}の数を数えてください",
     "{letter}は{word}に何回現れますか",
 ]
 QUOTES = ("", "'", '"')
@@ -157,20 +131,13 @@ class SpellingBee(SyntheticTask):
         if rng.random() < 0.5: question += "?"
         count = word.count(letter)
         positions = [str(i + 1) for i, c in enumerate(word) if c == letter]
-        found = (
-            f"The letter {letter} is at position{'s' if count > 1 else ''} {', '.join(positions)}, so I count {count}."
-            if count
-            else f"There is no {letter} in {word}, so I count 0."
-        )
-        parts = [
-            {
-                "type": "text",
-                "text": f"Let me spell the word out.\n\n{spell(word)}\n\n{found}\n\nLet me check with Python:\n\n",
-            },
-            {"type": "python", "text": f"'{word}'.count('{letter}')"},
-            {"type": "python_output", "text": str(count)},
-            {"type": "text", "text": f"\n\nPython agrees: {count}.\n\n#### {count}"},
-        ]
+        found = (f"The letter {letter} is at position{'s' if count > 1 else ''} {', '.join(positions)}, "
+                 f"so I count {count}." if count else f"There is no {letter} in {word}, so I count 0.")
+        parts = [{"type": "text", "text": f"Let me spell the word out.\n\n{spell(word)}\n\n{found}\n\n"
+                                          "Let me check with Python:\n\n"},
+                 {"type": "python", "text": f"'{word}'.count('{letter}')"},
+                 {"type": "python_output", "text": str(count)},
+                 {"type": "text", "text": f"\n\nPython agrees: {count}.\n\n#### {count}"}]
         return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": parts}],
                 "word": word, "letter": letter}
 
