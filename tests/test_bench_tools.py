@@ -99,7 +99,7 @@ def test_same_card_ratio_pairs_precisions():
 
 
 def test_fixed_reference_only_on_the_card_it_was_taken_on():
-    "The issue's upstream numbers were measured on an H100: another card's rows get no ratio to them, only same-card ones."
+    "Upstream's fixed numbers were measured on an H100: another card's rows get no ratio to them, only same-card ones."
     from merge_results import summarize
     from record import reference_tok_per_s
     assert reference_tok_per_s("NVIDIA H100 80GB HBM3", 12, "L") == 490e3

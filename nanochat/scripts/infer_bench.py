@@ -35,7 +35,7 @@ def _words(name: str) -> str: return f" {re.sub(r'[^a-z0-9]+', ' ', name.lower()
 
 
 def get_peak_bandwidth(name: str) -> float | None:
-    "Peak memory bandwidth (bytes/s) of the device called `name`, or None."
+    "Peak memory bandwidth (bytes/s) of the GPU named `name`, or None."
     for key in sorted(PEAK_BANDWIDTH, key=len, reverse=True):
         if _words(key) in _words(name): return PEAK_BANDWIDTH[key]
     return None
