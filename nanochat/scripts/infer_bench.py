@@ -2,12 +2,10 @@
 
 # %% auto #0
 __all__ = ['PEAK_BANDWIDTH', 'get_peak_bandwidth', 'decode_bytes', 'bench_engine', 'bench_naive', 'InferBenchConfig',
-           'measured_commit', 'save_json_line', 'main']
+           'save_json_line', 'main']
 
 # %% ../../nbs/82_infer_bench.ipynb #f548e080
 import json
-import os
-import subprocess
 import re
 import statistics
 import time
@@ -21,6 +19,7 @@ from ..common import autocast_ctx, autodetect_device_type, compute_dtype, device
 from ..config import ConfigError, DeviceSettings, format_config, parse_config, register_config, setting
 from ..engine import DecodeBatch, DecodeModel, SamplingParams
 from ..gpt import GPT, config_for_depth
+from ..report import git_state
 
 # %% ../../nbs/82_infer_bench.ipynb #0fb80963
 PEAK_BANDWIDTH = {  # bytes/s, from the vendors' data sheets
@@ -142,16 +141,6 @@ class InferBenchConfig(DeviceSettings):
             raise ConfigError(f"unknown engine(s) {sorted(unknown)}: use fast and/or naive")
 
 # %% ../../nbs/82_infer_bench.ipynb #4de0ce31
-def measured_commit() -> str:
-    "The commit measured: `$NANOCHAT_COMMIT` (set it where the copy has no .git), else git's HEAD here, else 'unknown'."
-    if os.environ.get("NANOCHAT_COMMIT"): return os.environ["NANOCHAT_COMMIT"]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError): head = ""
-    return head or "unknown"
-
-
 def save_json_line(result: dict, out: Path) -> Path:
     "Print `result` as one JSON line and write it to `out`; returns the path."
     line = json.dumps(result)
@@ -238,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         for batch in cfg.batch_sizes:
             with torch.no_grad(): _profile(decoder, batch, cfg, params, out.parent / "profiles")
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    result = {"name": "infer_bench", "date": date.today().isoformat(), "commit": measured_commit(), "device": name,
+    result = {"name": "infer_bench", "date": date.today().isoformat(), "commit": git_state()["commit"], "device": name,
               "torch": torch.__version__, "dtype": str(decoder.dtype).removeprefix("torch."), "peak_bandwidth": peak,
               "config": config, "records": records, "speedup_vs_naive": speedup}
     result["path"] = str(save_json_line(result, out))
