@@ -152,6 +152,29 @@ def test_exercises_are_filed_under_their_own_chapter():
     assert not wrong, wrong
 
 
+def _calls(text: str, name: str) -> list[str]:
+    "The source of every `name(...)` call in `text`, parentheses balanced."
+    calls = []
+    for m in re.finditer(rf"\b{name}\(", text):
+        depth, i = 0, m.end() - 1
+        for i in range(m.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0: break
+        calls.append(text[m.start(): i + 1])
+    return calls
+
+
+def test_every_exercise_asks_its_own_reflection_question():
+    "A solved exercise ends with a question about the chapter's idea; the lab's generic one is only a fallback."
+    missing = []
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        text = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        for call in _calls(text, "Exercise"):
+            if call.startswith('Exercise(chapter="') and "reflection=" not in call:
+                missing.append(f"{path.name}: {re.search(r'name=([^,]+)', call).group(1)}")
+    assert not missing, missing
+
+
 def test_exported_code_keeps_to_120_columns_and_one_statement_a_line():
     """ruff's E501/E702 at 120 columns on the package. The one exception is the `__all__` list nbdev writes at the top
     of each module: it wraps the names at 120 but puts `__all__ = ` in front of the first line."""
