@@ -3,8 +3,8 @@
 # %% auto #0
 __all__ = ['STRING_METHODS', 'MAX_EXPRESSION_CHARS', 'MAX_RESULT_BITS', 'MAX_STRING_CHARS', 'UPSTREAM_MATH', 'UPSTREAM_TEXT',
            'UPSTREAM_REFUSED', 'SamplingParams', 'top_k_top_p_filter', 'uniform_noise', 'sample_next', 'ToolRefused',
-           'calculate', 'calculator_tool', 'upstream_calculator', 'sandbox_tool', 'ToolUse', 'rotate', 'DecodeOps',
-           'default_prefill_attention', 'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine']
+           'calculate', 'calculator_tool', 'upstream_calculator', 'sandbox_tool', 'ToolUse',
+           'default_prefill_attention', 'inference_copy', 'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine']
 
 # %% ../nbs/19_engine.ipynb #16f1b996
 # The inference engine: a static KV cache with a position per row, one decode step that a CUDA graph can replay,
@@ -15,17 +15,19 @@ import functools
 import operator
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
 
-from .attention import load_flash_attention_3, select_attention
+from .attention import AttentionBackend, load_flash_attention_3, select_attention
 from .common import compute_dtype, get_logger
 from .execution import run_untrusted
-from .gpt import GPT, norm, smear
+from .gpt import GPT, GPTConfig, norm
 
 # %% ../nbs/19_engine.ipynb #4f63021d
 @dataclass
@@ -233,120 +235,74 @@ class ToolUse:
         text = text[: self.max_output_chars]
         return [self.output_start, *self.tokenizer.encode(text), self.output_end]
 
-# %% ../nbs/19_engine.ipynb #72afad78
-def rotate(x: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> torch.Tensor:
-    """`apply_rotary` in three kernels: x·(cos, cos) + swap(x)·(sin, -sin), where swap exchanges the two halves.
-    `cos2`, `sin2` (B, T, 1, D) in fp32: computed in fp32 as in the GPT, stored in x's dtype by the last kernel."""
-    return torch.addcmul(x * cos2, x.roll(x.size(-1) // 2, dims=-1), sin2, out=torch.empty_like(x))
-
-# %% ../nbs/19_engine.ipynb #c00a8a8f
-def _mix_norm(x, x0, resid, x0_weight):
-    "The residual stream mixed with the embedding (x·λ + x0·λ0), and its norm: the input of a block."
-    x = torch.addcmul(x * resid, x0, x0_weight)
-    return x, norm(x)
-
-
-def _rope_norm(qk, cos2, sin2, qk_norm: bool, scale: float = 1.0):
-    "Rotary, then QK-norm (when `qk_norm`), then the constant `scale` (when not 1)."
-    y = norm(rotate(qk, cos2, sin2)) if qk_norm else rotate(qk, cos2, sin2)
-    return y * scale if scale != 1 else y
-
-
-def _rope_norm_fusable(qk, cos2, sin2, qk_norm: bool, scale: float = 1.0):
-    "`_rope_norm` without `out=`, for torch.compile."
-    y = torch.addcmul(qk * cos2, qk.roll(qk.size(-1) // 2, dims=-1), sin2).to(qk.dtype)
-    y = norm(y) if qk_norm else y
-    return y * scale if scale != 1 else y
-
-
-def _gate_value(v, gate_logits, ve, scale: float):
-    "v + scale·sigmoid(gate)·ve: the value embedding mixed in (scale: GPTConfig.ve_gate_scale)."
-    return torch.addcmul(v, torch.sigmoid(gate_logits).unsqueeze(-1), ve, value=scale)
-
-
-def _relu2(h): return F.relu(h).square()
-
 # %% ../nbs/19_engine.ipynb #147647c2
-def _fused(fn: Callable) -> Callable:
-    """`fn` compiled: its elementwise operations become one or two kernels (no CUDA graphs of its own: the step is one).
+def _compiled(fn: Callable) -> Callable:
+    """`fn` (a function or a module) through torch.compile, without CUDA graphs of its own (the decode step is one).
     If compiling fails (no Triton, a compiler bug), it says so once and runs `fn` eagerly from then on."""
     compiled = torch.compile(fn, dynamic=None, fullgraph=True)
     chosen = [compiled]
+    name = getattr(fn, "__name__", type(fn).__name__)
 
-    def call(*args):
-        try: return chosen[0](*args)
+    def call(*args, **kwargs):
+        try: return chosen[0](*args, **kwargs)
         except Exception as e:
             if chosen[0] is fn: raise
-            get_logger().warning(f"torch.compile of {fn.__name__} failed, running it eagerly: "
-                                 f"{type(e).__name__}: {str(e)[:300]}")
+            get_logger().warning(f"torch.compile of {name} failed, running it eagerly: {type(e).__name__}: "
+                                 f"{str(e)[:300]}")
             chosen[0] = fn
-            return fn(*args)
+            return fn(*args, **kwargs)
     return call
 
 
-@dataclass(frozen=True)
-class DecodeOps:
-    "The small elementwise pieces of a forward pass, eager or compiled (then one kernel each instead of three or four)."
-    mix_norm: Callable = _mix_norm
-    rope_norm: Callable = _rope_norm
-    gate_value: Callable = _gate_value
-    relu2: Callable = _relu2
-    sample: Callable = None  # sample_next, set below (it is defined in the sampling section)
-
-    @classmethod
-    def compiled(cls) -> "DecodeOps":
-        return cls(*(_fused(f) for f in (_mix_norm, _rope_norm_fusable, _gate_value, _relu2, sample_next)))
-
-
 @functools.cache
-def _compiled_ops() -> DecodeOps: return DecodeOps.compiled()  # compiled once per process, shared by every DecodeModel
+def _compiled_sampler() -> Callable: return _compiled(sample_next)  # compiled once per process, shared by every model
 
 # %% ../nbs/19_engine.ipynb #6d72c270
-def default_prefill_attention(model: GPT, dtype: torch.dtype) -> Callable:
+def default_prefill_attention(model: GPT, dtype: torch.dtype) -> AttentionBackend:
     "The attention backend for prefill: the config's choice, or with 'auto' FlashAttention-3 where it runs, else SDPA."
     c, device = model.config, model.wte.weight.device
     name = c.attention
     if name == "auto":
         name = ("fa3" if device.type == "cuda" and load_flash_attention_3() is not None and dtype != torch.float32
                 else "sdpa")
-    return select_attention(name, device, dtype, log=False).fn
+    return select_attention(name, device, dtype, log=False)
+
+# %% ../nbs/19_engine.ipynb #7a8672eb
+def inference_copy(config: GPTConfig, device: torch.device, dtype: torch.dtype) -> GPT:
+    """An empty GPT for inference: parameters in `dtype` without gradients, each attention's q, k, v views of one
+    stacked matrix (`qkv_weight`); the rotary tables stay fp32. Fill it with `load_state_dict`. The fast training paths
+    are off: fused loss and FP8 do not apply, and the fused rotary kernel takes one position for all rows."""
+    config = replace(config, fused_qkv=True, fused_rope_norm=False, fused_ce=False, fp8=False)
+    with torch.device("meta"): net = GPT(config)
+    net.to_empty(device=device)
+    for module in net.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            setattr(module, name, nn.Parameter(torch.empty_like(p, dtype=dtype), requires_grad=False))
+    for block in net.blocks:
+        a = block.attn
+        parts = (a.c_q, a.c_k, a.c_v)
+        a.qkv_weight = torch.empty(sum(p.out_features for p in parts), config.n_embd, dtype=dtype, device=device)
+        for linear, rows in zip(parts, a.qkv_weight.split([p.out_features for p in parts])):
+            linear.weight = nn.Parameter(rows, requires_grad=False)  # a view: loading q fills the stacked matrix
+    return net.eval()
 
 # %% ../nbs/19_engine.ipynb #2956b0d4
 class DecodeModel:
-    """A GPT's weights laid out for inference (matrices in the compute dtype, q/k/v stacked, doubled rotary tables) and
-    its forward pass over a cache kept by the caller. `refresh()` re-copies the weights after the model changed in
-    place. `compile` fuses the small elementwise pieces with torch.compile, on CUDA only (on by default: see the speed
-    section)."""
+    """A GPT's inference copy (`net`: weights in the compute dtype, q/k/v stacked) for decoding over a cache the caller
+    keeps. `refresh()` re-copies the weights after the model changed in place. `compile`: on CUDA, the one-token step
+    goes through torch.compile (on by default: see the speed section)."""
 
     def __init__(self, model: GPT, dtype: torch.dtype | None = None, compile: bool = True):
         self.model, self.config = model, model.config
         self.device = model.wte.weight.device
         self.dtype = dtype or compute_dtype(self.device.type)
         self.compiled = compile and self.device.type == "cuda"  # a CPU step is bound by Python, not by kernel count
-        self.ops = _compiled_ops() if self.compiled else DecodeOps(sample=sample_next)
-        c = self.config
-        self.n_head, self.n_kv_head, self.head_dim = c.n_head, c.n_kv_head, c.head_dim
-        self.attention = default_prefill_attention(model, self.dtype)
-        self.ve_layers = list(model.value_embeds)  # layers (as strings) with a value embedding, in order
-        self.weights: dict[str, torch.Tensor] = {}
+        self.net = inference_copy(model.config, self.device, self.dtype)
+        self.net.attention_backend = default_prefill_attention(model, self.dtype)
+        self.step_forward = _compiled(self.net) if self.compiled else self.net  # the one-token step's forward
+        self.sample = _compiled_sampler() if self.compiled else sample_next
         self._version: int | None = None
         self.refresh()
-
-    def _sources(self) -> dict[str, torch.Tensor]:
-        m = self.model
-        out = {"lm_head": m.lm_head.weight, "resid": m.resid_lambdas, "x0": m.x0_lambdas,
-               "cos2": torch.cat([m.cos, m.cos], dim=-1), "sin2": torch.cat([m.sin, -m.sin], dim=-1)}
-        if m.config.smear: out["smear_gate"], out["smear_lambda"] = m.smear_gate.weight, m.smear_lambda
-        if m.config.backout: out["backout_lambda"] = m.backout_lambda
-        if len(m.value_embeds):  # one lookup per step
-            out["ve"] = torch.stack([m.value_embeds[k].weight for k in self.ve_layers])
-        for i, block in enumerate(m.blocks):
-            a = block.attn
-            out[f"qkv{i}"] = torch.cat([a.c_q.weight, a.c_k.weight, a.c_v.weight])
-            out[f"proj{i}"], out[f"fc{i}"], out[f"mlp{i}"] = (a.c_proj.weight, block.mlp.c_fc.weight,
-                                                              block.mlp.c_proj.weight)
-            if a.ve_gate is not None: out[f"gate{i}"] = a.ve_gate.weight
-        return out
 
     def _model_version(self) -> int: return sum(p._version for p in self.model.parameters())
 
@@ -355,66 +311,14 @@ class DecodeModel:
         "Copy the model's weights if they changed since the last copy (or `force`); returns whether it copied."
         version = self._model_version()
         if version == self._version and not force: return False
-        for name, value in self._sources().items():
-            dtype = torch.float32 if name in ("cos2", "sin2") else self.dtype
-            if name in self.weights: self.weights[name].copy_(value)  # same buffer: captured graphs keep working
-            else: self.weights[name] = value.detach().to(dtype=dtype, copy=True).contiguous()
+        self.net.load_state_dict(self.model.state_dict())  # copy_ into the same buffers: captured graphs keep working
+        self.net.cos.copy_(self.model.cos)
+        self.net.sin.copy_(self.model.sin)
         self._version = version
         return True
 
     @property
-    def max_len(self) -> int: return self.weights["cos2"].size(0)
-
-# %% ../nbs/19_engine.ipynb #da42404c
-@patch
-def rotary(self: DecodeModel, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    "The doubled cos/sin rows for `positions` (B, T), shaped (B, T, 1, head_dim) for `rotate`."
-    return self.weights["cos2"][positions][:, :, None], self.weights["sin2"][positions][:, :, None]
-
-
-@patch
-def embed(self: DecodeModel, ids: torch.Tensor) -> torch.Tensor:
-    "The normalised token embeddings of `ids`, in the compute dtype."
-    return norm(F.embedding(ids, self.model.wte.weight).to(self.dtype))
-
-# %% ../nbs/19_engine.ipynb #42b96d4a
-@patch
-@torch.no_grad()
-def forward(self: DecodeModel, ids: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor], attend: Callable,
-            logits: bool = True, prev: tuple[torch.Tensor, torch.Tensor] | None = None):
-    """The GPT's forward for `ids` (B, T): fp32 logits (B, T, vocab), or None when `logits` is False (prefill needs
-    only the cache). `attend(layer, q, k, v)` stores k, v and returns the attention output (B, T, n_head, head_dim).
-    `prev`: for one token per row, (B,) ids of the tokens before them and (B,) whether there is one (for smear);
-    without it, `ids` start their sequences."""
-    c, w, ops = self.config, self.weights, self.ops
-    B, T = ids.shape
-    H, Hkv, D = self.n_head, self.n_kv_head, self.head_dim
-    x = self.embed(ids)
-    if c.smear:  # the previous token's embedding, masked to zero for rows at position 0
-        before = None if prev is None else self.embed(prev[0][:, None]) * prev[1][:, None, None].to(self.dtype)
-        x = smear(x, w["smear_gate"], w["smear_lambda"], before)
-    x0, middle = x, None
-    ves = w["ve"][:, ids] if "ve" in w else None  # (value-embedding layers, B, T, kv_dim)
-    for i in range(c.n_layer):
-        x, h = ops.mix_norm(x, x0, w["resid"][i], w["x0"][i])
-        qk, v = F.linear(h, w[f"qkv{i}"]).split([(H + Hkv) * D, Hkv * D], dim=-1)
-        v = v.view(B, T, Hkv, D)
-        if f"gate{i}" in w:  # value embedding, mixed in by a learned gate: v + 3·sigmoid(gate)·ve
-            gate_logits = F.linear(h[..., :w[f"gate{i}"].size(1)], w[f"gate{i}"])
-            v = ops.gate_value(v, gate_logits, ves[self.ve_layers.index(str(i))].view(B, T, Hkv, D), c.ve_gate_scale)
-        # queries and keys together: one set of kernels
-        qk = ops.rope_norm(qk.view(B, T, H + Hkv, D), *rot, c.qk_norm, c.qk_scale)
-        q, k = qk.split([H, Hkv], dim=2)
-        y = attend(i, q, k, v).reshape(B * T, H * D)
-        # x + y Wᵀ as one addmm: cuBLAS adds the residual in the matrix multiply's epilogue (one kernel, not two)
-        x = torch.addmm(x.view(B * T, -1), y, w[f"proj{i}"].t()).view(B, T, -1)
-        hidden = ops.relu2(F.linear(norm(x), w[f"fc{i}"]))
-        x = torch.addmm(x.view(B * T, -1), hidden.view(B * T, -1), w[f"mlp{i}"].t()).view(B, T, -1)
-        if i == c.n_layer // 2: middle = x
-    if not logits: return None
-    if c.backout: x = x - w["backout_lambda"] * middle
-    out = F.linear(norm(x), w["lm_head"]).float()
-    return c.softcap * torch.tanh(out / c.softcap) if c.softcap else out
+    def max_len(self) -> int: return self.net.cos.size(0)
 
 # %% ../nbs/19_engine.ipynb #df048264
 class Emitted(NamedTuple):
@@ -454,8 +358,11 @@ class DecodeBatch:
         if slots < 1: raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots, self.max_len, self.stop_tokens, self.tools = slots, max_len, set(stop_tokens), tools
         dev, long = m.device, dict(dtype=torch.long, device=m.device)
-        shape = (c.n_layer, slots, max_len, c.n_kv_head, c.head_dim)
-        self.k, self.v = torch.zeros(shape, dtype=m.dtype, device=dev), torch.zeros(shape, dtype=m.dtype, device=dev)
+        # a tensor per layer, not views of one: a compiled step writes each in place (views of one big buffer would
+        # make torch.compile copy all of it at every write)
+        shape = (slots, max_len, c.n_kv_head, c.head_dim)
+        self.k = [torch.zeros(shape, dtype=m.dtype, device=dev) for _ in range(c.n_layer)]
+        self.v = [torch.zeros(shape, dtype=m.dtype, device=dev) for _ in range(c.n_layer)]
         # the step's inputs and outputs: device tensors at fixed addresses, which a captured graph reads and writes
         self.tokens, self.pos, self.active, self.sampled = (torch.zeros(slots, **long) for _ in range(4))
         self.prev = torch.zeros(slots, **long)  # each row's token before `tokens`, for smear (ignored at position 0)
@@ -475,6 +382,49 @@ class DecodeBatch:
     @property
     def free(self) -> list[int]: return [s for s, r in enumerate(self.rows) if r is None]
     def length(self, slot: int) -> int: return self.rows[slot].pos + 1  # the row's tokens: cached ones and the last
+
+# %% ../nbs/19_engine.ipynb #eb4fc6f5
+class _PrefillCache:
+    "What `GPT.forward` sees of a batch during a prefill: equal-length prompts written at positions 0.. of `index`."
+    prev = None  # prompts start their sequences: no token before them
+
+    def __init__(self, batch: "DecodeBatch", index: torch.Tensor): self.batch, self.index = batch, index
+    def positions(self, n: int) -> slice: return slice(0, n)
+    def advance(self, n: int) -> None: pass  # the batch keeps the positions
+
+    def attend(self, layer: int, q, k, v, window: int, attend: Callable) -> torch.Tensor:
+        T = k.size(1)
+        self.batch.k[layer][self.index, :T], self.batch.v[layer][self.index, :T] = k, v
+        return attend(q, k, v, window)  # a prompt attends to itself only: plain causal attention
+
+
+class _StepCache:
+    """What `GPT.forward` sees of a batch during a decode step: one token per slot at the row's own position, keys and
+    values written by index, attention over the first `span` positions under a mask per window size."""
+
+    def __init__(self, batch: "DecodeBatch", span: int):
+        b, pos = batch, batch.pos
+        self.batch, keys = b, b._key_ids[None, :span]
+        self.masks = {}  # window -> additive mask (slots, 1, 1, span): 0 where a row may attend, -inf elsewhere
+        for w in set(b.windows):
+            allowed = (keys <= pos[:, None]) & (keys > pos[:, None] - w)
+            self.masks[w] = torch.zeros(allowed.shape, dtype=b.model.dtype, device=pos.device).masked_fill_(
+                ~allowed, float("-inf"))[:, None, None]
+        wte = b.model.net.wte.weight  # smear: each row's previous token, none (zeros) at position 0
+        self.prev = norm(F.embedding(b.prev, wte))[:, None] * (pos > 0).to(wte.dtype)[:, None, None]
+
+    def positions(self, n: int) -> torch.Tensor: return self.batch.pos[:, None]  # (slots, 1): a position per row
+    def advance(self, n: int) -> None: pass  # the step moves the positions after sampling
+
+    def attend(self, layer: int, q, k, v, window: int, attend: Callable) -> torch.Tensor:
+        b, (S, _, H, D), Hkv = self.batch, q.shape, k.size(2)
+        mask = self.masks[min(window, b.max_len)]
+        b.k[layer].index_put_((b._row_ids, b.pos), k[:, 0])
+        b.v[layer].index_put_((b._row_ids, b.pos), v[:, 0])
+        q = q.reshape(S, Hkv, H // Hkv, D)  # grouped query heads as queries of their key/value head
+        span = mask.size(-1)
+        keys, values = b.k[layer][:, :span].transpose(1, 2), b.v[layer][:, :span].transpose(1, 2)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask).reshape(S, 1, H, D)
 
 # %% ../nbs/19_engine.ipynb #171ff8df
 @patch
@@ -520,14 +470,8 @@ def _admit(self: DecodeBatch, slot: int, row: _Row) -> None:
 @patch
 def _prefill(self: DecodeBatch, slots: list[int], prompts: list[list[int]]) -> None:
     "Run equal-length `prompts` through the model at positions 0.. of rows `slots`, storing their keys and values."
-    m, T = self.model, len(prompts[0])
-    index = torch.tensor(slots, device=m.device)
-    rot = m.rotary(torch.arange(T, device=m.device).expand(len(slots), T))
-
-    def attend(i, q, k, v):
-        self.k[i, index, :T], self.v[i, index, :T] = k, v
-        return m.attention(q, k, v, self.windows[i])  # the prompt attends to itself only: plain causal attention
-    m.forward(torch.tensor(prompts, device=m.device), rot, attend, logits=False)
+    index = torch.tensor(slots, device=self.model.device)
+    self.model.net(torch.tensor(prompts, device=self.model.device), kv_cache=_PrefillCache(self, index), last=True)
 
 # %% ../nbs/19_engine.ipynb #11b2f684
 @patch
@@ -539,8 +483,7 @@ def clone(self: DecodeBatch, slot: int, params: SamplingParams | None = None) ->
     if row is None: raise ValueError(f"slot {slot} is free: there is nothing to clone")
     if not self.free: raise RuntimeError(f"all {self.slots} slots are busy")
     new = self.free[0]
-    self.k[:, new, : row.pos] = self.k[:, slot, : row.pos]
-    self.v[:, new, : row.pos] = self.v[:, slot, : row.pos]
+    for k, v in zip(self.k, self.v): k[new, : row.pos], v[new, : row.pos] = k[slot, : row.pos], v[slot, : row.pos]
     twin = copy.deepcopy(row)
     if params is not None: twin.params = params
     self._admit(new, twin)
@@ -568,31 +511,14 @@ def span(self: DecodeBatch) -> int:
 def decode_logits(self: DecodeBatch, span: int) -> torch.Tensor:
     ("The decode forward for every slot: feed `tokens` at `pos`, store their keys and values, "
      "return logits (slots, vocab).")
-    m, pos, S = self.model, self.pos, self.slots
-    H, Hkv, D = m.n_head, m.n_kv_head, m.head_dim
-    keys = self._key_ids[None, :span]
-    # per window: an additive mask (S, 1, 1, span), 0 where a row may attend, -inf elsewhere; built once per step
-    masks = {}
-    for w in set(self.windows):
-        allowed = (keys <= pos[:, None]) & (keys > pos[:, None] - w)
-        masks[w] = torch.zeros(allowed.shape, dtype=m.dtype, device=pos.device).masked_fill_(
-            ~allowed, float("-inf"))[:, None, None]
-
-    def attend(i, q, k, v):
-        self.k[i].index_put_((self._row_ids, pos), k[:, 0])
-        self.v[i].index_put_((self._row_ids, pos), v[:, 0])
-        q = q.reshape(S, Hkv, H // Hkv, D)  # grouped query heads as queries of their key/value head
-        keys, values = self.k[i, :, :span].transpose(1, 2), self.v[i, :, :span].transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=masks[self.windows[i]])
-        return y.reshape(S, 1, H, D)
-    return m.forward(self.tokens[:, None], m.rotary(pos[:, None]), attend, prev=(self.prev, pos > 0))[:, 0]
+    return self.model.step_forward(self.tokens[:, None], kv_cache=_StepCache(self, span))[:, 0]
 
 # %% ../nbs/19_engine.ipynb #de5b74fe
 @patch
 def _step(self: DecodeBatch, filtered: bool, span: int) -> None:
     "One step for all slots, touching only the batch's own tensors (so that a CUDA graph can replay it)."
-    token = self.model.ops.sample(self.decode_logits(span), self.temperature, self.top_k, self.top_p, self.seeds,
-                                  self.pos, filtered, self._columns)
+    token = self.model.sample(self.decode_logits(span), self.temperature, self.top_k, self.top_p, self.seeds, self.pos,
+                             filtered, self._columns)
     self.sampled.copy_(token)
     self.prev.copy_(self.tokens)
     self.tokens.copy_(token)
@@ -735,16 +661,18 @@ def generate(self: Engine, tokens: list[int] | list[list[int]], num_samples: int
     A finished row repeats its last token with mask 0. `max_tokens` None: until the cache (the rotary tables) is
     full."""
     rows, last = None, []
-    for slots, out in self._rows(tokens, num_samples, max_tokens, temperature, top_k, top_p, seed):
-        if rows is None: rows, last = {s: r for r, s in enumerate(slots)}, [None] * len(slots)
-        column, mask = list(last), [0] * len(slots)
-        for s, e in out.items():
-            if s in rows: column[rows[s]], mask[rows[s]] = e.token, int(not e.forced)
-        for s, e in out.items():
-            if s in rows:
-                last[rows[s]] = e.token
-                if e.done: del rows[s]  # its slot may be reused; its row is finished
-        yield column, mask
+    steps = self._rows(tokens, num_samples, max_tokens, temperature, top_k, top_p, seed)
+    with closing(steps):  # closed with this generator, not whenever the collector gets to it: the slots free at once
+        for slots, out in steps:
+            if rows is None: rows, last = {s: r for r, s in enumerate(slots)}, [None] * len(slots)
+            column, mask = list(last), [0] * len(slots)
+            for s, e in out.items():
+                if s in rows: column[rows[s]], mask[rows[s]] = e.token, int(not e.forced)
+            for s, e in out.items():
+                if s in rows:
+                    last[rows[s]] = e.token
+                    if e.done: del rows[s]  # its slot may be reused; its row is finished
+            yield column, mask
 
 # %% ../nbs/19_engine.ipynb #219ed06a
 @patch
