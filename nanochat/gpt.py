@@ -153,7 +153,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         gate_in = min(config.ve_gate_channels, config.n_embd)
         self.ve_gate = nn.Linear(gate_in, self.n_kv_head, bias=False) if has_value_embed(config, layer) else None
-        self.qkv_weight: torch.Tensor | None = None  # an inference copy's q, k, v stacked once (chapter 19)
+        self.qkv_weight: torch.Tensor | None = None  # an inference copy's q, k, v stacked once (chapter 19b)
 
     def qkv(self, x):
         "Queries, keys and values: three matrices applied separately, or (`fused_qkv`) stacked into one multiply."

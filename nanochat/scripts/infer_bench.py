@@ -17,7 +17,8 @@ import torch
 
 from ..common import autocast_ctx, autodetect_device_type, compute_dtype, device_name
 from ..config import ConfigError, DeviceSettings, format_config, parse_config, register_config, setting
-from ..engine import DecodeBatch, DecodeModel, SamplingParams
+from ..engine import DecodeBatch, DecodeModel
+from ..sampling import SamplingParams
 from ..gpt import GPT, config_for_depth
 from ..report import git_state
 
