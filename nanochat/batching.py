@@ -19,7 +19,8 @@ from typing import Protocol
 
 from fastcore.basics import patch
 
-from .engine import Emitted, Engine, SamplingParams
+from .engine import Emitted, Engine
+from .sampling import SamplingParams
 
 # %% ../nbs/21_batching.ipynb #f451fa4a
 class SlotBackend(Protocol):

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatchWorker, QueueFull, Scheduler, SlotBackend, TextStream, Ticket, WorkerStopped
-from .engine import SamplingParams
+from .sampling import SamplingParams
 from .tokenizer import render_for_completion
 
 # %% ../nbs/21a_server.ipynb #cf5d22d7

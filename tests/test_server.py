@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from nanochat.batching import EngineSlots, ScriptedSlots
-from nanochat.engine import Engine, SamplingParams
+from nanochat.engine import Engine
+from nanochat.sampling import SamplingParams
 from nanochat.scripts.chat_web import byte_tokenizer, tiny_random_model
 from nanochat.server import ServerConfig, create_app, serve_in_thread
 

@@ -13,7 +13,8 @@ from ..checkpoint import CheckpointError, find_run, load_gpt
 from ..common import autodetect_device_type, print0
 from ..config import (ConfigError, RunSettings, SourceRun, format_config, parse_config, register_config,
                              setting)
-from ..engine import Engine, SamplingParams
+from ..engine import Engine
+from ..sampling import SamplingParams
 from ..gpt import GPT, GPTConfig
 from ..batching import EngineSlots
 from ..server import ServerConfig, create_app
