@@ -95,10 +95,11 @@ def rotary_tables(seq_len: int, head_dim: int, base: float = 100000.0,
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    "Rotate channel pairs (i, i + d/2) of `x` (B, T, H, D) by the angles in cos/sin (T, D/2)."
+    """Rotate channel pairs (i, i + d/2) of `x` (B, T, H, D) by the angles in cos/sin: (T, D/2), or (B, T, D/2) when
+    each row is at its own position (a batch of decoding requests)."""
     d = x.shape[-1] // 2
     x1, x2 = x[..., :d], x[..., d:]
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)  # a heads dimension; a missing batch dimension broadcasts
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1).to(x.dtype)
 
 # %% ../nbs/08_gpt.ipynb #0deb046d
@@ -152,13 +153,15 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         gate_in = min(config.ve_gate_channels, config.n_embd)
         self.ve_gate = nn.Linear(gate_in, self.n_kv_head, bias=False) if has_value_embed(config, layer) else None
+        self.qkv_weight: torch.Tensor | None = None  # an inference copy's q, k, v stacked once (chapter 19b)
 
     def qkv(self, x):
         "Queries, keys and values: three matrices applied separately, or (`fused_qkv`) stacked into one multiply."
         fp8 = self.config.fp8
         if not self.config.fused_qkv:
             return linear(x, self.c_q.weight, fp8), linear(x, self.c_k.weight, fp8), linear(x, self.c_v.weight, fp8)
-        w = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight])  # the parameters stay three (the optimizer)
+        w = self.qkv_weight  # the parameters stay three (the optimizer): stacked here, or once in an inference copy
+        if w is None: w = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight])
         return linear(x, w, fp8).split([self.c_q.out_features, self.c_k.out_features, self.c_v.out_features], dim=-1)
 
     def forward(self, x, cos, sin, value_embed=None, attend=reference_attention, kv_cache=None):
@@ -177,8 +180,9 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             if c.qk_norm: q, k = norm(q), norm(k)  # bounded logits: a stable softmax at any learning rate
             if c.qk_scale != 1: q, k = q * c.qk_scale, k * c.qk_scale
-        if kv_cache is not None: k, v = kv_cache.insert(self.layer, k, v)  # this step's keys and values, and all before
-        y = attend(q, k, v, c.window(self.layer))  # (B, T, n_head, head_dim); grouping and window handled there
+        window = c.window(self.layer)
+        if kv_cache is None: y = attend(q, k, v, window)  # (B, T, n_head, head_dim); grouping and window handled there
+        else: y = kv_cache.attend(self.layer, q, k, v, window, attend)  # stores k, v, then attends to all so far
         return linear(y.reshape(B, T, -1), self.c_proj.weight, self.config.fp8)
 
 # %% ../nbs/08_gpt.ipynb #32bf269c
@@ -307,13 +311,15 @@ def init_weights(self: GPT, seed: int = 0) -> None:
 
 # %% ../nbs/08_gpt.ipynb #d46f12d6
 @patch
-def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean", kv_cache=None):
-    "Logits (B, T, vocab) in fp32, or the cross-entropy loss when `targets` are given (-1 targets are ignored)."
+def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, reduction: str = "mean", kv_cache=None,
+            last: bool = False):
+    """Logits (B, T, vocab) in fp32, or the cross-entropy loss when `targets` are given (-1 targets are ignored).
+    `last`: only the last position's logits (B, 1, vocab), all that a prefill before sampling needs."""
     B, T = idx.shape
-    start = kv_cache.pos if kv_cache is not None else 0  # with a cache, these tokens come after the cached ones
-    if start + T > self.cos.size(0):
-        raise ValueError(f"position {start + T} is past the rotary tables ({self.cos.size(0)})")
-    cos, sin = self.cos[start:start + T], self.sin[start:start + T]
+    if kv_cache is None and T > self.cos.size(0):
+        raise ValueError(f"position {T} is past the rotary tables ({self.cos.size(0)})")
+    where = slice(0, T) if kv_cache is None else kv_cache.positions(T)  # with a cache: after the cached tokens
+    cos, sin = self.cos[where], self.sin[where]
     attend = (self.attention_backend or self.select_attention()).fn
     c = self.config
     x = norm(self.wte(idx))
@@ -331,6 +337,7 @@ def forward(self: GPT, idx: torch.Tensor, targets: torch.Tensor | None = None, r
         if i == c.n_layer // 2: middle = x
     if c.backout: x = x - self.backout_lambda.to(x.dtype) * middle
     if kv_cache is not None: kv_cache.advance(T)
+    if last: x = x[:, -1:]
     if c.fused_ce and targets is not None and reduction != "none" and torch.is_grad_enabled():
         from nanochat.linear_ce import linear_cross_entropy  # Annex A, chapter 80 (imported in GPT.__init__)
         return linear_cross_entropy(norm(x), self.lm_head.weight, targets, c.softcap, reduction)  # less traffic
@@ -352,13 +359,17 @@ class KVCache:
         self.pos, self.max_len = 0, max_len
         self.prev: torch.Tensor | None = None  # the normalised embedding of the last token fed (B, 1, C): for smear
 
-    def insert(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "Store this step's k, v (B, T, kv_heads, D) for `layer`; return all keys and values so far."
+    def positions(self, n: int) -> slice:
+        "Where the next `n` tokens go: rows of the rotary tables (one slice: every row is at the same position)."
+        if self.pos + n > self.max_len:
+            raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {self.pos + n}")
+        return slice(self.pos, self.pos + n)
+
+    def attend(self, layer: int, q, k, v, window: int, attend) -> torch.Tensor:
+        "Store this step's k, v (B, T, kv_heads, D) for `layer`, then `attend` from q to every key so far."
         end = self.pos + k.size(1)
-        if end > self.max_len: raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
-        self.k[layer, :, self.pos:end] = k
-        self.v[layer, :, self.pos:end] = v
-        return self.k[layer, :, :end], self.v[layer, :, :end]
+        self.k[layer, :, self.pos:end], self.v[layer, :, self.pos:end] = k, v
+        return attend(q, self.k[layer, :, :end], self.v[layer, :, :end], window)
 
     def advance(self, n: int) -> None: self.pos += n
 
@@ -379,7 +390,7 @@ def generate(model, prompt: list[int], max_tokens: int, stop_ids: set[int], num_
     prompt = prompt[-(model.cos.size(0) - 1):]  # keep the end of a prompt longer than the model can see
     max_len = min(len(prompt) + max_tokens, model.cos.size(0))
     cache = KVCache(model.config, 1, max_len, device=device, dtype=model.wte.weight.dtype)
-    logits = model(torch.tensor([prompt], device=device), kv_cache=cache)[:, -1]
+    logits = model(torch.tensor([prompt], device=device), kv_cache=cache, last=True)[:, -1]
     if num_samples > 1: cache, logits = cache.replicate(num_samples), logits.repeat(num_samples, 1)
     gen = torch.Generator(device=device).manual_seed(seed)
     outputs, done = [[] for _ in range(num_samples)], [False] * num_samples

@@ -298,9 +298,10 @@ MODULE_MAP: list[tuple[str, str]] = [
     ("14f_identity", "identity conversations"), ("14g_gpteacher", "instructions as conversations"),
     ("14h_smoltalk", "system messages"), ("15_core_eval", "CORE's span scoring"),
     ("15a_base_eval", "centered accuracy"), ("17_mid_train", "midtraining's mixture"), ("18_chat_sft", "the SFT mask"),
-    ("19_engine", "the KV cache and sampling"), ("19a_chat_cli", "a chat in the terminal"),
-    ("19c_chat_eval", "letters by logits"), ("20_chat_rl", "advantages"), ("21_server", "continuous batching"),
-    ("21a_chat_web", "serving a checkpoint"), ("22_capstone", "a new identity and skill"),
+    ("19_sampling", "the nucleus"), ("19a_tools", "a calculator that says no"), ("19b_engine", "the KV cache"),
+    ("19c_chat_cli", "a chat in the terminal"), ("19d_chat_eval", "letters by logits"),
+    ("20_chat_rl", "advantages"), ("21_server", "continuous batching"), ("21a_chat_web", "serving a checkpoint"),
+    ("22_capstone", "a new identity and skill"),
 ]
 
 

@@ -3,8 +3,9 @@ weights refreshed after training, and on a GPU the CUDA-graph step against the e
 `python tests/test_engine.py` on a GPU machine without pytest)."""
 import torch
 
-from nanochat.engine import DecodeBatch, DecodeModel, SamplingParams
+from nanochat.engine import DecodeBatch, DecodeModel
 from nanochat.gpt import GPT, GPTConfig, earlier_variants
+from nanochat.sampling import SamplingParams
 
 try:
     import pytest

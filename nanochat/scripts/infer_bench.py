@@ -17,7 +17,8 @@ import torch
 
 from ..common import autocast_ctx, autodetect_device_type, compute_dtype, device_name
 from ..config import ConfigError, DeviceSettings, format_config, parse_config, register_config, setting
-from ..engine import DecodeBatch, DecodeModel, SamplingParams
+from ..engine import DecodeBatch, DecodeModel
+from ..sampling import SamplingParams
 from ..gpt import GPT, config_for_depth
 from ..report import git_state
 
@@ -42,12 +43,11 @@ def get_peak_bandwidth(name: str) -> float | None:
 # %% ../../nbs/82_infer_bench.ipynb #c88c9d2e
 def decode_bytes(decoder: DecodeModel, batch: int, context: float) -> float:
     "Bytes a decode step of `batch` rows, each with `context` cached tokens on average, must read."
-    c, m = decoder.config, decoder.model
-    matrices = sum(w.numel() * w.element_size() for name, w in decoder.weights.items()
-                   if name not in ("cos2", "sin2", "ve"))
+    c, net = decoder.config, decoder.net
+    tables = [net.wte.weight, *(e.weight for e in net.value_embeds.values())]  # a step reads one row of each per token
+    matrices = sum(p.numel() * p.element_size() for p in net.parameters() if not any(p is t for t in tables))
     wte_rows = 2 if c.smear else 1  # smear looks up the previous token's embedding too
-    embed_row = (wte_rows * m.wte.weight.size(1) * m.wte.weight.element_size()
-                 + sum(e.weight.size(1) * e.weight.element_size() for e in m.value_embeds.values()))
+    embed_row = wte_rows * tables[0].size(1) * tables[0].element_size() + sum(t[0].nbytes for t in tables[1:])
     kv_per_token = c.n_layer * 2 * c.n_kv_head * c.head_dim * decoder.dtype.itemsize
     return matrices + batch * (embed_row + context * kv_per_token)
 
