@@ -1,4 +1,4 @@
-"""Serving under load (chapter 21): many concurrent streaming clients against `chat_web`, batched versus one at a time.
+"""Serving under load (chapters 21-21b): many concurrent streaming clients against `chat_web`, batched versus one at a time.
 
 The server is the real program, `python -m nanochat.scripts.chat_web --tiny-random` (a 2-layer random GPT with a byte
 tokenizer, on the CPU), started as a subprocess on 127.0.0.1 twice: once with `--slots 64` (continuous batching: every

@@ -300,8 +300,8 @@ MODULE_MAP: list[tuple[str, str]] = [
     ("15a_base_eval", "centered accuracy"), ("17_mid_train", "midtraining's mixture"), ("18_chat_sft", "the SFT mask"),
     ("19_sampling", "the nucleus"), ("19a_tools", "a calculator that says no"), ("19b_engine", "the KV cache"),
     ("19c_chat_cli", "a chat in the terminal"), ("19d_chat_eval", "letters by logits"),
-    ("20_chat_rl", "advantages"), ("21_server", "continuous batching"), ("21a_chat_web", "serving a checkpoint"),
-    ("22_capstone", "a new identity and skill"),
+    ("20_chat_rl", "advantages"), ("21_batching", "continuous batching"), ("21a_server", "a reply's token budget"),
+    ("21b_chat_web", "serving a checkpoint"), ("22_capstone", "a new identity and skill"),
 ]
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from nanochat.batching import EngineSlots, ScriptedSlots
 from nanochat.engine import Engine
 from nanochat.scripts.chat_web import byte_tokenizer, tiny_random_model
-from nanochat.server import EngineSlots, ScriptedSlots, ServerConfig, create_app, serve_in_thread
+from nanochat.server import ServerConfig, create_app, serve_in_thread
 
 pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,4 +1,4 @@
-"""The chat server (chapter 21) over real sockets and in-process: limits, errors, auth, CORS, the bounded queue,
+"""The chat server (chapters 21-21b) over real sockets and in-process: limits, errors, auth, CORS, the bounded queue,
 client disconnects, continuous batching, metrics, the `openai` client, and the `chat_web` command line."""
 import json
 import socket
@@ -12,9 +12,11 @@ from conftest import PYTHON, ROOT
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from nanochat.engine import Engine, SamplingParams
+from nanochat.batching import EngineSlots, ScriptedSlots
+from nanochat.engine import Engine
+from nanochat.sampling import SamplingParams
 from nanochat.scripts.chat_web import byte_tokenizer, tiny_random_model
-from nanochat.server import EngineSlots, ScriptedSlots, ServerConfig, create_app, serve_in_thread
+from nanochat.server import ServerConfig, create_app, serve_in_thread
 
 TOK = byte_tokenizer()
 END = TOK.encode_special("<|assistant_end|>")
@@ -336,3 +338,12 @@ def test_many_workers_share_one_queue():
         for t in threads: t.start()
         for t in threads: t.join()
     assert all(b.step_sizes for b in backends)
+
+
+def test_batching_loads_no_web_library(run_env):
+    "nanochat.batching is the queue and the decode loop alone: importing it loads no HTTP, schema or metrics library."
+    code = ("import sys, nanochat.batching; "
+            "web = [m for m in ('fastapi', 'starlette', 'pydantic', 'prometheus_client', 'uvicorn') if m in sys.modules]; "
+            "assert not web, f'nanochat.batching loaded {web}'")
+    done = subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -7,9 +7,10 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
+from nanochat.batching import EngineSlots  # noqa: E402
 from nanochat.engine import Engine  # noqa: E402
 from nanochat.scripts.chat_web import byte_tokenizer, tiny_random_model  # noqa: E402
-from nanochat.server import EngineSlots, ServerConfig, create_app, serve_in_thread  # noqa: E402
+from nanochat.server import ServerConfig, create_app, serve_in_thread  # noqa: E402
 
 EXAMPLES = 60  # per operation and generation mode: five operations, well under a minute on two CPU cores
 
