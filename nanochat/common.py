@@ -2,9 +2,9 @@
 
 # %% auto #0
 __all__ = ['DEVICE_TYPES', 'DTYPES', 'TORCHRUN_VARS', 'PEAK_FLOPS', 'get_base_dir', 'atomic_write', 'shared_data_dir',
-           'parity_fixture', 'autodetect_device_type', 'compute_dtype', 'autocast_ctx', 'DistInfo', 'get_dist_info',
-           'init_distributed', 'cleanup_distributed', 'print0', 'get_logger', 'seed_everything', 'get_peak_flops',
-           'compute_mfu', 'device_name', 'describe_environment']
+           'need_data', 'parity_fixture', 'autodetect_device_type', 'compute_dtype', 'autocast_ctx', 'DistInfo',
+           'get_dist_info', 'init_distributed', 'cleanup_distributed', 'print0', 'get_logger', 'seed_everything',
+           'get_peak_flops', 'compute_mfu', 'device_name', 'describe_environment']
 
 # %% ../nbs/00_common.ipynb #52101f21
 import logging
@@ -43,12 +43,30 @@ def atomic_write(path: Path | str, data: bytes | str) -> Path:
 
 # %% ../nbs/00_common.ipynb #52fc4eff
 def shared_data_dir() -> Path | None:
-    "The local data folder: `$NANOCHAT_DATA_DIR`, else `shared/data` beside this checkout; None if there is none."
+    """The local data folder: `$NANOCHAT_DATA_DIR`, else `shared/data` beside this checkout if it can be written,
+    else `<base dir>/data` once `python -m nanochat.data fetch` has filled it (with links to the files of a read-only
+    `shared/data`), else a read-only `shared/data`; None if there is none."""
     if env := os.environ.get("NANOCHAT_DATA_DIR"): return Path(env).expanduser()
     checkout = Path(__file__).resolve().parents[1] if "__file__" in globals() else Path.cwd()
-    for folder in (checkout, *checkout.parents):
-        if (folder / "shared" / "data").is_dir(): return folder / "shared" / "data"
-    return None
+    beside = next((f / "shared" / "data" for f in (checkout, *checkout.parents) if (f / "shared" / "data").is_dir()),
+                  None)
+    if beside is not None and os.access(beside, os.W_OK): return beside
+    fetched = get_base_dir() / "data"
+    return fetched if fetched.is_dir() else beside
+
+# %% ../nbs/00_common.ipynb #d6ce706a
+def need_data(*paths: str, what: str | None = None) -> bool:
+    """Whether the data folder has every one of `paths` (relative to it, as `eval/gsm8k`). If not, prints what is
+    missing and the command that fetches `what` (default: guessed from the paths; '' names no command): a cell that
+    needs data runs its body under `if need_data(...):`."""
+    root = shared_data_dir()
+    missing = [p for p in paths if root is None or not (root / p).exists()]
+    if not missing: return True
+    names = ((Path(p).parts[1:] or Path(p).parts)[0].split(".")[0] for p in missing)  # eval/gsm8k -> gsm8k
+    if what is None: what = ",".join(dict.fromkeys(names))
+    fetch = f"; fetch it with `python -m nanochat.data fetch --what {what}`" if what else ""
+    print(f"skipped: needs {', '.join(missing)} in the data folder ({root or 'none found'}){fetch}")
+    return False
 
 # %% ../nbs/00_common.ipynb #5e1f0a72
 def parity_fixture(name: str) -> dict | None:

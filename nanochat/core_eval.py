@@ -60,8 +60,9 @@ def load_core_tasks(core_dir: Path | str | None = None) -> list[CoreTask]:
     core_dir = Path(core_dir) if core_dir else default_core_dir()
     if core_dir is None or not (core_dir / "core_tasks.csv").exists():
         where = (f"no CORE task list (core_tasks.csv) in {core_dir}" if core_dir
-                 else "no CORE task files: the shared data folder (../shared/data) is not here")
-        raise FileNotFoundError(f"{where}: download the eval bundle with `python -m nanochat.core_eval download` "
+                 else "no CORE task files: there is no data folder with eval/core")
+        raise FileNotFoundError(f"{where}: fetch the task files with `python -m nanochat.data fetch --what core`, "
+                                f"or the whole eval bundle with `python -m nanochat.core_eval download` "
                                 f"(from {CORE_BUNDLE_URL}), or pass a folder that has the task files")
     tasks = []
     with open(core_dir / "core_tasks.csv", newline="") as f:

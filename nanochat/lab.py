@@ -287,7 +287,8 @@ def reset(self: Progress, chapter: str | None = None) -> int:
 # %% ../nbs/92_lab.ipynb #ff1a5da0
 MODULE_MAP: list[tuple[str, str]] = [
     ("00_common", "model FLOPs utilisation"), ("01_config", "layered settings"), ("01a_sysinfo", "a first script"),
-    ("03_dataset", "shards and document budgets"), ("04_bpe", "byte-pair merges"),
+    ("03_dataset", "shards and document budgets"), ("03a_data", "downloads that resume or refuse"),
+    ("04_bpe", "byte-pair merges"),
     ("05_tokenizer", "special tokens and conversations"), ("05a_tok_train", "the training budget"),
     ("05b_tok_eval", "bytes per token"), ("06_dataloader", "best-fit packing"), ("07_attention", "causal attention"),
     ("08_gpt", "the GPT's pieces"), ("09_optim", "Muon and AdamW"), ("10_checkpoint", "atomic checkpoints"),

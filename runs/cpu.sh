@@ -4,6 +4,11 @@
 #   bash runs/cpu.sh                          # the `cpu` profile of every stage
 #   NANOCHAT_PROFILE=tiny bash runs/cpu.sh    # the same pipeline in about a minute (what the tests run)
 #   NANOCHAT_SKIP_CORPUS=1 ...                # pretrain on the shared Wikipedia shards instead of building the corpus
+#   NANOCHAT_DATA_URL=http://mirror/ ...      # no local data folder: fetch the small subset from a mirror of one
+#
+# Data: the local data folder (../shared/data, or $NANOCHAT_DATA_DIR) when it is there; otherwise a small subset is
+# fetched into $NANOCHAT_BASE_DIR/data: $NANOCHAT_SHARDS (default 2) ClimbMix shards plus the validation shard (about
+# 90 MB each) and the CORE, eval and chat sets the stages read (about 35 MB), with `python -m nanochat.data fetch`.
 #
 # Stages: sandbox corpus -> tokenizer -> pretraining -> base eval -> midtraining -> chat eval -> SFT -> chat eval ->
 # report -> one answer from chat_cli. Every stage writes its section of the report; the last step prints where
@@ -22,9 +27,21 @@ step() { printf '\n\033[1m== [%4ss] %s\033[0m\n' "$(( $(date +%s) - start ))" "$
 step "report: a new run (profile $PROFILE, artifacts in $NANOCHAT_BASE_DIR)"
 $PY -m nanochat.report reset
 
+# what the evaluation and chat stages read; the word list is optional (the spelling tasks can do without it)
+EVAL_DATA=core,eval,identity,gpteacher
+if ! $PY -m nanochat.data check --what "$EVAL_DATA" 2>/dev/null; then
+  step "data: no local data folder; fetching the CORE, eval and chat sets into $($PY -m nanochat.data where)"
+  $PY -m nanochat.data fetch --what "$EVAL_DATA,words"
+fi
+DATA=$($PY -m nanochat.data where)
 if [ -z "${NANOCHAT_SKIP_CORPUS:-}" ] && ! ls "$NANOCHAT_BASE_DIR"/base_data/*.parquet >/dev/null 2>&1; then
-  step "sandbox corpus (offline, from the shared data folder)"
-  bash runs/build_corpus.sh
+  if [ -d "$DATA/pretrain/wikipedia_en" ]; then
+    step "sandbox corpus (offline, from the shared data folder)"
+    bash runs/build_corpus.sh
+  else
+    step "pretraining shards: ${NANOCHAT_SHARDS:-2} and the validation shard, into $DATA/pretrain"
+    $PY -m nanochat.data fetch --what shards --shards "${NANOCHAT_SHARDS:-2}"
+  fi
 fi
 
 step "tokenizer"

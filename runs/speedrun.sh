@@ -8,7 +8,9 @@
 #   NPROC            processes (GPUs) for torchrun; default: every GPU
 #   NANOCHAT_PROFILE profile of every stage: speedrun (8×H100, d20), d20, d12
 #   SHARDS           pretraining shards to download (default 240 for speedrun/d20, 40 for d12)
-#   SKIP_DOWNLOAD=1  use the shards already in $NANOCHAT_BASE_DIR/base_data (or the local stand-in): no network
+#   SKIP_DOWNLOAD=1  use the data folder as it is (shards, eval and chat sets): no network
+#   NANOCHAT_DATA_URL  fetch from a mirror that serves the data folder's layout instead of every dataset's source
+#   NANOCHAT_DATA_DIR  the data folder (default: ../shared/data when there, else $NANOCHAT_BASE_DIR/data)
 #   BASE_ARGS        extra arguments for base_train (e.g. "--num-iterations 600" for a short run)
 #   SFT_ARGS, MID_ARGS, BASE_EVAL_ARGS, CHAT_EVAL_ARGS, TOK_EVAL_ARGS, CLI_ARGS   the same for the other stages
 #   MID=0            leave midtraining out (SFT then starts from the base model)
@@ -38,14 +40,11 @@ $PY -m nanochat.report reset
 $PY -m nanochat.scripts.sysinfo --profile "$PROFILE" || true
 
 if [ -z "${SKIP_DOWNLOAD:-}" ]; then
-  step "data: the first 8 shards now (the tokenizer's text), $SHARDS in the background"
-  $PY -m nanochat.dataset -n 8
-  $PY -m nanochat.dataset -n "$SHARDS" > "$NANOCHAT_BASE_DIR/download.log" 2>&1 &
+  # every dataset from its source (or from the mirror $NANOCHAT_DATA_URL) into the data folder; see nbs/03a_data.ipynb
+  step "data: the first 8 shards now (the tokenizer's text); $SHARDS shards and every other dataset in the background"
+  $PY -m nanochat.data fetch --what shards --shards 8
+  $PY -m nanochat.data fetch --what all --shards "$SHARDS" > "$NANOCHAT_BASE_DIR/download.log" 2>&1 &
   DOWNLOAD=$!
-  step "the word list of the spelling tasks"
-  words="$NANOCHAT_BASE_DIR/words_alpha.txt"
-  [ -s "$words" ] || { curl -fsSL --retry 3 -o "$words.tmp" https://raw.githubusercontent.com/dwyl/english-words/master/words_alpha.txt \
-    && mv "$words.tmp" "$words"; } || echo "no word list downloaded: the spelling tasks derive one from the pretraining shards"
 fi
 
 step "tokenizer"
@@ -53,10 +52,8 @@ $PY -m nanochat.scripts.tok_train --profile "$PROFILE"
 $PY -m nanochat.scripts.tok_eval --profile "$PROFILE" ${TOK_EVAL_ARGS:-}
 
 if [ -z "${SKIP_DOWNLOAD:-}" ]; then
-  step "the CORE evaluation bundle"
-  $PY -m nanochat.core_eval download || echo "CORE bundle not downloaded: base_eval scores the tasks found locally and says which are missing"
-  step "waiting for the pretraining shards"
-  wait "$DOWNLOAD" || { echo "shard download failed: see $NANOCHAT_BASE_DIR/download.log" >&2; exit 1; }
+  step "waiting for the data"
+  wait "$DOWNLOAD" || { cat "$NANOCHAT_BASE_DIR/download.log" >&2; echo "data download failed (above); run the same command again to resume" >&2; exit 1; }
 fi
 
 step "pretraining"

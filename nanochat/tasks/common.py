@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..common import shared_data_dir
+from ..data import fetch_command
 
 # %% ../../nbs/14_tasks.ipynb #c005
 class DataUnavailable(FileNotFoundError):
@@ -37,15 +38,16 @@ def load_rows(parts: Sequence[str], read: Callable[[Path], list], hub: tuple[str
     path = root.joinpath(*parts) if root is not None else None
     if path is not None and path.exists(): return read(path)
     where = f"{path} does not exist" if path is not None else "there is no local data folder (set $NANOCHAT_DATA_DIR)"
+    fetch = f"`{fetch_command('/'.join(parts))}` (from a mirror: add --base-url URL)"
     if isinstance(hub, str):
-        raise DataUnavailable(f"{'/'.join(parts)} is not available offline: {where}. It comes from {hub}")
+        raise DataUnavailable(f"{'/'.join(parts)} is not available: {where}. Fetch it with {fetch}; "
+                              f"it comes from {hub}")
     hub_path, config, split = hub
     try:
         import datasets
     except ImportError:
-        raise DataUnavailable(f"{'/'.join(parts)} is not available offline: {where}. Online it is the hub dataset "
-                              f"{hub_path!r} (config {config!r}, split {split!r}): `pip install datasets` on a machine "
-                              f"with network access, or put the file in the data folder") from None
+        raise DataUnavailable(f"{'/'.join(parts)} is not available: {where}. Fetch it with {fetch}; it is also the "
+                              f"hub dataset {hub_path!r} (config {config!r}, split {split!r})") from None
     return [from_hub(row) for row in datasets.load_dataset(hub_path, config, split=split)]
 
 # %% ../../nbs/14_tasks.ipynb #c006b

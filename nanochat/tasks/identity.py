@@ -63,6 +63,6 @@ def identity_conversations(substitutions: dict[str, str] | None = None, **slicin
     root = shared_data_dir()
     path = root / "chat" / "fastchat_identity_conversations.json" if root is not None else None
     if path is None or not path.exists():
-        raise DataUnavailable(f"no identity conversations at {path}: "
-                              "write your own as jsonl and use ConversationsFile(path)")
+        raise DataUnavailable(f"no identity conversations at {path}: `python -m nanochat.data fetch --what identity`, "
+                              "or write your own as jsonl and use ConversationsFile(path)")
     return ConversationsFile(path, substitutions, **slicing)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..common import get_base_dir
+from ..common import get_base_dir, shared_data_dir
 from .common import DataUnavailable, Task
 
 SMOLTALK_HUB = "HuggingFaceTB/smol-smoltalk"
@@ -18,17 +18,19 @@ SMOLTALK_HUB = "HuggingFaceTB/smol-smoltalk"
 
 class SmolTalk(Task):
     """SmolTalk conversations, split train or test, from the parquet files `<split>-*.parquet` under `folder`
-    (default `<base dir>/smoltalk`)."""
+    (default: the data folder's `chat/smoltalk`, else `<base dir>/smoltalk`)."""
 
     def __init__(self, split: str = "train", folder: Path | str | None = None, **slicing):
         super().__init__(**slicing)
         if split not in ("train", "test"): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        root = shared_data_dir()
+        fetched = root / "chat" / "smoltalk" if root is not None else None
+        if folder is None and fetched is not None and fetched.is_dir(): folder = fetched
         self.split, self.folder = split, Path(folder) if folder else get_base_dir() / "smoltalk"
         files = sorted(self.folder.rglob(f"{split}-*.parquet")) if self.folder.is_dir() else []
         if not files:
-            raise DataUnavailable(f"no SmolTalk {split} files ({split}-*.parquet) under {self.folder}. "
-                                  f"It is the hub dataset {SMOLTALK_HUB}: `huggingface-cli download {SMOLTALK_HUB} "
-                                  f"--repo-type dataset --local-dir {self.folder}` where there is network")
+            raise DataUnavailable(f"no SmolTalk {split} files ({split}-*.parquet) under {self.folder}: "
+                                  f"`python -m nanochat.data fetch --what smoltalk` (the hub dataset {SMOLTALK_HUB})")
         self.messages = pa.chunked_array([c for f in files
                                           for c in pq.read_table(f, columns=["messages"]).column("messages").chunks])
 

@@ -23,18 +23,23 @@ TEST_SEED_OFFSET = 10_000_000
 
 # %% ../../nbs/14e_spelling.ipynb #1aba6e5b
 def load_words(path: Path | str | None = None, n: int = 5000, max_chars: int = 2_000_000) -> list[str]:
-    """A word list: the lines of the file `path`, else of `<base dir>/words_alpha.txt` (stripped, in file order, as
-    upstream reads them), else the `n` most frequent lowercase words of 3-12 letters in the first `max_chars` of the
-    local Wikipedia validation shard, else of the pretraining shards' validation shard (sorted)."""
+    """A word list: the lines of the file `path`, else of `<base dir>/words_alpha.txt` or the data folder's
+    `chat/words_alpha.txt` (stripped, in file order, as upstream reads them), else the `n` most frequent lowercase
+    words of 3-12 letters in the first `max_chars` of the local Wikipedia validation shard, else of the pretraining
+    shards' validation shard (sorted)."""
+    root = shared_data_dir()
+    fetched = root / "chat" / "words_alpha.txt" if root is not None else None
     path = Path(path) if path else get_base_dir() / "words_alpha.txt"
+    if not path.exists() and fetched is not None and fetched.exists(): path = fetched
     if path.exists():
         with path.open(encoding="utf-8") as f: return [line.strip() for line in f]
-    root = shared_data_dir()
     folders = ([root / "pretrain" / "wikipedia_en"] if root is not None else []) + [default_data_dir()]
     folder = next((f for f in folders if f.is_dir() and any(f.glob("*.parquet"))), None)
     if folder is None:
         raise DataUnavailable(f"no word list: {path} does not exist and there are no local shards to derive one from "
-                              f"(looked in {', '.join(map(str, folders))}); download {WORDS_URL} to {path}")
+                              f"(looked in {', '.join(map(str, folders))}): "
+                              "`python -m nanochat.data fetch --what words` "
+                              f"(the list at {WORDS_URL})")
     counts = Counter()
     for doc in iter_documents(list_shards(folder, split="val"), max_chars=max_chars):
         counts.update(re.findall(r"(?<![\w'-])[a-z]{3,12}(?![\w'-])", doc))
