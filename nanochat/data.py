@@ -117,6 +117,7 @@ CORE_FILES = (  # (file in eval/core, its path under llm-foundry's scripts/eval/
      "80c98d8e7ab8213513d1643886229c05c40a6837353b07c19ac7bd860668954e"),
 )
 
+# %% ../nbs/03a_data.ipynb #aca8e28a
 # The CORE task list: DCLM's core.yaml (label, type, shots, delimiter) and its random baselines, as one table
 CORE_TASKS_CSV = """\
 label,file,icl_task_type,num_fewshot,continuation_delimiter,random_baseline_pct,available
@@ -149,7 +150,7 @@ def write_core_tasks(staging: Path, dest: Path) -> None:
     "Write `eval/core/core_tasks.csv` from `CORE_TASKS_CSV` (there is nothing to download for it)."
     atomic_write(Path(dest) / "eval" / "core" / "core_tasks.csv", CORE_TASKS_CSV)
 
-
+# %% ../nbs/03a_data.ipynb #0eb55632
 MMLU_SUBJECTS = (
     "abstract_algebra", "anatomy", "astronomy", "business_ethics", "clinical_knowledge", "college_biology",
     "college_chemistry", "college_computer_science", "college_mathematics", "college_medicine", "college_physics",
@@ -209,7 +210,7 @@ def mmlu_dataset(name: str, splits: tuple[str, ...], explicit: bool = False) -> 
     return Dataset(name, "eval", files, "cais/mmlu (hub parquet, written as CSVs)", "MIT", upstream, mmlu_csvs,
                    explicit)
 
-
+# %% ../nbs/03a_data.ipynb #1d96eb0b
 DATASETS = [
     Dataset("tinyshakespeare", "pretrain", (DataFile("pretrain/tinyshakespeare.txt", github_file(
         *CHAR_RNN_REPO, "data/tinyshakespeare/input.txt"), 1115394,

@@ -188,3 +188,9 @@ def test_exported_code_keeps_to_120_columns_and_one_statement_a_line():
         if lines[row - 1].startswith("__all__ = ") and lines[row - 2] == "# %% auto #0": continue
         found.append(f"{Path(v['filename']).relative_to(ROOT)}:{row}: {v['code']} {v['message']}")
     assert not found, f"{len(found)} lines to fix in the notebooks:\n" + "\n".join(found[:40])
+
+
+def test_no_exported_cell_is_over_60_lines():
+    "A class or function that outgrows a screen is grown method by method (`@patch`), each piece followed by its test."
+    from nanochat.devtools import cell_sizes
+    assert cell_sizes(ROOT)["exported"]["over_60"] == 0
