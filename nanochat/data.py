@@ -232,9 +232,9 @@ DATASETS = [
     Dataset("arc", "eval", tuple(DataFile(f"eval/arc/{name}", github_file(
         *ARC_REPO, f"ARC-V1-Feb2018/ARC-V1-Feb2018-2/{name.split('-')[0]}-{name.split('-')[1]}/{name}"), size, sha)
         for name, (size, sha) in ARC_FILES.items()), "AI2 ARC-V1-Feb2018 (a GitHub copy)", "CC BY-SA 4.0"),
-    Dataset("smoltalk", "chat", tuple(DataFile(f"chat/smoltalk/{split}-00000-of-00001.parquet", hub_file(
-        "HuggingFaceTB/smol-smoltalk", f"data/{split}-00000-of-00001.parquet")) for split in ("train", "test")),
-        "HuggingFaceTB/smol-smoltalk", "Apache-2.0"),
+    Dataset("smoltalk", "chat", tuple(DataFile(f"chat/smoltalk/{name}", hub_file("HuggingFaceTB/smol-smoltalk",
+        f"data/{name}")) for name in [f"train-{i:05d}-of-00004.parquet" for i in range(4)]  # ~230 MB each
+        + ["test-00000-of-00001.parquet"]), "HuggingFaceTB/smol-smoltalk", "Apache-2.0"),
     Dataset("identity", "chat", (DataFile("chat/fastchat_identity_conversations.json", github_file(
         *FASTCHAT_REPO, "data/dummy_conversation.json"), 234166,
         "534c5a1079f2eb61ff96633330ce87c4743f5b6d5b1691b44a65920473540470"),), "lm-sys/FastChat", "Apache-2.0"),
