@@ -187,17 +187,16 @@ def check(fn: Callable, exercise: "Exercise | str", *, trials: int | None = None
     return CheckResult(ex.name, passed, message, seed, trials)
 
 # %% ../nbs/92_lab.ipynb #9009f3c1
-_HINTS_SHOWN: dict[str, int] = {}
-
 def hint(exercise: "Exercise | str") -> str:
-    "The next hint for `exercise` (one more each call); printed and returned."
+    """The next hint for `exercise` (one more each call); printed and returned. The count lives on the exercise, so
+    defining it again (re-running its cell) starts its hints over."""
     ex = get_exercise(exercise)
-    shown = _HINTS_SHOWN.get(ex.name, 0)
+    shown = getattr(ex, "_hints_shown", 0)
     if not ex.hints: text = f"{ex.name} has no hints: reread the chapter's section on it."
     elif shown >= len(ex.hints): text = f"no more hints for {ex.name}; the last one was: {ex.hints[-1]}"
     else:
         text = f"hint {shown + 1}/{len(ex.hints)} for {ex.name}: {ex.hints[shown]}"
-        _HINTS_SHOWN[ex.name] = shown + 1
+        ex._hints_shown = shown + 1
         if recording(): Progress().hinted(ex)
     print(text)
     return text

@@ -59,3 +59,16 @@ def test_recording_is_off_under_tests(run_env, private_base_dir):
     subprocess.run([PYTHON, "-c", RECORD], cwd=ROOT, env=run_env, check=True, timeout=60)
     saved = json.loads((private_base_dir / "lab" / "progress.json").read_text())
     assert saved["double"]["attempts"] == 2 and saved["double"]["passed"] is True
+
+
+def test_defining_an_exercise_again_starts_its_hints_over():
+    "A notebook run twice in one process (as the test session does) sees the first hint again, not the third."
+    from nanochat.lab import EXERCISES, Exercise, hint
+    make = lambda: Exercise(chapter="92_lab", name="hint_reset", reference=abs, make_inputs=lambda rng: {"x": 1},
+                            hints=["first", "second", "third"])
+    try:
+        ex = make()
+        assert "first" in hint(ex) and "second" in hint(ex)
+        assert "hint 1/3" in hint(make())
+    finally:
+        EXERCISES.pop("hint_reset", None)
