@@ -22,6 +22,7 @@ def run_without_data(notebook, tmp_path, monkeypatch):
     monkeypatch.setenv("NANOCHAT_DATA_DIR", str(empty))
     monkeypatch.setenv("NANOCHAT_BASE_DIR", str(tmp_path / "base"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("NANOCHAT_SLOW", raising=False)  # the chapters' own slow cells stay skipped, as in CI
     from nanochat.common import shared_data_dir
     assert shared_data_dir() == empty
     run = run_notebook_tests(notebook)
