@@ -1,25 +1,30 @@
 #!/bin/bash
-# The one-GPU mini speedrun (measured on an H100 80GB): tokenizer -> base (d12, a short horizon) -> base eval -> SFT
-# -> chat eval -> report -> one answer, with runs/speedrun.sh itself, offline. It needs no network and no shared data
-# folder: what it reads lies in .gpudata/ (local, not committed):
-#   .gpudata/shards/*.parquet   pretraining shards (the last one is validation)
-#   .gpudata/shared/data/       the chat and eval sets (a copy of ../shared/data's chat/ and eval/ subsets)
-#   .gpudata/pylib/rustbpe/     the compiled tokenizer trainer (abi3), built here by runs/setup.sh
-# usage, from the repo root: [NANOCHAT_COMMIT=<commit>] [BUDGET_S=565] [OUT=folder] bash bench/mini_speedrun.sh
-#   -> $OUT/report/ (report.md, plots), $OUT/speedrun.log; OUT defaults to bench/results/mini_speedrun-DATE
-# (NANOCHAT_COMMIT names the commit in the report, for a copy of the tree whose .git is missing or stale)
+# The one-GPU speedrun on a short horizon, every stage: tokenizer -> base (d12) -> base eval -> midtraining -> chat
+# eval -> SFT -> chat eval -> RL -> chat eval -> report -> one answer, with runs/speedrun_1gpu.sh itself, offline, then
+# one table of every stage's tok/s, MFU and wall time (bench/pipeline_table.py). It needs no network and no shared
+# data folder: what it reads lies in $GPUDATA (default .gpudata/, local, not committed):
+#   $GPUDATA/shards/*.parquet   pretraining shards (the last one is validation)
+#   $GPUDATA/shared/data/       the chat and eval sets (a copy of ../shared/data's chat/ and eval/ subsets)
+#   $GPUDATA/pylib/             the compiled tokenizer trainer (rustbpe, abi3) and any package the machine lacks
+# usage, from the repo root: [NANOCHAT_COMMIT=<commit>] [BUDGET_S=580] [OUT=folder] bash bench/mini_speedrun.sh
+#   -> $OUT/report/ (report.md, plots), $OUT/speedrun.log, $OUT/pipeline.json; OUT defaults to
+#      bench/results/mini_speedrun-DATE (NANOCHAT_COMMIT names the commit where the copy's .git is missing or stale)
+# The horizon: BASE_STEPS (default 150) optimizer steps of 524,288 tokens; the later stages sized to fit 10 minutes.
 set -uo pipefail
-export PYTHONPATH=$PWD:$PWD/.gpudata/pylib PYTHONUNBUFFERED=1
-export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_DIR=$PWD/.gpudata/shared/data
+GPUDATA=${GPUDATA:-.gpudata}
+export PYTHONPATH=$PWD:$PWD/$GPUDATA/pylib PYTHONUNBUFFERED=1
+export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_DIR=$PWD/$GPUDATA/shared/data
 mkdir -p "$NANOCHAT_BASE_DIR/base_data" "${OUT:=bench/results/mini_speedrun-$(date +%F)}"
-cp .gpudata/shards/*.parquet "$NANOCHAT_BASE_DIR/base_data/"  # also where the spelling tasks derive their word list
-PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=0 \
-  BASE_ARGS="--num-iterations ${BASE_STEPS:-80} --eval-every 40 --sample-every 80" \
-  BASE_EVAL_ARGS="--max-per-task ${CORE_PER_TASK:-25}" SFT_ARGS="--max-steps ${SFT_STEPS:-80}" \
-  CHAT_EVAL_ARGS="--task ARC-Easy,ARC-Challenge,MMLU --max-problems ${CHAT_PROBLEMS:-200}" \
-  TOK_EVAL_ARGS="--no-compare-hf" CLI_ARGS="--no-compile" \
-  timeout "${BUDGET_S:-420}" bash runs/speedrun.sh > "$OUT/speedrun.log" 2>&1
+cp "$GPUDATA"/shards/*.parquet "$NANOCHAT_BASE_DIR/base_data/"  # also where the spelling tasks derive their word list
+PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=1 RL=1 \
+  BASE_ARGS="--num-iterations ${BASE_STEPS:-150} --eval-every 75 --sample-every -1" \
+  BASE_EVAL_ARGS="--max-per-task ${CORE_PER_TASK:-50}" MID_ARGS="--max-steps ${MID_STEPS:-60}" \
+  SFT_ARGS="--max-steps ${SFT_STEPS:-60}" CHAT_EVAL_ARGS="--max-problems ${CHAT_PROBLEMS:-50} --max-new-tokens 128" \
+  RL_ARGS="--num-steps ${RL_STEPS:-8} --prompts-per-step 16 --num-samples 8 --max-new-tokens 128 --eval-every -1" \
+  TOK_EVAL_ARGS="--no-compare-hf" CLI_ARGS="--max-tokens 64 --no-compile" \
+  timeout "${BUDGET_S:-580}" bash runs/speedrun_1gpu.sh > "$OUT/speedrun.log" 2>&1
 echo "speedrun.sh exit status $?" >> "$OUT/speedrun.log"
-python3 -m nanochat.report generate >> "$OUT/speedrun.log" 2>&1  # again, so a run cut by the budget still has its report
+${PYTHON:-python3} -m nanochat.report generate >> "$OUT/speedrun.log" 2>&1  # again, so a run cut by the budget still has its report
+${PYTHON:-python3} bench/pipeline_table.py --name mini_speedrun --depth 12 --out "$OUT/pipeline.json"
 # keep only report.md and the plots beside the log
 mkdir -p "$OUT/report" && cp "$NANOCHAT_BASE_DIR"/report/report.md "$NANOCHAT_BASE_DIR"/report/*.png "$OUT/report/"

@@ -12,7 +12,7 @@
 #   NANOCHAT_DATA_URL  fetch from a mirror that serves the data folder's layout instead of every dataset's source
 #   NANOCHAT_DATA_DIR  the data folder (default: ../shared/data when there, else $NANOCHAT_BASE_DIR/data)
 #   BASE_ARGS        extra arguments for base_train (e.g. "--num-iterations 600" for a short run)
-#   SFT_ARGS, MID_ARGS, BASE_EVAL_ARGS, CHAT_EVAL_ARGS, TOK_EVAL_ARGS, CLI_ARGS   the same for the other stages
+#   SFT_ARGS, MID_ARGS, RL_ARGS, BASE_EVAL_ARGS, CHAT_EVAL_ARGS, TOK_EVAL_ARGS, CLI_ARGS   the same for the other stages
 #   MID=0            leave midtraining out (SFT then starts from the base model)
 #   RL=1             add the RL stage on GSM8K after SFT
 #   WANDB_RUN        a run name: log to Weights & Biases (needs wandb installed and logged in)
@@ -30,7 +30,11 @@ export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 LOGGER=(); [ -n "${WANDB_RUN:-}" ] && LOGGER=(--logger wandb --run-name "$WANDB_RUN")
 start=$(date +%s)
-step() { printf '\n\033[1m== [%5ss] %s\033[0m\n' "$(( $(date +%s) - start ))" "$*"; }
+mkdir -p "$NANOCHAT_BASE_DIR" && : > "$NANOCHAT_BASE_DIR/speedrun_times.tsv"  # the stage clock: seconds, stage
+step() {
+  printf '\n\033[1m== [%5ss] %s\033[0m\n' "$(( $(date +%s) - start ))" "$*"
+  printf '%s\t%s\n' "$(( $(date +%s) - start ))" "${*%%:*}" >> "$NANOCHAT_BASE_DIR/speedrun_times.tsv"
+}
 gpu() {  # run a module on every GPU
   if [ "$NPROC" -gt 1 ]; then $PY -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m "$@"; else $PY -m "$@"; fi
 }
@@ -73,7 +77,7 @@ gpu nanochat.scripts.chat_sft --profile "$PROFILE" "${SFT_SOURCE[@]}" ${SFT_ARGS
 gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage sft ${CHAT_EVAL_ARGS:-}
 if [ "${RL:-0}" = 1 ]; then
   step "reinforcement learning on GSM8K"
-  gpu nanochat.scripts.chat_rl --profile "$PROFILE"
+  gpu nanochat.scripts.chat_rl --profile "$PROFILE" ${RL_ARGS:-}
   gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage rl --task GSM8K ${CHAT_EVAL_ARGS:-}
 fi
 

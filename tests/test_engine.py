@@ -1,8 +1,11 @@
 """The engine beyond the chapter's cells: greedy decoding equals recomputation (today's model and the earlier variants),
 weights refreshed after training, and on a GPU the CUDA-graph step against the eager one (run as
 `python tests/test_engine.py` on a GPU machine without pytest)."""
+import logging
+
 import torch
 
+from nanochat.common import get_logger
 from nanochat.engine import DecodeBatch, DecodeModel
 from nanochat.gpt import GPT, GPTConfig, earlier_variants
 from nanochat.sampling import SamplingParams
@@ -94,10 +97,50 @@ def test_cuda_graph_matches_eager():
     assert sum(agree) >= 0.9 * len(agree)
 
 
+class _Warnings(logging.Handler):
+    "Collects the nanochat logger's messages (pytest's caplog is not there when this file runs as a script)."
+    def __enter__(self):
+        self.messages = []
+        get_logger().addHandler(self)
+        return self
+    def __exit__(self, *exc): get_logger().removeHandler(self)
+    def emit(self, record): self.messages.append(record.getMessage())
+
+
+@cuda_only
+def test_compiled_sampler_at_every_slot_count():
+    "The compiled sampler (static shapes) works at every slot count a server or an evaluation uses: no eager fallback."
+    model = small_model("cuda", vocab_size=32768)  # the real vocabulary: the shape whose dynamic scan failed
+    decoder = DecodeModel(model)
+    with _Warnings() as log:
+        for slots in (1, 4, 32, 64, 128):
+            batch = DecodeBatch(decoder, slots, 64)
+            batch.add_many([[1, 2, 3]] * min(slots, 4), [SamplingParams(temperature=1.0, top_k=50, top_p=0.9, max_tokens=3),
+                                                         SamplingParams(temperature=0.7, max_tokens=3)] * 2)
+            while batch.busy: batch.step()
+    assert not [m for m in log.messages if "eagerly" in m], log.messages
+
+
+@cuda_only
+def test_server_starts_without_eager_fallback():
+    "chat_web's start on a GPU (model, engine, warm-up of every graph) logs no compile failure, at 64 and 128 slots."
+    from unittest.mock import patch
+
+    from nanochat.scripts import chat_web
+    big_vocab = lambda tokenizer, device="cpu", **kw: GPT.build(GPTConfig(vocab_size=32768, n_layer=2, n_embd=64, n_head=2, n_kv_head=1,
+                                                                          sequence_len=256), device=device).eval()
+    with _Warnings() as log, patch.object(chat_web, "tiny_random_model", big_vocab):
+        for slots in (64, 128):
+            chat_web.build_app(chat_web.ChatWebConfig(tiny_random=True, device_type="cuda", slots=slots))
+    assert not [m for m in log.messages if "eagerly" in m], log.messages
+
+
 if __name__ == "__main__":
     test_greedy_equals_recompute()
     test_weights_follow_training()
     test_span_buckets()
     if torch.cuda.is_available():
         test_cuda_graph_matches_eager()
+        test_compiled_sampler_at_every_slot_count()
+        test_server_starts_without_eager_fallback()
     print("test_engine: ok")

@@ -1,0 +1,30 @@
+#!/bin/bash
+# Every stage after pretraining on one GPU, each its real script on a short horizon at one depth, then the SFT model
+# served under load: base_train -> mid_train -> chat_sft (steady tok/s and MFU of each, same micro-batch of 32 rows of
+# 2048 tokens, one micro-step per optimizer step) -> chat_web with that checkpoint + bench/serve_load.py at 32 and 128
+# streaming clients -> one table, post_train-DATE.json in $OUT.
+#
+# Reads what a speedrun would have by then: shards in $NANOCHAT_BASE_DIR/base_data, a tokenizer in
+# $NANOCHAT_BASE_DIR/tokenizer, the chat and eval sets in the data folder ($NANOCHAT_DATA_DIR). The weights start
+# random: the speeds do not depend on what the model knows (a random model's replies run to max_tokens: the worst case).
+# usage, from the repo root: [DEPTH=20] [STEPS=30] [CLIENTS=32,128] [SLOTS=128] [OUT=folder] bash bench/post_train_gpu.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} OMP_NUM_THREADS=1
+PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-30}; CLIENTS=${CLIENTS:-32,128}; SLOTS=${SLOTS:-128}
+OUT=${OUT:-bench/results}; TAG=d$DEPTH; TODAY=$(date +%F); LOGS=$OUT/post_train_$TAG-$TODAY-logs; mkdir -p "$LOGS"
+BATCH=(--device-batch-size 32 --total-batch-size $((32 * 2048)))
+$PY -m nanochat.report reset
+stage() {  # NAME COMMAND...: the command's output in $LOGS/NAME.log, its end and its wall time here
+  local name=$1 t=$(date +%s); shift
+  "$@" > "$LOGS/$name.log" 2>&1; echo "== $name: exit $?, $(( $(date +%s) - t )) s"; tail -n 6 "$LOGS/$name.log"
+}
+stage base_train $PY -m nanochat.scripts.base_train --depth "$DEPTH" --num-iterations "$STEPS" "${BATCH[@]}" --eval-every -1 \
+  --sample-every -1 --model-tag "$TAG"
+stage mid_train $PY -m nanochat.scripts.mid_train --model-tag "$TAG" --max-steps "$STEPS" "${BATCH[@]}"
+stage chat_sft $PY -m nanochat.scripts.chat_sft --model-tag "$TAG" --max-steps "$STEPS" --layout packed --device-batch-size 32 \
+  --grad-accum 1 --max-len 2048 --log-every 10
+# serving: the SFT checkpoint, SLOTS rows of the training context; the server captures every graph before it opens
+stage serve_load $PY bench/serve_load.py --server-args "--stage sft --model-tag $TAG --device-type cuda --slots $SLOTS --max-len 2048" \
+  --modes batched --clients "$CLIENTS" --requests 4 --max-tokens 256 --max-queue 256 --out "$OUT/serve_load_$TAG-$TODAY.json"
+$PY bench/pipeline_table.py --name "post_train_$TAG" --depth "$DEPTH" --extra "$OUT/serve_load_$TAG-$TODAY.json" \
+  --out "$OUT/post_train_$TAG-$TODAY.json"
