@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
+import torch._dynamo  # maybe_mark_dynamic and the recompile limit; torch.compile loads it anyway
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
@@ -52,7 +53,6 @@ SAMPLER_VARIANTS = 64  # static sampler compilations allowed per process: slot c
 def _compiled_sampler() -> Callable:
     "`sample_next` compiled once per process (shared by every model), static shapes: one variant per slot count."
     # torch.compile's recompile limit (8 by default) counts variants per function; past it, it would run eagerly
-    import torch._dynamo  # loaded by torch.compile anyway; its config is needed first
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, SAMPLER_VARIANTS)
     return _compiled(sample_next, dynamic=False)
 
@@ -159,7 +159,9 @@ class DecodeBatch:
         dev, long = m.device, dict(dtype=torch.long, device=m.device)
         # a tensor per layer, not views of one: a compiled step writes each in place (views of one big buffer would
         # make torch.compile copy all of it at every write)
-        shape = (slots, max_len, c.n_kv_head, c.head_dim)
+        # one position more than a row uses: a span never covers the whole tensor, so the slice a step reads has the
+        # same symbolic shape at every span (a slice of all of it would be a shape of its own, compiled again)
+        shape = (slots, max_len + 1, c.n_kv_head, c.head_dim)
         self.k = [torch.zeros(shape, dtype=m.dtype, device=dev) for _ in range(c.n_layer)]
         self.v = [torch.zeros(shape, dtype=m.dtype, device=dev) for _ in range(c.n_layer)]
         # the step's inputs and outputs: device tensors at fixed addresses, which a captured graph reads and writes
@@ -206,9 +208,12 @@ class _StepCache:
         self.batch, keys = b, b._key_ids[None, :span]
         self.masks = {}  # window -> additive mask (slots, 1, 1, span): 0 where a row may attend, -inf elsewhere
         for w in set(b.windows):
-            allowed = (keys <= pos[:, None]) & (keys > pos[:, None] - w)
+            allowed = ((keys <= pos[:, None]) & (keys > pos[:, None] - w))[:, None, None]
             self.masks[w] = torch.zeros(allowed.shape, dtype=b.model.dtype, device=pos.device).masked_fill_(
-                ~allowed, float("-inf"))[:, None, None]
+                ~allowed, float("-inf"))
+            # the span is a symbolic size from the first compile on: one compilation serves every span, where
+            # torch.compile would otherwise compile the first span alone, then again for all the others
+            torch._dynamo.maybe_mark_dynamic(self.masks[w], 3)
         wte = b.model.net.wte.weight  # smear: each row's previous token, none (zeros) at position 0
         self.prev = norm(F.embedding(b.prev, wte))[:, None] * (pos > 0).to(wte.dtype)[:, None, None]
 
