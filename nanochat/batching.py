@@ -200,20 +200,25 @@ class BatchWorker:
     """A thread that owns one `SlotBackend`: admit waiting tickets into free rows, step all rows together, deliver
     tokens."""
     def __init__(self, backend: SlotBackend, scheduler: Scheduler, name: str = "worker0",
-                 on_step: Callable | None = None):
-        self.backend, self.scheduler, self.name, self.on_step = backend, scheduler, name, on_step
+                 on_step: Callable | None = None, on_admit: Callable | None = None):
+        self.backend, self.scheduler, self.name = backend, scheduler, name
+        self.on_step, self.on_admit = on_step, on_admit  # (worker, rows, decode s), (worker, admitted, prefill s)
         self.active: dict[int, Ticket] = {}
         self._thread: threading.Thread | None = None
         self._running = False
 
     def admit(self, wait: float = 0.0) -> list[Ticket]:
         "Release cancelled rows, then fill free rows from the queue (waiting up to `wait` s only when idle)."
-        for slot, ticket in list(self.active.items()):
-            if not ticket.cancelled: continue
+        for slot in [slot for slot, ticket in self.active.items() if ticket.cancelled]:
             self.backend.release(slot)
             del self.active[slot]
-        tickets = self.scheduler.take(self.backend.free, 0.0 if self.active else wait)
+        free = self.backend.free
+        # rows busy and no free row or nobody waiting, the usual round under load: no lock to take (a ticket queued
+        # meanwhile is seen at the next round)
+        if self.active and not (free and self.scheduler.waiting): return []
+        tickets = self.scheduler.take(free, 0.0 if self.active else wait)
         if not tickets: return []
+        start = time.perf_counter()
         try:  # one prefill per prompt length
             slots = self.backend.add_many([t.prompt for t in tickets], [t.params for t in tickets])
         except Exception:  # one bad request must not fail the others: admit them one by one
@@ -224,16 +229,19 @@ class BatchWorker:
                     ticket.deliver(e)
                     slots.append(None)
         now = time.perf_counter()
+        admitted = [t for t, s in zip(tickets, slots) if s is not None]
         for ticket, slot in zip(tickets, slots):
             if slot is None: continue
             ticket.admitted, ticket.worker = now, self.name
             self.active[slot] = ticket
-        return [t for t, s in zip(tickets, slots) if s is not None]
+        if self.on_admit: self.on_admit(self, len(admitted), now - start)
+        return admitted
 
 # %% ../nbs/21_batching.ipynb #5f9f41bb
 @patch
 def step(self: BatchWorker) -> int:  # noqa: F811 (a method of BatchWorker, not ScriptedSlots.step again)
-    "One decode step of every busy row; each ticket gets its token. Returns the number of rows stepped."
+    """One decode step of every busy row; each ticket gets its token. Returns the number of rows stepped. `on_step`
+    gets the decode step's own time, without the handing out."""
     if not self.active: return 0
     start = time.perf_counter()
     try: out = self.backend.step()
@@ -243,14 +251,14 @@ def step(self: BatchWorker) -> int:  # noqa: F811 (a method of BatchWorker, not 
         for slot in self.active: self.backend.release(slot)
         self.active.clear()
         return 0
-    deliveries = []
+    seconds, active, deliveries = time.perf_counter() - start, self.active, []
     for slot, emitted in out.items():
-        ticket = self.active.get(slot)
+        ticket = active.get(slot)
         if ticket is None: continue
         deliveries.append((ticket, emitted))
-        if emitted.done: del self.active[slot]
+        if emitted.done: del active[slot]
     deliver_all(deliveries)
-    if self.on_step: self.on_step(self, len(out), time.perf_counter() - start)
+    if self.on_step: self.on_step(self, len(out), seconds)
     return len(out)
 
 # %% ../nbs/21_batching.ipynb #aa6ac408

@@ -2,10 +2,10 @@
 
 # %% auto #0
 __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_TOP_K', 'MIN_TOP_P',
-           'ROLES', 'LATENCY_BUCKETS', 'UI_PATH', 'TextPart', 'ChatMessage', 'SamplingFields', 'ChatRequest',
-           'StreamOptions', 'OpenAIChatRequest', 'RequestError', 'chat_prompt', 'ServerMetrics', 'error_body',
-           'error_response', 'BodyTooLarge', 'Guard', 'ServerConfig', 'ui_html', 'sse', 'TicketStream', 'Reply',
-           'ChatService', 'create_app', 'serve_in_thread']
+           'ROLES', 'LATENCY_BUCKETS', 'UI_PATH', 'TOKEN_EVENT', 'TextPart', 'ChatMessage', 'SamplingFields',
+           'ChatRequest', 'StreamOptions', 'OpenAIChatRequest', 'RequestError', 'chat_prompt', 'ServerMetrics',
+           'error_body', 'error_response', 'BodyTooLarge', 'Guard', 'ServerConfig', 'ui_html', 'sse', 'sse_text',
+           'TicketStream', 'Reply', 'ChatService', 'create_app', 'serve_in_thread']
 
 # %% ../nbs/21a_server.ipynb #423ab167
 # The chat server: a web page and an HTTP API (nanochat's own and OpenAI's) in front of nanochat.batching. A request
@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastcore.basics import patch
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
+                               generate_latest)
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -148,12 +149,19 @@ class ServerMetrics:
                                     buckets=LATENCY_BUCKETS, registry=r)
         self.step_rows = Histogram("nanochat_step_rows", "rows per decode step",
                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self.step_seconds = Histogram("nanochat_step_seconds", "time of one decode step",
-                                      buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1), registry=r)
+        step_buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+        self.step_seconds = Histogram("nanochat_step_seconds", "time of one decode step, the engine's own",
+                                      buckets=step_buckets, registry=r)
+        self.admit_seconds = Histogram("nanochat_admit_seconds", "time to admit requests into rows, prefill included",
+                                       buckets=step_buckets, registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total and memory (Linux): are the threads saturated?
 
     def on_step(self, worker: BatchWorker, rows: int, seconds: float) -> None:
         self.step_rows.observe(rows)
         self.step_seconds.observe(seconds)
+
+    def on_admit(self, worker: BatchWorker, admitted: int, seconds: float) -> None:
+        self.admit_seconds.observe(seconds)
 
     def text(self) -> bytes: return generate_latest(self.registry)
 
@@ -234,6 +242,14 @@ def sse(data) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
 
 
+def sse_text(template: Callable[[str], dict]) -> Callable[[str], str]:
+    """A function of `text` that returns `sse(template(text))`, the rest of the event's JSON written once: per token
+    only the text is encoded."""
+    marker = "\x00text\x00"
+    head, tail = sse(template(marker)).split(json.dumps(marker))  # the marker is in the event once, escaped so
+    return lambda text: head + json.dumps(text, ensure_ascii=False) + tail
+
+
 class TicketStream(StreamingResponse):
     "A streaming response that cancels its ticket however the stream ends: finished, failed or the client gone."
     def __init__(self, content, ticket: Ticket, scheduler: Scheduler, **kwargs):
@@ -264,7 +280,8 @@ class ChatService:
         if not backends: raise ValueError("the server needs at least one backend (one engine per device)")
         self.backends, self.tokenizer, self.config, self.metrics = backends, tokenizer, config, metrics
         self.scheduler = Scheduler(config.max_queue)
-        self.workers = [BatchWorker(b, self.scheduler, f"worker{i}", metrics.on_step) for i, b in enumerate(backends)]
+        self.workers = [BatchWorker(b, self.scheduler, f"worker{i}", metrics.on_step, metrics.on_admit)
+                        for i, b in enumerate(backends)]
         self.context = min(b.max_len for b in backends)
         self.stop_tokens = set.union(*(set(b.stop_tokens) for b in backends))
         metrics.queue_depth.set_function(lambda: len(self.scheduler))
@@ -309,27 +326,43 @@ def submit(self: ChatService, req: SamplingFields, max_tokens: int | None = None
 
 
 @patch
-async def pieces(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[str]:
-    "The reply's text as it is generated; `reply` holds the counts and the finish reason when it ends."
-    stream, first = TextStream(self.tokenizer), True
+async def batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[list[str]]:
+    """The reply's text as it is generated: at each wake-up, the pieces of every token delivered by then (a reader
+    that fell behind catches up at once). The last list (maybe empty) comes with `reply.finish_reason` set."""
+    stream, events, first = TextStream(self.tokenizer), ticket.events, True
     while True:
-        event = await ticket.events.get()
-        if isinstance(event, WorkerStopped): raise RequestError(503, str(event), "server_busy") from event
-        if isinstance(event, Exception): raise event
-        if first:
+        received = [await events.get()]
+        received += [events.get_nowait() for _ in range(events.qsize())]
+        if first and not isinstance(received[0], Exception):
             self.metrics.first_token.observe(time.perf_counter() - ticket.submitted)
             self.metrics.queue_wait.observe((ticket.admitted or ticket.submitted) - ticket.submitted)
             first = False
-        stop = event.done and not event.forced and event.token in self.stop_tokens
-        if not stop:
-            reply.completion_tokens += 1
-            self.metrics.completion_tokens.inc()
-        text = "" if stop else stream.push(event.token)
-        if event.done:
-            reply.finish_reason = "stop" if stop else "length"
-            text += stream.flush()
-        if text: yield text
-        if event.done: return
+        texts, tokens, failure = [], 0, None
+        for event in received:
+            if isinstance(event, Exception):
+                failure = event
+                break
+            stop = event.done and not event.forced and event.token in self.stop_tokens
+            tokens += not stop
+            text = "" if stop else stream.push(event.token)
+            if event.done:
+                reply.finish_reason = "stop" if stop else "length"
+                text += stream.flush()
+            if text: texts.append(text)
+            if event.done: break
+        reply.completion_tokens += tokens
+        if tokens: self.metrics.completion_tokens.inc(tokens)
+        if texts or reply.finish_reason: yield texts  # the tokens before a failure are the client's too
+        if isinstance(failure, WorkerStopped): raise RequestError(503, str(failure), "server_busy") from failure
+        if failure is not None: raise failure
+        if reply.finish_reason: return
+
+
+@patch
+async def pieces(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[str]:
+    "The reply's text piece by piece; `reply` holds the counts and the finish reason when it ends."
+    async for texts in self.batches(ticket, reply):
+        for text in texts: yield text
 
 # %% ../nbs/21a_server.ipynb #fca0253d
 def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
@@ -421,6 +454,9 @@ def _stream(service: ChatService, ticket: Ticket, reply: Reply, events: AsyncIte
                         headers={"Cache-Control": "no-cache"})
 
 # %% ../nbs/21a_server.ipynb #b3d19f58
+TOKEN_EVENT = sse_text(lambda text: {"token": text})
+
+
 def _add_chat_route(app: FastAPI, service: ChatService, auth: list) -> None:
     "`POST /chat/completions`: nanochat's own chat, streamed."
 
@@ -429,9 +465,12 @@ def _add_chat_route(app: FastAPI, service: ChatService, auth: list) -> None:
         "nanochat's streaming chat: `data: {\"token\": ...}` events, then `data: {\"done\": true, ...}`."
         ticket, reply = service.submit(req, req.max_tokens)
 
-        async def events() -> AsyncIterator[str]:
-            async for text in service.pieces(ticket, reply): yield sse({"token": text})
-            yield sse({"done": True, "finish_reason": reply.finish_reason, "usage": reply.usage})
+        async def events() -> AsyncIterator[str]:  # one write per wake-up, the ending with the last tokens
+            async for texts in service.batches(ticket, reply):
+                out = "".join(map(TOKEN_EVENT, texts))
+                if reply.finish_reason:
+                    out += sse({"done": True, "finish_reason": reply.finish_reason, "usage": reply.usage})
+                if out: yield out
         return _stream(service, ticket, reply, events(), "/chat/completions")
 
 # %% ../nbs/21a_server.ipynb #cc5f00d4
@@ -471,13 +510,20 @@ def _add_openai_route(app: FastAPI, service: ChatService, auth: list) -> None:
             return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": config.model_name,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
-        async def events() -> AsyncIterator[str]:
-            yield sse(chunk({"role": "assistant", "content": ""}))
-            async for text in service.pieces(ticket, reply): yield sse(chunk({"content": text}))
-            yield sse(chunk({}, reply.finish_reason))
+        content = sse_text(lambda text: chunk({"content": text}))
+
+        def ending() -> str:
+            out = sse(chunk({}, reply.finish_reason))
             if req.stream_options and req.stream_options.include_usage:
-                yield sse({**chunk({}), "choices": [], "usage": reply.usage})
-            yield sse("[DONE]")
+                out += sse({**chunk({}), "choices": [], "usage": reply.usage})
+            return out + sse("[DONE]")
+
+        async def events() -> AsyncIterator[str]:  # one write per wake-up, the ending with the last tokens
+            yield sse(chunk({"role": "assistant", "content": ""}))
+            async for texts in service.batches(ticket, reply):
+                out = "".join(map(content, texts))
+                if reply.finish_reason: out += ending()
+                if out: yield out
 
         if req.stream: return _stream(service, ticket, reply, events(), "/v1/chat/completions")
         text = await _collect(service, ticket, reply, request)

@@ -179,3 +179,29 @@ def test_fp8_quality_keeps_a_cut_short_run(tmp_path):
     assert run["complete"] is False and run["evals"] == {50: 1.94, 100: 1.66} and run["summary"] == {"steps": 100}
     base = {"evals": {50: 1.93, 100: 1.65, 150: 1.51}}
     assert gaps({"bf16": base, "fp8": run}, "bf16") == {"fp8": 0.01}  # at step 100, not the baseline's 150
+
+
+def test_serve_load_drives_a_running_server(tmp_path):
+    "serve_load --url: one flat record per client count against a server it did not start (a tiny model, on the CPU)."
+    import json
+
+    from serve_load import client_counts, main
+
+    from nanochat.batching import EngineSlots
+    from nanochat.engine import Engine
+    from nanochat.scripts.chat_web import byte_tokenizer, tiny_random_model
+    from nanochat.server import ServerConfig, create_app, serve_in_thread
+    assert client_counts("2, 3") == [2, 3]
+    tok = byte_tokenizer()
+    app = create_app(EngineSlots(Engine(tiny_random_model(tok), tok), slots=4), tok, ServerConfig(model_name="nano-test"))
+    with serve_in_thread(app) as url:
+        result = main(["--url", url, "--clients", "2,3", "--requests", "2", "--max-tokens", "4", "--warmup", "1",
+                       "--out", str(tmp_path / "serve.json")])
+    assert json.loads((tmp_path / "serve.json").read_text()) == result
+    assert result["model"] == "nano-test" and result["url"] == url and result["device"] == "cpu"
+    records = result["records"]
+    assert [(r["mode"], r["clients"], r["requests"], r["errors"], r["slots"]) for r in records] == [("external", 2, 4, 0, 4), ("external", 3, 6, 0, 4)]
+    for r in records:
+        assert all(not isinstance(v, (dict, list)) for v in r.values()), r  # flat
+        assert r["tok_per_s"] > 0 and r["engine_tok_per_s"] > 0 and 1 <= r["mean_rows_per_step"] <= 4
+        assert r["p99_ms"] >= r["p50_ms"] > 0 and r["ttft_p99_ms"] >= r["ttft_p50_ms"] > 0 and 0 < r["engine_busy"] <= 1.1

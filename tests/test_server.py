@@ -236,6 +236,33 @@ def test_sse_formats():
         assert chunks[-1]["choices"][0]["finish_reason"] == "stop" and "usage" not in chunks[-1]  # usage only when asked
 
 
+def test_a_reader_that_falls_behind_gets_every_token_once_in_order():
+    "The server writes a slow reader's backlog at once: the text is whole, in order, nothing twice; the ending exact."
+    reply = "Ünïcode 🙂, then plain words. " * 10
+    tokens = len(TOK.encode(reply))
+    with serve_in_thread(create_app(scripted(slots=2, reply=reply), TOK)) as url, httpx.Client(timeout=30) as client:
+        for route, body in [("/v1/chat/completions", {**USER, "stream": True, "stream_options": {"include_usage": True}}),
+                            ("/chat/completions", USER)]:
+            with client.stream("POST", url + route, json=body) as r:
+                lines = r.iter_lines()
+                first = next(lines)
+                time.sleep(0.3)  # the worker writes the whole reply meanwhile: it piles up for this reader
+                data = [first[6:]] + events("\n".join(lines))
+            if route == "/chat/completions":
+                native = [json.loads(e) for e in data]
+                assert "".join(e.get("token", "") for e in native) == reply
+                assert all("token" in e for e in native[:-1]) and native[-1]["done"] is True
+                assert (native[-1]["finish_reason"], native[-1]["usage"]["completion_tokens"]) == ("stop", tokens)
+                continue
+            assert data[-1] == "[DONE]"
+            chunks = [json.loads(e) for e in data[:-1]]
+            assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+            assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:-2]) == reply
+            assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-2])
+            assert chunks[-2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == tokens
+
+
 # --- the openai client, over a socket
 
 def test_openai_client_stream_and_not(tmp_path):

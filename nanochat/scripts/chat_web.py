@@ -2,9 +2,10 @@
 
 # %% auto #0
 __all__ = ['ChatWebConfig', 'serving_devices', 'byte_tokenizer', 'tiny_random_model', 'warm_up', 'load_chat_model', 'build_app',
-           'main']
+           'set_switch_interval', 'main']
 
 # %% ../../nbs/21b_chat_web.ipynb #c0c59979
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -44,11 +45,13 @@ class ChatWebConfig(SourceRun, RunSettings):
     model_name: str | None = setting(None, "the model's name in the API (default: nanochat-<stage>-<run>)")
     tool: str = setting("calculator", "the tool the model may call: calculator or none")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
+    gil_switch_ms: float = setting(
+        0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
 
     def __post_init__(self):
         for name in ("slots", "max_tokens", "max_body_bytes"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_queue", "workers", "max_len"):
+        for name in ("max_queue", "workers", "max_len", "gil_switch_ms"):
             if getattr(self, name) < 0: raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.tool not in ("calculator", "none"):
@@ -116,12 +119,19 @@ def build_app(cfg: ChatWebConfig):
     return create_app(backends, tokenizer, config)
 
 # %% ../../nbs/21b_chat_web.ipynb #ef6417f9
+def set_switch_interval(cfg: ChatWebConfig) -> float:
+    "A thread waiting for the GIL asks for it after `gil_switch_ms` (0: Python's 5 ms); returns the interval."
+    if cfg.gil_switch_ms: sys.setswitchinterval(cfg.gil_switch_ms / 1000)
+    return sys.getswitchinterval()
+
+
 def main(argv: list[str] | None = None) -> None:
     "Serve until interrupted (Ctrl-C)."
     import uvicorn
     cfg, sources = parse_config(ChatWebConfig, "chat_web", argv)
     table = format_config(cfg, sources)
     print0(table.replace(repr(cfg.api_key), "'***'") if cfg.api_key else table)  # the key is a secret: not in logs
+    set_switch_interval(cfg)  # a worker thread waits at most this for the GIL after a step, not 5 ms
     try: app = build_app(cfg)
     except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"chat_web: error: {e}") from None
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
