@@ -8,23 +8,35 @@
 # $NANOCHAT_BASE_DIR/tokenizer, the chat and eval sets in the data folder ($NANOCHAT_DATA_DIR). The weights start
 # random: the speeds do not depend on what the model knows (a random model's replies run to max_tokens: the worst case).
 # usage, from the repo root: [DEPTH=20] [STEPS=30] [CLIENTS=32,128] [SLOTS=128] [OUT=folder] bash bench/post_train_gpu.sh
+# (a CPU smoke run: DEPTH=2 STEPS=3 ROWS=2 SEQ=64 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 OUT=/tmp/x bash ...)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-30}; CLIENTS=${CLIENTS:-32,128}; SLOTS=${SLOTS:-128}
 OUT=${OUT:-bench/results}; TAG=d$DEPTH; TODAY=$(date +%F); LOGS=$OUT/post_train_$TAG-$TODAY-logs; mkdir -p "$LOGS"
-BATCH=(--device-batch-size 32 --total-batch-size $((32 * 2048)))
+ROWS=${ROWS:-32}; SEQ=${SEQ:-2048}; DEVICE=${DEVICE:-cuda}; MAX_TOKENS=${MAX_TOKENS:-256}; PORT=${PORT:-8765}
+BATCH=(--device-batch-size "$ROWS" --total-batch-size $((ROWS * SEQ)) --device-type "$DEVICE")
 $PY -m nanochat.report reset
 stage() {  # NAME COMMAND...: the command's output in $LOGS/NAME.log, its end and its wall time here
   local name=$1 t=$(date +%s); shift
   "$@" > "$LOGS/$name.log" 2>&1; echo "== $name: exit $?, $(( $(date +%s) - t )) s"; tail -n 6 "$LOGS/$name.log"
 }
 stage base_train $PY -m nanochat.scripts.base_train --depth "$DEPTH" --num-iterations "$STEPS" "${BATCH[@]}" --eval-every -1 \
-  --sample-every -1 --model-tag "$TAG"
+  --sample-every -1 --max-seq-len "$SEQ" --model-tag "$TAG"
 stage mid_train $PY -m nanochat.scripts.mid_train --model-tag "$TAG" --max-steps "$STEPS" "${BATCH[@]}"
-stage chat_sft $PY -m nanochat.scripts.chat_sft --model-tag "$TAG" --max-steps "$STEPS" --layout packed --device-batch-size 32 \
-  --grad-accum 1 --max-len 2048 --log-every 10
-# serving: the SFT checkpoint, SLOTS rows of the training context; the server captures every graph before it opens
-stage serve_load $PY bench/serve_load.py --server-args "--stage sft --model-tag $TAG --device-type cuda --slots $SLOTS --max-len 2048" \
-  --modes batched --clients "$CLIENTS" --requests 4 --max-tokens 256 --max-queue 256 --out "$OUT/serve_load_$TAG-$TODAY.json"
+stage chat_sft $PY -m nanochat.scripts.chat_sft --model-tag "$TAG" --max-steps "$STEPS" --layout packed --device-batch-size "$ROWS" \
+  --grad-accum 1 --max-len "$SEQ" --device-type "$DEVICE" --compile auto --log-every 10
+# serving: the SFT checkpoint, SLOTS rows of the training context; the server captures every graph before it opens,
+# and its log must not say that a compilation fell back to eager
+$PY -m nanochat.scripts.chat_web --stage sft --model-tag "$TAG" --device-type "$DEVICE" --slots "$SLOTS" --max-len "$SEQ" \
+  --max-queue 512 --port "$PORT" --log-level warning > "$LOGS/chat_web.log" 2>&1 &
+SERVER=$!
+t=$(date +%s); until $PY -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; do
+  sleep 2; kill -0 $SERVER 2>/dev/null || break; [ $(( $(date +%s) - t )) -gt 400 ] && break
+done
+echo "== chat_web ready after $(( $(date +%s) - t )) s"; grep -i "captured\|worker\|eager" "$LOGS/chat_web.log"
+stage serve_load $PY bench/serve_load.py --url "http://127.0.0.1:$PORT" --clients "$CLIENTS" --requests 4 \
+  --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_$TAG-$TODAY.json"
+kill $SERVER; wait $SERVER 2>/dev/null
+if grep -qi "eagerly" "$LOGS/chat_web.log"; then echo "== the server fell back to eager (above)"; else echo "== no eager fallback in the server's log"; fi
 $PY bench/pipeline_table.py --name "post_train_$TAG" --depth "$DEPTH" --extra "$OUT/serve_load_$TAG-$TODAY.json" \
   --out "$OUT/post_train_$TAG-$TODAY.json"

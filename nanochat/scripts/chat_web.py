@@ -6,6 +6,7 @@ __all__ = ['ChatWebConfig', 'serving_devices', 'byte_tokenizer', 'tiny_random_mo
 
 # %% ../../nbs/21b_chat_web.ipynb #c0c59979
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -85,12 +86,17 @@ def tiny_random_model(tokenizer: Tokenizer, device: str = "cpu", seed: int = 0, 
 
 # %% ../../nbs/21b_chat_web.ipynb #10d0d20d
 def warm_up(backend, tokenizer, steps: int = 4) -> None:
-    "Run one short request through `backend` and free its row."
+    """Run one short request through `backend` and free its row; then, on a GPU, compile and capture the decode step
+    for every span it can take, with and without the top-k/top-p filter (`DecodeBatch.warm_up`)."""
     prompt = render_for_completion(tokenizer, {"messages": [{"role": "user", "content": "Hello"}]})
     slot = backend.add(prompt, SamplingParams(temperature=1.0, max_tokens=steps))
     for _ in range(steps):
         if slot not in backend.step(): break
     backend.release(slot)
+    batch = getattr(backend, "batch", None)  # the engine's DecodeBatch (a scripted backend has none)
+    if batch is not None:
+        start = time.perf_counter()
+        if captured := batch.warm_up(): print0(f"captured {captured} decode graphs in {time.perf_counter() - start:.0f} s")
 
 
 def load_chat_model(cfg: ChatWebConfig, device: str) -> tuple[GPT, Tokenizer, str]:
