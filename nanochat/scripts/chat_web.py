@@ -96,7 +96,8 @@ def warm_up(backend, tokenizer, steps: int = 4) -> None:
     batch = getattr(backend, "batch", None)  # the engine's DecodeBatch (a scripted backend has none)
     if batch is not None:
         start = time.perf_counter()
-        if captured := batch.warm_up(): print0(f"captured {captured} decode graphs in {time.perf_counter() - start:.0f} s")
+        if captured := batch.warm_up():
+            print0(f"captured {captured} decode graphs in {time.perf_counter() - start:.0f} s")
 
 
 def load_chat_model(cfg: ChatWebConfig, device: str) -> tuple[GPT, Tokenizer, str]:
