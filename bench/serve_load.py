@@ -15,17 +15,19 @@ Reported per mode and client count (one flat record each): requests served, erro
 over the whole run (`tok_per_s`), latency percentiles (first attempt to last token, waits after a 503 included) and
 time to first token, and from the server's /metrics (the change over the run): the mean rows per decode step, the
 engine's own rate (`engine_tok_per_s`: rows stepped per second of decode-step time), the mean decode step and
-`engine_busy` (the share of the run's wall time its workers spent in decode steps and prefills; the rest is host
-time, during which a GPU waits) and `server_cpu` (the cores the server process used: near 1, its Python threads,
-which share one GIL, are the limit). `client_cpu` is the cores the clients used: near `client_procs`, the clients
-are the bottleneck, not the server (spread them over more processes). Then the ratio of throughputs, batched over one
-at a time.
+`engine_busy` (the share of the run's wall time its workers spent in decode steps and admissions, `admit_busy` the
+admissions' part: prefills, during which no row decodes; the rest is host time, during which a GPU waits) and
+`server_cpu` (the cores the server process used: near 1, its Python threads, which share one GIL, are the limit).
+`client_cpu` is the cores the clients used: near `client_procs`, the clients are the bottleneck, not the server
+(spread them over more processes). Then the ratio of throughputs, batched over one at a time.
 
     python bench/serve_load.py                      # 64 clients × 4 requests × 64 tokens, two modes, under a minute on 2 cores
     python bench/serve_load.py --clients 16 --requests 1 --max-tokens 16
     python bench/serve_load.py --clients 32,128 --modes batched --slots 128             # two rows, one server start
     python bench/serve_load.py --server-args "--stage sft --device-type cuda" --slots 128 --clients 32,128 --modes batched
     python bench/serve_load.py --url http://gpu-box:8000 --clients 128 --api-key "$KEY"  # a server already running
+    python bench/stand_in_server.py --step-ms 2 &     # the host path alone (a scripted engine), then:
+    python bench/serve_load.py --url http://127.0.0.1:8100 --clients 128
 
 Options beyond the load itself:
 
@@ -252,10 +254,13 @@ def engine_figures(before: dict, after: dict, wall_s: float, workers: int) -> di
     steps, rows, step_s = d("nanochat_step_rows_count"), d("nanochat_step_rows_sum"), d("nanochat_step_seconds_sum")
     cpu = round(d("process_cpu_seconds_total") / wall_s, 2) if "process_cpu_seconds_total" in after and wall_s > 0 else None
     if not after or steps <= 0:
-        return {"mean_rows_per_step": None, "engine_tok_per_s": None, "step_ms": None, "engine_busy": None, "server_cpu": cpu}
-    busy = (step_s + d("nanochat_admit_seconds_sum")) / max(wall_s * max(workers, 1), 1e-9)
+        return {"mean_rows_per_step": None, "engine_tok_per_s": None, "step_ms": None, "engine_busy": None,
+                "admit_busy": None, "server_cpu": cpu}
+    worker_s = max(wall_s * max(workers, 1), 1e-9)
+    admit_s = d("nanochat_admit_seconds_sum")
     return {"mean_rows_per_step": round(rows / steps, 2), "engine_tok_per_s": round(rows / step_s, 1) if step_s > 0 else None,
-            "step_ms": round(step_s / steps * 1000, 3), "engine_busy": round(busy, 3), "server_cpu": cpu}
+            "step_ms": round(step_s / steps * 1000, 3), "engine_busy": round((step_s + admit_s) / worker_s, 3),
+            "admit_busy": round(admit_s / worker_s, 3) if "nanochat_admit_seconds_sum" in after else None, "server_cpu": cpu}
 
 
 def server_info(url: str, headers: dict) -> dict:
