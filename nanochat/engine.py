@@ -278,8 +278,10 @@ def _admit(self: DecodeBatch, slot: int, row: _Row) -> None:
 @patch
 def _prefill(self: DecodeBatch, slots: list[int], prompts: list[list[int]]) -> None:
     """Run `prompts` through the model at positions 0.. of rows `slots`, storing their keys and values; shorter ones are
-    padded at the end (see above: the padding never reaches a real position)."""
+    padded at the end (see above: the padding never reaches a real position). On a GPU the length is rounded up to
+    the bucket: each new shape costs the prefill attention a compilation or a kernel choice, a few hundred ms."""
     index, T = torch.tensor(slots, device=self.model.device), max(map(len, prompts))
+    if self.model.device.type == "cuda": T = min(self.max_len, -(-T // PREFILL_BUCKET) * PREFILL_BUCKET)
     ids = torch.tensor([p + [0] * (T - len(p)) for p in prompts], device=self.model.device)
     self.model.net(ids, kv_cache=_PrefillCache(self, index), last=True)
 
