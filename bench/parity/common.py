@@ -48,6 +48,11 @@ def within(difference: float, tolerance: float) -> bool:
     return difference is not None and not math.isnan(difference) and difference <= tolerance
 
 
+def compact(ids: list[int]) -> str:
+    "Token ids as one line of space-separated numbers: how fixtures store rows of ids."
+    return " ".join(map(str, ids))
+
+
 def disagreements(a: list, b: list) -> list[int]:
     "Indices where two equally long lists of verdicts (or ids) differ; a length mismatch is an error."
     if len(a) != len(b): raise ValueError(f"cannot compare {len(a)} results with {len(b)}")

@@ -15,7 +15,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from common import read_json, row, write_json
+from common import compact, read_json, row, write_json
 
 WIKI = Path("pretrain") / "wikipedia_en"
 TOKENIZER = {"source": str(WIKI / "shard_00000.parquet"), "max_chars": 500_000, "doc_cap": 10_000, "vocab_size": 2048}
@@ -172,10 +172,6 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
         rows.append(row(C, f"our exact resume after {r['from']} batches vs upstream's uninterrupted run: batches differing of {len(expect)}",
                         bad, bad == 0))
     return rows
-
-
-def compact(ids: list[int]) -> str:
-    return " ".join(map(str, ids))
 
 
 def fixture(up: dict, opts: dict) -> dict:

@@ -15,7 +15,7 @@ with `shuffle=False`), several batches each, past the end of the first epoch.
 import random
 from pathlib import Path
 
-from common import read_json, row, write_json
+from common import compact, read_json, row, write_json
 
 SEED, COUNT, BOS = 18, 60, 0
 # name: batch size, row length (max_seq_len), buffer size, world size, batches (of each rank)
@@ -95,10 +95,6 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
                         f"({supervised} supervised targets)", f"{len(bad)}, first at batch {bad[0]}" if bad else 0,
                         not bad and len(ours[key]) == len(up[key])))
     return rows
-
-
-def compact(ids: list[int]) -> str:
-    return " ".join(map(str, ids))
 
 
 def fixture(up: dict, opts: dict) -> dict:

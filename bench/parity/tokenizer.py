@@ -19,7 +19,7 @@
 import hashlib
 from pathlib import Path
 
-from common import read_json, row, write_json
+from common import compact, read_json, row, write_json
 
 WIKI = Path("pretrain") / "wikipedia_en"
 SETUPS = {  # name: (wikipedia shard, characters, vocabulary size in all, with extras?); None: TINY_TEXT
@@ -261,11 +261,6 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
                     f"lengths ours {len(ours['render']['long/default']['ids'])}, upstream {len(long)}",
                     ours["render"]["long/default"] == up["render"]["long/default"] and len(long) == 2048))
     return rows
-
-
-def compact(ids: list[int]) -> str:
-    "A list of ids as one string of space-separated numbers (a mask: a string of 0s and 1s), to keep fixtures small."
-    return " ".join(map(str, ids))
 
 
 def fixture(up: dict, opts: dict) -> dict:
