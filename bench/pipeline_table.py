@@ -13,10 +13,14 @@ one JSON line (bench/results/NAME-DATE.json or --out).
 import argparse
 import json
 import os
+import sys
 from datetime import date
 from pathlib import Path
 
 from record import git_commit, save_result
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nanochat.report import STAGES  # noqa: E402  (the report's sections, in pipeline order)
 
 KIND = {"tok_train": "tokenizer_train", "base_train": "train", "mid_train": "mid", "chat_sft": "sft", "chat_rl": "rl",
         "base_eval": "base_eval", "tok_eval": "tok_eval"}
@@ -35,9 +39,7 @@ def stage_clock(path: Path) -> dict[str, float]:
 
 def stage_records(base: Path, depth: int | None) -> list[dict]:
     "A flat record per report section of the run in `base`."
-    records = []
-    order = ["tok_train", "tok_eval", "base_train", "base_eval", "mid_train", "chat_eval_mid", "chat_sft", "chat_eval_sft",
-             "chat_rl", "chat_eval_rl"]  # the pipeline's order
+    records, order = [], list(STAGES)
     for path in sorted((base / "report").glob("*.json"), key=lambda p: order.index(p.stem) if p.stem in order else 99):
         try: section = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError): continue

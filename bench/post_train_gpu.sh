@@ -13,7 +13,7 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} OMP_NUM_THREADS=1
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-30}; CLIENTS=${CLIENTS:-32,128}; SLOTS=${SLOTS:-128}
 OUT=${OUT:-bench/results}; TAG=d$DEPTH; TODAY=$(date +%F); LOGS=$OUT/post_train_$TAG-$TODAY-logs; mkdir -p "$LOGS"
-ROWS=${ROWS:-32}; SEQ=${SEQ:-2048}; DEVICE=${DEVICE:-cuda}; MAX_TOKENS=${MAX_TOKENS:-256}; PORT=${PORT:-8765}
+ROWS=${ROWS:-32}; SEQ=${SEQ:-2048}; DEVICE=${DEVICE:-cuda}; MAX_TOKENS=${MAX_TOKENS:-256}
 BATCH=(--device-batch-size "$ROWS" --total-batch-size $((ROWS * SEQ)) --device-type "$DEVICE")
 $PY -m nanochat.report reset
 stage() {  # NAME COMMAND...: the command's output in $LOGS/NAME.log, its end and its wall time here
@@ -27,16 +27,11 @@ stage chat_sft $PY -m nanochat.scripts.chat_sft --model-tag "$TAG" --max-steps "
   --grad-accum 1 --max-len "$SEQ" --device-type "$DEVICE" --compile auto --log-every 10
 # serving: the SFT checkpoint, SLOTS rows of the training context; the server captures every graph before it opens,
 # and its log must not say that a compilation fell back to eager
-$PY -m nanochat.scripts.chat_web --stage sft --model-tag "$TAG" --device-type "$DEVICE" --slots "$SLOTS" --max-len "$SEQ" \
-  --max-queue 512 --port "$PORT" --log-level warning > "$LOGS/chat_web.log" 2>&1 &
-SERVER=$!
-t=$(date +%s); until $PY -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT/health', timeout=2)" 2>/dev/null; do
-  sleep 2; kill -0 $SERVER 2>/dev/null || break; [ $(( $(date +%s) - t )) -gt 400 ] && break
-done
-echo "== chat_web ready after $(( $(date +%s) - t )) s"; grep -i "captured\|worker\|eager" "$LOGS/chat_web.log"
-stage serve_load $PY bench/serve_load.py --url "http://127.0.0.1:$PORT" --clients "$CLIENTS" --requests 4 \
+stage serve_load $PY bench/serve_load.py --server-args "--stage sft --model-tag $TAG --device-type $DEVICE --max-len $SEQ" \
+  --slots "$SLOTS" --max-queue 512 --modes batched --server-log-dir "$LOGS" --clients "$CLIENTS" --requests 4 \
   --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_$TAG-$TODAY.json"
-kill $SERVER; wait $SERVER 2>/dev/null
-if grep -qi "eagerly" "$LOGS/chat_web.log"; then echo "== the server fell back to eager (above)"; else echo "== no eager fallback in the server's log"; fi
+grep -i "captured\|worker" "$LOGS/chat_web_slots$SLOTS.log"
+if grep -qi "eagerly" "$LOGS/chat_web_slots$SLOTS.log"; then echo "== the server fell back to eager (above)"
+else echo "== no eager fallback in the server's log"; fi
 $PY bench/pipeline_table.py --name "post_train_$TAG" --depth "$DEPTH" --extra "$OUT/serve_load_$TAG-$TODAY.json" \
   --out "$OUT/post_train_$TAG-$TODAY.json"

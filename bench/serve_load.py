@@ -101,7 +101,10 @@ class Server:
     "`chat_web` (by default `--tiny-random` on the CPU) in a subprocess on a free port of 127.0.0.1."
     def __init__(self, slots: int, args):
         self.port, self.url, self.start_timeout = free_port(), None, args.start_timeout
-        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix=f"serve_load_slots{slots}_")
+        if args.server_log_dir:  # kept for the caller (e.g. to check what the server said while it started)
+            Path(args.server_log_dir).mkdir(parents=True, exist_ok=True)
+            self.log = open(Path(args.server_log_dir) / f"chat_web_slots{slots}.log", "w+")
+        else: self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix=f"serve_load_slots{slots}_")
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         if args.threads: env["OMP_NUM_THREADS"] = str(args.threads)
         env.pop("NANOCHAT_API_KEY", None)
@@ -327,6 +330,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads of the server (OMP_NUM_THREADS; default 1 for the tiny model, else unset)")
     p.add_argument("--device-type", default=None, help="the servers' device (default cpu for the tiny model; with --server-args, chat_web's own choice)")
     p.add_argument("--server-args", default=None, help="start chat_web with these arguments instead of --tiny-random (e.g. '--stage sft --device-type cuda')")
+    p.add_argument("--server-log-dir", type=Path, default=None, help="keep each started server's output there (chat_web_slotsN.log) instead of a temporary file")
     p.add_argument("--url", default=None, help="drive this running server instead of starting one (mode 'external')")
     p.add_argument("--api-key", default=os.environ.get("NANOCHAT_API_KEY"), help="sent as 'Authorization: Bearer' (default $NANOCHAT_API_KEY)")
     p.add_argument("--client-procs", type=int, default=1, help="processes the clients are spread over (more when client_cpu nears 1)")
