@@ -105,7 +105,8 @@ class Server:
             Path(args.server_log_dir).mkdir(parents=True, exist_ok=True)
             self.log = open(Path(args.server_log_dir) / f"chat_web_slots{slots}.log", "w+")
         else: self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", prefix=f"serve_load_slots{slots}_")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        # the repo first, then whatever the caller's path holds (e.g. packages installed beside the checkout)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         if args.threads: env["OMP_NUM_THREADS"] = str(args.threads)
         env.pop("NANOCHAT_API_KEY", None)
         if args.server_args is None: model = ["--tiny-random", "--device-type", args.device_type or "cpu", "--max-tokens", "512"]
@@ -121,8 +122,9 @@ class Server:
             try:
                 if httpx.get(url + "/health", timeout=1).status_code == 200: self.url = url; return self
             except httpx.HTTPError: time.sleep(0.2)
+        tail = self.log_tail()
         self.__exit__()
-        raise RuntimeError(f"the server did not start ({shlex.join(self.command)}):\n{self.log_tail()}")
+        raise RuntimeError(f"the server did not start ({shlex.join(self.command)}):\n{tail}")
 
     def log_tail(self) -> str:
         self.log.seek(0)
