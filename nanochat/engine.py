@@ -312,14 +312,14 @@ def release(self: DecodeBatch, slot: int) -> None:
 # %% ../nbs/19b_engine.ipynb #ea2666b2
 @patch
 def span(self: DecodeBatch) -> int:
-    """How much of the cache this step attends over: every busy row's length, rounded up to a bucket (max_len/8,
+    """How much of the cache this step attends over: every busy row's length, rounded up to a bucket (max_len/32,
     at least 64). Each span is its own static shape (and graph); short rows don't pay to read the whole cache."""
     longest = max((r.pos + 1 for r in self.rows if r is not None), default=1)
     return min(self.max_len, -(-longest // self.span_bucket) * self.span_bucket)
 
 
 @patch(as_prop=True)
-def span_bucket(self: DecodeBatch) -> int: return max(64, -(-self.max_len // 8 // 64) * 64)
+def span_bucket(self: DecodeBatch) -> int: return max(64, -(-self.max_len // 32 // 64) * 64)
 
 
 @patch
