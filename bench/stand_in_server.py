@@ -25,7 +25,8 @@ def backend_for(args, tok):
     if args.depth == 0:
         reply = tok.encode("The quick brown fox jumps over the lazy dog, then naps in the warm sun all day long. " * 4)
         return ScriptedSlots(lambda prompt: reply, slots=args.slots, max_len=4096,
-                             stop_token=tok.encode_special("<|assistant_end|>"), step_s=args.step_ms / 1000)
+                             stop_token=tok.encode_special("<|assistant_end|>"), step_s=args.step_ms / 1000,
+                             prefill_s=args.prefill_ms / 1000)
     from nanochat.engine import Engine
     from nanochat.gpt import GPT, GPTConfig
     dim = 64 * args.depth
@@ -41,6 +42,10 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=8100)
     p.add_argument("--depth", type=int, default=0, help="0: the scripted engine; else a random GPT of this depth")
     p.add_argument("--step-ms", type=float, default=2.0, help="the scripted engine's decode step, however many rows")
+    p.add_argument("--prefill-ms", type=float, default=0.0,
+                   help="the scripted engine's admission (one prefill), however many prompts")
+    p.add_argument("--admit-wait-ms", type=float, default=0.0,
+                   help="as chat_web's: newcomers wait to be prefilled together")
     p.add_argument("--device", default="cuda", help="the random GPT's device")
     p.add_argument("--window", default="SSSL", help="the random GPT's window pattern")
     p.add_argument("--slots", type=int, default=128)
@@ -52,8 +57,8 @@ def main(argv=None):
     backend = backend_for(args, tok)
     name = "scripted" if args.depth == 0 else f"random-d{args.depth}"
     print(f"{name}: {backend.slots} rows, ready in {time.time() - start:.0f} s", flush=True)
-    uvicorn.run(create_app(backend, tok, ServerConfig(model_name=name, max_queue=args.max_queue)), host="127.0.0.1",
-                port=args.port, log_level="warning")
+    config = ServerConfig(model_name=name, max_queue=args.max_queue, admit_wait_s=args.admit_wait_ms / 1000)
+    uvicorn.run(create_app(backend, tok, config), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -62,10 +62,12 @@ class EngineSlots:
 # %% ../nbs/21_batching.ipynb #082badb4
 class ScriptedSlots:
     """A stand-in engine for tests and demos: a row's reply is `script(prompt)` then `stop_token`; every step sleeps
-    `step_s` seconds, however many rows are busy. Records the size of every step in `step_sizes`."""
+    `step_s` seconds, however many rows are busy, and every admission (`add_many`: one prefill) `prefill_s`. Records
+    the size of every step in `step_sizes`."""
     def __init__(self, script: Callable[[list[int]], list[int]], slots: int = 4, max_len: int = 256,
-                 stop_token: int = 0, step_s: float = 0.0, device: str = "scripted"):
+                 stop_token: int = 0, step_s: float = 0.0, device: str = "scripted", prefill_s: float = 0.0):
         self.script, self.slots, self.max_len, self.step_s, self.device = script, slots, max_len, step_s, device
+        self.prefill_s = prefill_s
         self.stop_tokens = {stop_token}
         self.rows: list[dict | None] = [None] * slots
         self.step_sizes: list[int] = []
@@ -88,6 +90,7 @@ def add(self: ScriptedSlots, prompt: list[int], params: SamplingParams) -> int:
 def add_many(self: ScriptedSlots, prompts: list[list[int]], params: list[SamplingParams]) -> list[int]:
     if len(prompts) > self.free or any(len(p) >= self.max_len for p in prompts):
         raise ValueError("these prompts do not fit")
+    if self.prefill_s: time.sleep(self.prefill_s)  # a GPU's prefill: a fixed cost per call more than per prompt
     return [self.add(p, q) for p, q in zip(prompts, params)]
 
 # %% ../nbs/21_batching.ipynb #d2c8e2e6
@@ -198,10 +201,11 @@ def close(self: Scheduler) -> None:
 # %% ../nbs/21_batching.ipynb #e8c79a08
 class BatchWorker:
     """A thread that owns one `SlotBackend`: admit waiting tickets into free rows, step all rows together, deliver
-    tokens."""
+    tokens. `admit_wait`: while rows are decoding, newcomers wait up to this many seconds for others to join them
+    (or for the queue to fill the free rows), so that a burst is prefilled in one call rather than one per round."""
     def __init__(self, backend: SlotBackend, scheduler: Scheduler, name: str = "worker0",
-                 on_step: Callable | None = None, on_admit: Callable | None = None):
-        self.backend, self.scheduler, self.name = backend, scheduler, name
+                 on_step: Callable | None = None, on_admit: Callable | None = None, admit_wait: float = 0.0):
+        self.backend, self.scheduler, self.name, self.admit_wait = backend, scheduler, name, admit_wait
         self.on_step, self.on_admit = on_step, on_admit  # (worker, rows, decode s), (worker, admitted, prefill s)
         self.active: dict[int, Ticket] = {}
         self._thread: threading.Thread | None = None
@@ -216,6 +220,7 @@ class BatchWorker:
         # rows busy and no free row or nobody waiting, the usual round under load: no lock to take (a ticket queued
         # meanwhile is seen at the next round)
         if self.active and not (free and self.scheduler.waiting): return []
+        if self.active and self.admit_wait and self._still_gathering(free): return []
         tickets = self.scheduler.take(free, 0.0 if self.active else wait)
         if not tickets: return []
         start = time.perf_counter()
@@ -236,6 +241,13 @@ class BatchWorker:
             self.active[slot] = ticket
         if self.on_admit: self.on_admit(self, len(admitted), now - start)
         return admitted
+
+    def _still_gathering(self, free: int) -> bool:
+        "Fewer wait than there are free rows, and the oldest has waited less than `admit_wait`: admit later."
+        waiting = self.scheduler.waiting
+        try: oldest = waiting[0].submitted  # read without the lock: a stale answer only shifts an admission by a round
+        except IndexError: return True
+        return len(waiting) < free and time.perf_counter() - oldest < self.admit_wait
 
 # %% ../nbs/21_batching.ipynb #5f9f41bb
 @patch

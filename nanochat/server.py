@@ -226,6 +226,7 @@ class ServerConfig:
     top_k: int | None = 50
     max_tokens: int = 512
     max_tokens_cap: int = MAX_NEW_TOKENS  # a request asking for more is cut to this (finish_reason "length")
+    admit_wait_s: float = 0.0  # while rows decode, newcomers wait up to this long to be prefilled together
 
 
 # the package's copy, from a notebook too
@@ -280,8 +281,8 @@ class ChatService:
         if not backends: raise ValueError("the server needs at least one backend (one engine per device)")
         self.backends, self.tokenizer, self.config, self.metrics = backends, tokenizer, config, metrics
         self.scheduler = Scheduler(config.max_queue)
-        self.workers = [BatchWorker(b, self.scheduler, f"worker{i}", metrics.on_step, metrics.on_admit)
-                        for i, b in enumerate(backends)]
+        self.workers = [BatchWorker(b, self.scheduler, f"worker{i}", metrics.on_step, metrics.on_admit,
+                                    config.admit_wait_s) for i, b in enumerate(backends)]
         self.context = min(b.max_len for b in backends)
         self.stop_tokens = set.union(*(set(b.stop_tokens) for b in backends))
         metrics.queue_depth.set_function(lambda: len(self.scheduler))

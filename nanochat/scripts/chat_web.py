@@ -48,11 +48,13 @@ class ChatWebConfig(SourceRun, RunSettings):
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
     gil_switch_ms: float = setting(
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
+    admit_wait_ms: float = setting(
+        0.0, "while rows decode, how long newcomers may wait for others to be prefilled with them (0: admit at once)")
 
     def __post_init__(self):
         for name in ("slots", "max_tokens", "max_body_bytes"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_queue", "workers", "max_len", "gil_switch_ms"):
+        for name in ("max_queue", "workers", "max_len", "gil_switch_ms", "admit_wait_ms"):
             if getattr(self, name) < 0: raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.tool not in ("calculator", "none"):
@@ -122,7 +124,7 @@ def build_app(cfg: ChatWebConfig):
         print0(f"worker {len(backends) - 1}: {name} on {device}, {backend.slots} rows of {backend.max_len} tokens")
     config = ServerConfig(model_name=cfg.model_name or name, api_key=cfg.api_key, cors_origins=list(cfg.cors),
                           max_queue=cfg.max_queue, max_body_bytes=cfg.max_body_bytes, temperature=cfg.temperature,
-                          top_k=cfg.top_k, max_tokens=cfg.max_tokens)
+                          top_k=cfg.top_k, max_tokens=cfg.max_tokens, admit_wait_s=cfg.admit_wait_ms / 1000)
     return create_app(backends, tokenizer, config)
 
 # %% ../../nbs/21b_chat_web.ipynb #ef6417f9
