@@ -100,6 +100,9 @@ class DecodeModel:
         self.net = inference_copy(model.config, self.device, self.dtype)
         self.net.attention_backend = default_prefill_attention(model, self.dtype)
         self.step_forward = _compiled(self.net) if self.compiled else self.net  # the one-token step's forward
+        # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
+        # symbolic batch and length, so that the bucketed shapes share one graph
+        self.prefill_forward = _compiled(self.net, dynamic=True) if self.compiled else self.net
         self.sample = _compiled_sampler() if self.compiled else sample_next
         self._version: int | None = None
         self.refresh()
@@ -287,7 +290,7 @@ def _prefill(self: DecodeBatch, slots: list[int], prompts: list[list[int]]) -> N
     index, T = torch.tensor(slots, device=self.model.device), max(map(len, prompts))
     if self.model.device.type == "cuda": T = min(self.max_len, -(-T // PREFILL_BUCKET) * PREFILL_BUCKET)
     ids = torch.tensor([p + [0] * (T - len(p)) for p in prompts], device=self.model.device)
-    self.model.net(ids, kv_cache=_PrefillCache(self, index), last=True)
+    self.model.prefill_forward(ids, kv_cache=_PrefillCache(self, index), last=True)
 
 # %% ../nbs/19b_engine.ipynb #11b2f684
 @patch
@@ -372,11 +375,14 @@ def _capture(self: DecodeBatch, filtered: bool, span: int) -> "torch.cuda.CUDAGr
 @patch
 @torch.no_grad()
 def warm_up(self: DecodeBatch, filtered: tuple[bool, ...] = (False, True)) -> int:
-    """Compile and capture the step for every span (and each `filtered` choice) now, on an empty batch, so that no
-    request later waits for it (a server does this before it opens). Returns how many graphs it captured: 0 without
-    CUDA graphs, where there is nothing to prepare."""
-    if not self.cuda_graph: return 0
+    """Compile and capture the step for every span (and each `filtered` choice), and compile the prefill, now, on an
+    empty batch, so that no request later waits for it (a server does this before it opens). Returns how many graphs
+    it captured: 0 without CUDA graphs, where there is nothing to prepare."""
     if self.busy: raise RuntimeError("warm_up needs an empty batch: its steps run over every row")
+    if self.model.compiled:  # the admissions' forward too: one prompt, then two (a size of 1 is compiled on its own)
+        for n in sorted({1, min(2, self.slots)}):
+            for slot in self.add_many([[0, 0]] * n): self.release(slot)
+    if not self.cuda_graph: return 0
     todo = [(f, s) for f in filtered for s in self.spans() if (f, s) not in self._graphs]
     with torch.autocast(self.model.device.type, enabled=False):
         for f, s in todo: self._capture(f, s)

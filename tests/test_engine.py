@@ -138,10 +138,33 @@ def test_server_starts_without_eager_fallback():
     assert not [m for m in log.messages if "eagerly" in m], log.messages
 
 
+def test_compiled_prefill_matches_eager():
+    "The admissions' forward compiled (as on a GPU; here on the CPU) writes the keys and values the eager one writes."
+    from nanochat.engine import _compiled
+    model = small_model()
+    eager, compiled = DecodeBatch(model, 4, 96), DecodeBatch(model, 4, 96)
+    compiled.model.prefill_forward = _compiled(compiled.model.net, dynamic=True)
+    with _Warnings() as log:
+        for batch in (eager, compiled):
+            batch.add_many(PROMPTS[:2])  # two lengths in two buckets, then another batch size and length
+            batch.add_many(PROMPTS[2:])
+    assert not [m for m in log.messages if "eagerly" in m], log.messages
+    for k_eager, k_compiled in zip(eager.k, compiled.k): torch.testing.assert_close(k_compiled, k_eager, atol=1e-5, rtol=1e-4)
+    assert decode_rest(eager) == decode_rest(compiled)
+
+
+def decode_rest(batch: DecodeBatch) -> list[list[int]]:
+    out = {s: [] for s in batch.busy}
+    while batch.busy:
+        for s, e in batch.step().items(): out[s].append(e.token)
+    return list(out.values())
+
+
 if __name__ == "__main__":
     test_greedy_equals_recompute()
     test_weights_follow_training()
     test_span_buckets()
+    test_compiled_prefill_matches_eager()
     if torch.cuda.is_available():
         test_cuda_graph_matches_eager()
         test_compiled_sampler_at_every_slot_count()
