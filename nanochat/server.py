@@ -227,6 +227,7 @@ class ServerConfig:
     max_tokens: int = 512
     max_tokens_cap: int = MAX_NEW_TOKENS  # a request asking for more is cut to this (finish_reason "length")
     admit_wait_s: float = 0.0  # while rows decode, newcomers wait up to this long to be prefilled together
+    watchdog_s: float = 1.0  # how often a dead worker is looked for (and restarted)
 
 
 # the package's copy, from a notebook too
@@ -291,10 +292,26 @@ class ChatService:
     def start(self):
         self.scheduler.closed = False  # an app may be started again after a stop (each TestClient block does)
         for w in self.workers: w.start()
+        self._watching = threading.Event()
+        threading.Thread(target=self._watch, args=(self._watching,), name="nanochat-watchdog", daemon=True).start()
 
     def stop(self):
+        self._watching.set()
         self.scheduler.close()
         for w in self.workers: w.stop()
+
+    def _watch(self, stopped: threading.Event) -> None:
+        "Restart a worker whose thread ended while the server runs (its requests were already told why)."
+        while not stopped.wait(self.config.watchdog_s):
+            for w in self.workers:
+                if w._running and not w._thread.is_alive():
+                    logging.getLogger("nanochat").warning("restarting %s: %s", w.name, w.health())
+                    w.restarts += 1
+                    w.start()
+
+    def problems(self) -> list[str]:
+        "Why some worker cannot serve now (empty when all can): what `/health` and `/ready` report."
+        return [reason for w in self.workers if (reason := w.health())]
 
 # %% ../nbs/21a_server.ipynb #e862f2fd
 @patch
@@ -416,19 +433,29 @@ def _auth(config: ServerConfig) -> list:
 
 # %% ../nbs/21a_server.ipynb #1d445885
 def _add_info_routes(app: FastAPI, service: ChatService, auth: list) -> None:
-    "`GET /` (the page), `/health`, `/metrics` and `/v1/models`."
+    "`GET /` (the page), `/health`, `/ready`, `/metrics` and `/v1/models`."
     config = service.config
 
     @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse: return HTMLResponse(ui_html())
 
     @app.get("/health")
-    async def health() -> dict:
-        "Liveness and load: rows per worker, the queue, whether an API key is needed."
-        return {"status": "ok", "model": config.model_name, "auth": config.api_key is not None,
-                "context": service.context, "queue_depth": len(service.scheduler), "max_queue": config.max_queue,
+    async def health() -> JSONResponse:
+        """Liveness and load: rows per worker, the queue, whether an API key is needed; 503 with the reasons while a
+        worker is not running or keeps failing."""
+        problems = service.problems()
+        body = {"status": "unhealthy" if problems else "ok", "problems": problems, "model": config.model_name,
+                "auth": config.api_key is not None, "context": service.context,
+                "queue_depth": len(service.scheduler), "max_queue": config.max_queue,
                 "workers": [{"name": w.name, "device": w.backend.device, "slots": w.backend.slots,
-                             "active": len(w.active)} for w in service.workers]}
+                             "active": len(w.active), "restarts": w.restarts} for w in service.workers]}
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        "Readiness: 200 when every worker serves and requests are taken, else 503 and why (for a load balancer)."
+        problems = service.problems() + (["the server is shutting down"] if service.scheduler.closed else [])
+        return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
 
     @app.get("/metrics", dependencies=auth)
     async def prometheus() -> Response: return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
