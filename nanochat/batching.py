@@ -326,7 +326,7 @@ def health(self: BatchWorker) -> str | None:
     if self.failures >= FAILING_ROUNDS: return f"{self.name} failed its last {self.failures} rounds: {self.last_error}"
     return None
 
-
+# %% ../nbs/21_batching.ipynb #e2f8e757
 @patch
 def start(self: BatchWorker) -> BatchWorker:
     self._running = True
