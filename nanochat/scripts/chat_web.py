@@ -19,7 +19,7 @@ from ..engine import Engine
 from ..sampling import SamplingParams
 from ..gpt import GPT, GPTConfig
 from ..batching import EngineSlots
-from ..server import ServerConfig, create_app
+from ..server import ServerConfig, create_app, load_api_keys
 from ..tokenizer import Tokenizer, load_tokenizer, render_for_completion
 
 # %% ../../nbs/21b_chat_web.ipynb #9f1e0249
@@ -50,11 +50,14 @@ class ChatWebConfig(SourceRun, RunSettings):
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
     admit_wait_ms: float = setting(
         0.0, "while rows decode, how long newcomers may wait for others to be prefilled with them (0: admit at once)")
+    api_keys_file: str | None = setting(None, "a file of named keys, one 'name key' per line (with api_key or alone)")
+    rate_limit: float = setting(0.0, "requests a second per key (or per address without keys); 0: no limit")
+    rate_burst: int = setting(10, "requests a caller may send at once before rate_limit applies")
 
     def __post_init__(self):
-        for name in ("slots", "max_tokens", "max_body_bytes"):
+        for name in ("slots", "max_tokens", "max_body_bytes", "rate_burst"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_queue", "workers", "max_len", "gil_switch_ms", "admit_wait_ms"):
+        for name in ("max_queue", "workers", "max_len", "gil_switch_ms", "admit_wait_ms", "rate_limit"):
             if getattr(self, name) < 0: raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.tool not in ("calculator", "none"):
@@ -115,6 +118,8 @@ def load_chat_model(cfg: ChatWebConfig, device: str) -> tuple[GPT, Tokenizer, st
 def build_app(cfg: ChatWebConfig):
     "The server for `cfg`: a model and a warmed-up worker per device, the limits and defaults; returns the FastAPI app."
     backends, tokenizer, name = [], None, None
+    try: api_keys = load_api_keys(cfg.api_keys_file) if cfg.api_keys_file else {}  # before any model is loaded
+    except (OSError, ValueError) as e: raise ConfigError(f"api_keys_file: {e}") from None
     for device in serving_devices(cfg.device_type, cfg.workers):
         model, tokenizer, name = load_chat_model(cfg, device)
         engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool)
@@ -124,7 +129,8 @@ def build_app(cfg: ChatWebConfig):
         print0(f"worker {len(backends) - 1}: {name} on {device}, {backend.slots} rows of {backend.max_len} tokens")
     config = ServerConfig(model_name=cfg.model_name or name, api_key=cfg.api_key, cors_origins=list(cfg.cors),
                           max_queue=cfg.max_queue, max_body_bytes=cfg.max_body_bytes, temperature=cfg.temperature,
-                          top_k=cfg.top_k, max_tokens=cfg.max_tokens, admit_wait_s=cfg.admit_wait_ms / 1000)
+                          top_k=cfg.top_k, max_tokens=cfg.max_tokens, admit_wait_s=cfg.admit_wait_ms / 1000,
+                          api_keys=api_keys, rate_limit=cfg.rate_limit or None, rate_burst=cfg.rate_burst)
     return create_app(backends, tokenizer, config)
 
 # %% ../../nbs/21b_chat_web.ipynb #ef6417f9
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     set_switch_interval(cfg)  # a worker thread waits at most this for the GIL after a step, not 5 ms
     try: app = build_app(cfg)
     except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"chat_web: error: {e}") from None
-    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not (cfg.api_key or cfg.api_keys_file):
         print0(f"warning: listening on {cfg.host} with no API key: anyone who can reach this port can use the model")
     print0(f"chat page: http://{cfg.host}:{cfg.port}/   OpenAI base URL: http://{cfg.host}:{cfg.port}/v1", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, timeout_graceful_shutdown=5)
