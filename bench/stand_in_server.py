@@ -21,12 +21,24 @@ from nanochat.scripts.chat_web import byte_tokenizer, warm_up
 from nanochat.server import ServerConfig, create_app
 
 
+class FailingSlots(ScriptedSlots):
+    "The scripted engine with a step that raises every `fail_every` steps (a fault to serve through)."
+    def __init__(self, *args, fail_every: int, **kw):
+        super().__init__(*args, **kw)
+        self.fail_every, self.steps = fail_every, 0
+
+    def step(self):
+        self.steps += 1
+        if self.steps % self.fail_every == 0: raise RuntimeError(f"injected failure at step {self.steps}")
+        return super().step()
+
+
 def backend_for(args, tok):
     if args.depth == 0:
         reply = tok.encode("The quick brown fox jumps over the lazy dog, then naps in the warm sun all day long. " * 4)
-        return ScriptedSlots(lambda prompt: reply, slots=args.slots, max_len=4096,
-                             stop_token=tok.encode_special("<|assistant_end|>"), step_s=args.step_ms / 1000,
-                             prefill_s=args.prefill_ms / 1000)
+        kind, extra = (FailingSlots, {"fail_every": args.fail_every}) if args.fail_every else (ScriptedSlots, {})
+        return kind(lambda prompt: reply, slots=args.slots, max_len=4096, stop_token=tok.encode_special("<|assistant_end|>"),
+                    step_s=args.step_ms / 1000, prefill_s=args.prefill_ms / 1000, **extra)
     from nanochat.engine import Engine
     from nanochat.gpt import GPT, GPTConfig
     dim = 64 * args.depth
@@ -44,6 +56,7 @@ def main(argv=None):
     p.add_argument("--step-ms", type=float, default=2.0, help="the scripted engine's decode step, however many rows")
     p.add_argument("--prefill-ms", type=float, default=0.0,
                    help="the scripted engine's admission (one prefill), however many prompts")
+    p.add_argument("--fail-every", type=int, default=0, help="the scripted engine's step raises every N steps (0: never)")
     p.add_argument("--admit-wait-ms", type=float, default=0.0,
                    help="as chat_web's: newcomers wait to be prefilled together")
     p.add_argument("--device", default="cuda", help="the random GPT's device")
