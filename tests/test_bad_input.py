@@ -61,6 +61,13 @@ def test_damaged_validation_shard_is_an_error(shards, run_env, tmp_path):
                   "Delete it and fetch it again")
 
 
+def test_damaged_shard_stops_pretraining_with_its_name(shards, run_env):
+    save_tokenizer(Tokenizer.train(iter(["some text to learn a few merges from"] * 50), vocab_size=300))
+    cut_short(shards / "shard_00001.parquet")
+    out = run("base_train", ["--profile", "tiny", "--data", str(shards), "--device-type", "cpu"], run_env)
+    clean_refusal(out, f"shard {shards / 'shard_00001.parquet'} is unreadable", "delete it and fetch it again")
+
+
 def test_chat_without_any_checkpoint_says_how_to_train_one(run_env):
     clean_refusal(run("chat_cli", ["-p", "hi"], run_env), "no SFT checkpoint yet", "checkpoints/sft has no runs",
                   "python -m nanochat.scripts.chat_sft")
