@@ -29,8 +29,9 @@ def row_groups(shards: list[Path], skip_corrupt: bool = False) -> list[tuple[Pat
         except FileNotFoundError: raise DataError(f"shard {shard} is missing") from None
         except Exception as e:
             if not skip_corrupt:
-                raise DataError(f"shard {shard} is unreadable ({e}); "
-                                "remove or re-download it, or pass skip_corrupt=True") from None
+                raise DataError(f"shard {shard} is unreadable ({e}): delete it and fetch it again "
+                                "(`python -m nanochat.dataset` downloads only the shards that are missing), "
+                                "or pass skip_corrupt=True to go on without it") from None
             warnings.warn(f"skipping unreadable shard {shard}: {e}", stacklevel=2)
             continue
         units += [(shard, g) for g in range(n)]

@@ -157,6 +157,10 @@ def load_tokenizer(folder: Path | str | None = None) -> Tokenizer:
     folder = Path(folder) if folder else default_tokenizer_dir()
     if not (folder / "tokenizer.tiktoken").exists():
         raise FileNotFoundError(f"no tokenizer in {folder}: train one with `python -m nanochat.scripts.tok_train`")
+    if not (folder / "pattern.txt").exists():  # save_tokenizer writes it second: a save cut short, or a partial copy
+        raise FileNotFoundError(f"{folder / 'pattern.txt'} is missing, so the tokenizer in {folder} is incomplete: "
+                                "copy the whole folder again, or train it anew "
+                                "with `python -m nanochat.scripts.tok_train`")
     return Tokenizer(load_tiktoken_bpe(str(folder / "tokenizer.tiktoken")), (folder / "pattern.txt").read_text())
 
 # %% ../nbs/05_tokenizer.ipynb #41fb2754

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['B_REF', 'BATCH_EXPONENT', 'scaling_params', 'reference_horizon', 'auto_batch_size', 'TrainingPlan', 'plan_training',
            'derive_total_batch_size', 'lr_multiplier', 'muon_momentum', 'weight_decay_at', 'Callback', 'MetricsLog',
-           'sample_text', 'TokenTensorLoader', 'Trainer']
+           'sample_text', 'TokenTensorLoader', 'Trainer', 'Schedule']
 
 # %% ../nbs/12_trainer.ipynb #cea86924
 import json
@@ -161,11 +161,16 @@ def weight_decay_at(step: int, plan: TrainingPlan) -> float:
 
 # %% ../nbs/12_trainer.ipynb #54d4991d
 class Callback:
-    "Subclass and override what you need; every method gets the trainer and, where there is one, a metrics dict."
+    """Subclass and override what you need; every method gets the trainer and, where there is one, a metrics dict, a
+    checkpoint path or the error. One that raises is logged and disabled for the rest of the run, unless `critical`."""
+    critical: bool = False  # True: an error in this callback stops the run instead of disabling the callback
+
     def on_train_start(self, trainer: "Trainer") -> None: pass
+    def on_step_start(self, trainer: "Trainer") -> None: pass
     def on_step_end(self, trainer: "Trainer", metrics: dict) -> None: pass
     def on_eval(self, trainer: "Trainer", metrics: dict) -> None: pass
     def on_checkpoint(self, trainer: "Trainer", path: Path) -> None: pass
+    def on_exception(self, trainer: "Trainer", error: BaseException) -> None: pass
     def on_train_end(self, trainer: "Trainer") -> None: pass
 
 
@@ -250,7 +255,21 @@ class Trainer:
         self.step, self.smooth_loss, self.train_seconds = 0, 0.0, 0.0
         self.pending: tuple[torch.Tensor, torch.Tensor] | None = None  # the next step's first batch, fetched early
         self.stop, self.interrupted, self.history = False, None, []
+        self.failed_callbacks: list[Callback] = []  # disabled after raising; see `notify`
         self.log = get_logger()
+
+# %% ../nbs/12_trainer.ipynb #9210a652
+@patch
+def notify(self: Trainer, event: str, *args) -> None:
+    "Call the method named `event` (`on_step_end`, ...) on each callback still enabled, with the trainer and `args`."
+    for cb in self.callbacks:
+        if any(cb is failed for failed in self.failed_callbacks): continue
+        try: getattr(cb, event)(self, *args)
+        except Exception:
+            if getattr(cb, "critical", False): raise
+            self.failed_callbacks.append(cb)
+            self.log.exception(f"callback {type(cb).__name__}.{event} failed at step {self.step}; it is disabled for "
+                               "the rest of the run (set `critical = True` on it to stop the run instead)")
 
 # %% ../nbs/12_trainer.ipynb #373a4eba
 @patch
@@ -310,7 +329,7 @@ def evaluate(self: Trainer) -> dict:
             metrics["val_bpb"] = evaluate_bpb(self.model, self.val_batches(), self.token_bytes)
         self.model.train()
         print0(f"step {self.step:>6} | val bpb {metrics['val_bpb']:.4f}", flush=True)
-    for cb in self.callbacks: cb.on_eval(self, metrics)
+    self.notify("on_eval", metrics)
     return metrics
 
 
@@ -339,7 +358,7 @@ def save(self: Trainer) -> Path | None:
     path = save_checkpoint(self.checkpoint_dir, self.step, self.model.state_dict(), self.optimizer.state_dict(),
                            loader_state, meta, rank=self.rank, world_size=self.world_size, keep_last=self.keep_last)
     print0(f"step {self.step:>6} | saved checkpoint {path}", flush=True)
-    for cb in self.callbacks: cb.on_checkpoint(self, path)
+    self.notify("on_checkpoint", path)
     return path
 
 
@@ -382,7 +401,7 @@ def _stop_requested(self: Trainer) -> bool:
 @patch
 def _loop(self: Trainer) -> None:
     plan = self.plan
-    for cb in self.callbacks: cb.on_train_start(self)
+    self.notify("on_train_start")
     bar = None
     if self.progress and self.rank == 0:
         from tqdm.auto import tqdm
@@ -391,6 +410,7 @@ def _loop(self: Trainer) -> None:
     while self.step < plan.num_iterations:
         if self.eval_every > 0 and self.step % self.eval_every == 0 and self.step > 0: self.evaluate()
         if self.sample_every > 0 and self.step % self.sample_every == 0 and self.step > 0: self.sample()
+        self.notify("on_step_start")
         if self.device_type == "cuda": torch.cuda.synchronize()
         start = time.perf_counter()
         loss = self.train_step()
@@ -412,7 +432,7 @@ def _loop(self: Trainer) -> None:
             raise FloatingPointError(f"the loss became {loss} at step {self.step}: "
                                      "lower the learning rates or check the data")
         self.history.append(metrics)
-        for cb in self.callbacks: cb.on_step_end(self, metrics)
+        self.notify("on_step_end", metrics)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{metrics['tok_per_s']:,.0f}")
@@ -440,7 +460,43 @@ def fit(self: Trainer) -> list[dict]:
     if self.handle_signals:
         for sig in (signal.SIGINT, signal.SIGTERM): previous[sig] = signal.signal(sig, self._on_signal)
     try: self._loop()
+    except BaseException as error:  # KeyboardInterrupt too, when the trainer does not handle signals itself
+        self.notify("on_exception", error)
+        raise
     finally:
         for sig, handler in previous.items(): signal.signal(sig, handler)
-    for cb in self.callbacks: cb.on_train_end(self)
+    self.notify("on_train_end")
     return self.history
+
+# %% ../nbs/12_trainer.ipynb #a345b4ba
+class Schedule(Callback):
+    """Set `target`'s attributes (or entries, for a dict) at each step's start: `ramps` maps a name to
+    `(s0, a, s1, b)` or `(s0, a, s1, b, "cosine")`; `at_step` maps a name to `(step, value)`, set from that step on."""
+    critical = True  # it changes the training itself: a run that quietly stopped following it would train another model
+
+    def __init__(self, ramps: dict | None = None, target=None, *, at_step: dict | None = None):
+        if target is None: raise ValueError("Schedule needs a target: the object (or dict) whose values it sets")
+        for name, ramp in (ramps or {}).items():
+            shape = ramp[4] if len(ramp) == 5 else "linear"
+            if len(ramp) not in (4, 5) or ramp[2] < ramp[0] or shape not in ("linear", "cosine"):
+                raise ValueError(f"Schedule {name!r}: {ramp!r}; expected (start_step, start_value, end_step, "
+                                 "end_value[, 'linear' or 'cosine']) with end_step >= start_step")
+        self.ramps, self.switches, self.target = dict(ramps or {}), dict(at_step or {}), target
+
+    def value_at(self, name: str, step: int) -> float:
+        "The value of ramp `name` at `step`."
+        s0, a, s1, b, *shape = self.ramps[name]
+        if step <= s0: return a
+        if step >= s1: return b
+        frac = (step - s0) / (s1 - s0)
+        if shape == ["cosine"]: frac = 0.5 * (1 - math.cos(math.pi * frac))
+        return a + (b - a) * frac
+
+    def _set(self, name: str, value) -> None:
+        if isinstance(self.target, dict): self.target[name] = value
+        else: setattr(self.target, name, value)
+
+    def on_step_start(self, trainer):
+        for name in self.ramps: self._set(name, self.value_at(name, trainer.step))
+        for name, (step, value) in self.switches.items():
+            if trainer.step >= step: self._set(name, value)

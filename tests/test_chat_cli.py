@@ -52,7 +52,7 @@ def test_help_and_refusals(run_env):
     assert help_.returncode == 0 and "--temperature" in help_.stdout and "--prompt" in help_.stdout
     cases = [(["--temperature", "-1"], "temperature and top_k must not be negative"), (["--tool", "shell"], "tool must be calculator"),
              (["--top-p", "0"], "top_p must be in (0, 1]"), (["--bogus", "1"], "unknown flag"),
-             (["-p", "hi"], "--model-tag is needed")]  # no checkpoint in the private base dir
+             (["-p", "hi"], "no SFT checkpoint yet")]  # no checkpoint in the private base dir
     for args, message in cases:
         out = run(args, run_env)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-1500:])

@@ -56,7 +56,7 @@ def test_refusals_are_clear(run_env, trained):
     cases = [(["-m", "nanochat.scripts.chat_eval", "--task", "Jeopardy"], run_env, "unknown task"),
              (["-m", "nanochat.scripts.chat_eval", "--num-samples", "4"], run_env, "needs a temperature"),
              (["-m", "nanochat.scripts.chat_eval", "--max-generative", "0"], run_env, "max_generative must be"),
-             (["-m", "nanochat.scripts.chat_eval", "--stage", "sft"], trained, "--model-tag is needed"),
+             (["-m", "nanochat.scripts.chat_eval", "--stage", "sft"], trained, "no SFT checkpoint yet"),
              (["-m", "nanochat.scripts.base_eval", "--model-tag", "nope"], trained, "no checkpoints in"),
              (["-m", "nanochat.scripts.base_eval", "--max-per-task", "0"], run_env, "max_per_task must be")]
     for args, env, message in cases:

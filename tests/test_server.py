@@ -339,7 +339,7 @@ def _up(url):
 def test_chat_web_cli_refuses_clearly(capsys):
     from nanochat.scripts.chat_web import main
     for args, words in [(["--slots", "0"], "slots must be at least 1"), (["--port", "70000"], "port must be in"),
-                        (["--stage", "sft"], "--model-tag is needed"), (["--tool", "shell"], "tool must be"),
+                        (["--stage", "sft"], "no SFT checkpoint yet"), (["--tool", "shell"], "tool must be"),
                         (["--slotz", "3"], "unknown flag --slotz")]:
         try: main(["--device-type", "cpu", *args]); raise AssertionError(f"{args} was accepted")
         except SystemExit as e: message = f"{e.code} {capsys.readouterr().err}"

@@ -16,7 +16,7 @@ from ..checkpoint import checkpoint_dir, list_checkpoints
 from ..common import compute_dtype, device_name, get_peak_flops, print0, seed_everything
 from ..config import ConfigError, RunSettings, format_config, register_config, run_stage, save_config, setting
 from ..report import finish_stage, steady_throughput
-from ..dataloader import PretrainLoader, validation_batches
+from ..dataloader import DataError, PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards
 from ..gpt import GPT, GPTConfig, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
@@ -231,7 +231,8 @@ def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, uni
 # %% ../../nbs/12a_base_train.ipynb #69b21fd2
 def main(argv: list[str] | None = None) -> dict:
     "Pretrain; returns a summary (steps, final validation bpb, time, tokens/s, checkpoint folder)."
-    return run_stage("base_train", BaseTrainConfig, _train, argv)
+    # a damaged or missing shard ends the run with one line naming it, as a bad setting does
+    return run_stage("base_train", BaseTrainConfig, _train, argv, errors=(ConfigError, DataError))
 
 
 def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError, format_config, parse_config, register_config, save_config, setting
-from ..dataset import iter_documents, list_shards, training_documents, training_files
+from ..dataset import ShardError, iter_documents, list_shards, training_documents, training_files
 from ..report import log_stage
 from ..tokenizer import Tokenizer, default_tokenizer_dir, save_tokenizer
 
@@ -36,7 +36,12 @@ def main(argv: list[str] | None = None) -> Path:
     cfg, sources = parse_config(TokTrainConfig, "tok_train", argv)
     print(format_config(cfg, sources))
     try: files = training_files(cfg.data)
-    except ConfigError as e: raise SystemExit(f"tok_train: error: {e}") from None  # a clear message, not a traceback
+    except (ConfigError, ShardError) as e:  # a clear message, not a traceback
+        raise SystemExit(f"tok_train: error: {e}") from None
+    try:  # held-out text for the report; read first, so a damaged validation shard stops the run before training
+        if files[0].suffix == ".parquet": sample = next(iter_documents(list_shards(files[0].parent, split="val")))
+        else: sample = next(iter_documents(files))
+    except ShardError as e: raise SystemExit(f"tok_train: error: the validation shard: {e}") from None
     print(f"training on up to {cfg.max_chars:,} characters from {len(files)} file(s) in {files[0].parent}")
     n_chars = 0
     def documents():
@@ -45,14 +50,11 @@ def main(argv: list[str] | None = None) -> Path:
             n_chars += len(doc)
             yield doc
     start = time.time()
-    tokenizer = Tokenizer.train(documents(), cfg.vocab_size, use_rust=cfg.use_rust)
+    try: tokenizer = Tokenizer.train(documents(), cfg.vocab_size, use_rust=cfg.use_rust)
+    except ShardError as e: raise SystemExit(f"tok_train: error: {e}") from None  # damage past the footer check
     seconds = time.time() - start
     out = save_tokenizer(tokenizer, cfg.out_dir or default_tokenizer_dir())
     save_config(cfg, "tok_train", out, sources)
-    if files[0].suffix == ".parquet":
-        sample = next(iter_documents(list_shards(files[0].parent, split="val")))
-    else:
-        sample = next(iter_documents(files))
     sample = sample[:5000]
     ratio = len(sample.encode()) / max(1, len(tokenizer.encode(sample)))
     print(f"trained a {tokenizer.vocab_size}-token tokenizer on {n_chars:,} characters in {seconds:.1f} s "
