@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['collate_conversations', 'rank_order', 'SFTLoader', 'best_fit', 'PackedSFTLoader', 'rows_needed', 'sft_mixture',
-           'source_run', 'ChatSFTConfig', 'sft_loader', 'main']
+           'default_conversations', 'mix_own_data', 'source_run', 'ChatSFTConfig', 'training_mixture', 'sft_loader',
+           'main']
 
 # %% ../../nbs/18_chat_sft.ipynb #f5335b6e
 import itertools
@@ -20,6 +21,7 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
                              save_config, setting)
 from ..report import finish_stage, steady_throughput
 from ..optim import setup_optimizer
+from ..tasks.common import ConversationFileError, JSONLConversations, Task, TaskMixture, TaskSample
 from ..tokenizer import load_tokenizer, render_conversation
 from ..trainer import MetricsLog, Trainer, plan_training
 
@@ -203,17 +205,29 @@ def batches_per_epoch(self: PackedSFTLoader, sample: int = 2000) -> int:
     return max(1, round(rows * len(order) / len(lengths) / self.B))
 
 # %% ../../nbs/18_chat_sft.ipynb #e36ff8d9
-def sft_mixture(spelling: int = 600, seed: int = 42):
-    "The conversations SFT trains on, shuffled together."
+def sft_mixture(spelling: int = 600, seed: int = 42, identity: str | None = None):
+    "The conversations SFT trains on, shuffled together; `identity`: a JSONL file of your own in place of FastChat's."
     from nanochat.tasks.arc import ARC
-    from nanochat.tasks.common import TaskMixture
     from nanochat.tasks.gpteacher import GPTeacher
     from nanochat.tasks.gsm8k import GSM8K
     from nanochat.tasks.identity import identity_conversations
     from nanochat.tasks.spelling import SimpleSpelling, SpellingBee
     return TaskMixture([ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), GSM8K("train"),
-                        SimpleSpelling(size=spelling), SpellingBee(size=spelling), identity_conversations(),
-                        GPTeacher()], seed=seed)
+                        SimpleSpelling(size=spelling), SpellingBee(size=spelling),
+                        identity_conversations(path=identity), GPTeacher()], seed=seed)
+
+# %% ../../nbs/18_chat_sft.ipynb #a36c4c60
+def default_conversations(own: int, ratio: float) -> int:
+    "How many conversations of the default mixture go with `own` of yours so that yours are the share `ratio`."
+    if not 0 < ratio <= 1: raise ValueError(f"the ratio is a share in (0, 1], got {ratio}")
+    return round(own * (1 - ratio) / ratio)
+
+
+def mix_own_data(own: Task, default: Task | None, ratio: float, seed: int = 42) -> TaskMixture:
+    """Every conversation of `own` once, shuffled with `default_conversations` of `default` (a seeded sample, or
+    repeated passes when it holds too few): `own` is the share `ratio` of the whole. Ratio 1 needs no `default`."""
+    extra = default_conversations(len(own), ratio)
+    return TaskMixture([own] + ([TaskSample(default, extra, seed)] if extra else []), seed=seed)
 
 # %% ../../nbs/18_chat_sft.ipynb #3f081b79
 def source_run(stage: str, tag: str | None) -> Path:
@@ -247,6 +261,11 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
     compile: Literal["auto", "on", "off"] = setting(
         "auto", "torch.compile the model (auto: on CUDA when batches have few shapes: packed, or padded with pad_to)")
     spelling: int = setting(600, "synthetic spelling conversations of each kind in the mixture")
+    data: str | None = setting(None, "a JSONL file of your own conversations to train on (one a line, OpenAI messages)")
+    data_ratio: float = setting(
+        1.0, "with --data: your conversations' share of an epoch, the rest from the default mixture (1: yours only)")
+    identity: str | None = setting(
+        None, "a JSONL file of identity conversations in place of the default mixture's (FastChat's)")
     log_every: int = setting(10, "print a progress line every N steps")
 
     def __post_init__(self):
@@ -258,6 +277,12 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
             raise ConfigError(f"pad_to must be at least 1, got {self.pad_to}")
         if self.layout == "packed" and self.pad_to is not None:
             raise ConfigError("pad_to is for the padded layout: packed rows are always max_len tokens")
+        if not 0 < self.data_ratio <= 1: raise ConfigError(f"data_ratio must be in (0, 1], got {self.data_ratio}")
+        if self.data is None and self.data_ratio != 1:
+            raise ConfigError("data_ratio is the share of your conversations in the mixture: give them with --data")
+        if self.data is not None and self.data_ratio == 1 and self.identity is not None:
+            raise ConfigError("identity replaces the default mixture's identity conversations, which data_ratio 1 "
+                              "leaves out: put yours in the --data file, or lower --data-ratio")
         if self.compile == "on" and self.layout == "padded" and self.pad_to is None:
             raise ConfigError("compile on with the padded layout needs pad_to: otherwise every new batch length "
                               "compiles again (or use --layout packed)")
@@ -266,6 +291,18 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
         "Whether to compile: `on`, or `auto` on CUDA when batches come in few shapes (packed, or padded with pad_to)."
         few_shapes = self.layout == "packed" or self.pad_to is not None
         return self.compile == "on" or (self.compile == "auto" and device_type == "cuda" and few_shapes)
+
+# %% ../../nbs/18_chat_sft.ipynb #686e9363
+def training_mixture(cfg: ChatSFTConfig) -> Task:
+    "The conversations of this run: the default mixture, or those of `cfg.data` mixed with it at `cfg.data_ratio`."
+    if cfg.data is None: return sft_mixture(cfg.spelling, identity=cfg.identity)
+    own = JSONLConversations(cfg.data)  # every line checked: a bad file stops here
+    used = default_conversations(len(own), cfg.data_ratio) > 0  # build the default mixture only when some is used
+    default = sft_mixture(cfg.spelling, identity=cfg.identity) if used else None
+    mixture = mix_own_data(own, default, cfg.data_ratio)
+    print0(f"{len(own):,} conversations of {cfg.data} ({len(own) / len(mixture):.0%} of the mixture) and "
+           f"{len(mixture) - len(own):,} of the default mixture")
+    return mixture
 
 # %% ../../nbs/18_chat_sft.ipynb #c895cf92
 def sft_loader(cfg: ChatSFTConfig, task, tokenizer, max_len: int, info):
@@ -277,7 +314,8 @@ def sft_loader(cfg: ChatSFTConfig, task, tokenizer, max_len: int, info):
 # %% ../../nbs/18_chat_sft.ipynb #813cb961
 def main(argv: list[str] | None = None) -> dict:
     "Fine-tune; returns a summary (steps, losses, checkpoint folder)."
-    errors = (ConfigError, CheckpointError, FileNotFoundError)  # the ones a user can fix: one line, no traceback
+    # the ones a user can fix: one line, no traceback
+    errors = (ConfigError, CheckpointError, FileNotFoundError, ConversationFileError)
     return run_stage("chat_sft", ChatSFTConfig, _train, argv, errors)
 
 
@@ -285,10 +323,12 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     print0(format_config(cfg, sources))
     run = source_run(cfg.source_stage, cfg.model_tag)
     print0(f"starting from {run}")
+    mixture = training_mixture(cfg)  # before the model: a bad file of yours stops the run at once
     model, meta = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     max_len = min(cfg.max_len, model.cos.size(0) - 1)
-    loader = sft_loader(cfg, sft_mixture(cfg.spelling), tokenizer, max_len, info)
+    try: loader = sft_loader(cfg, mixture, tokenizer, max_len, info)
+    except ValueError as e: raise ConfigError(f"{e}: lower device_batch_size or give more conversations") from None
     steps = int(cfg.num_epochs * loader.batches_per_epoch() // cfg.grad_accum)
     if cfg.max_steps > 0: steps = min(steps, cfg.max_steps)
     if steps < 1:

@@ -18,6 +18,7 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
 from ..report import finish_stage, steady_throughput
 from ..dataloader import BestFitPacker
 from ..optim import setup_optimizer
+from ..tasks.common import ConversationFileError
 from ..gpt import generate
 from ..tokenizer import SPECIAL_TOKENS, load_tokenizer, render_conversation, render_for_completion
 from ..trainer import MetricsLog, Trainer, TrainingPlan, plan_training
@@ -90,8 +91,8 @@ def chat_data():
     except DataUnavailable: return GPTeacher()
 
 
-def mid_mixture(spelling: int = 2000, seed: int = 42):
-    "The conversations midtraining packs, shuffled together."
+def mid_mixture(spelling: int = 2000, seed: int = 42, identity: str | None = None):
+    "The conversations midtraining packs, shuffled together; `identity`: a JSONL file of yours in place of FastChat's."
     from nanochat.tasks.arc import ARC
     from nanochat.tasks.common import TaskMixture
     from nanochat.tasks.gsm8k import GSM8K
@@ -99,7 +100,7 @@ def mid_mixture(spelling: int = 2000, seed: int = 42):
     from nanochat.tasks.mmlu import MMLU
     from nanochat.tasks.spelling import SimpleSpelling, SpellingBee
     return TaskMixture([chat_data(), ARC("ARC-Easy", "train"), ARC("ARC-Challenge", "train"), MMLU("dev"),
-                        GSM8K("train"), identity_conversations(), SimpleSpelling(size=spelling),
+                        GSM8K("train"), identity_conversations(path=identity), SimpleSpelling(size=spelling),
                         SpellingBee(size=spelling)], seed=seed)
 
 # %% ../../nbs/17_mid_train.ipynb #0187fd91
@@ -172,6 +173,8 @@ class MidTrainConfig(OptimizerSettings, RunSettings):
     warmdown_ratio: float = setting(
         0.2, "fraction of the run at the end that decays the learning rate linearly to 0")
     spelling: int = setting(2000, "synthetic spelling conversations of each kind in the mixture")
+    identity: str | None = setting(
+        None, "a JSONL file of identity conversations in place of the mixture's (FastChat's; see chapter 14f)")
     seed: int = setting(0, "seed of the conversation order")
     log_every: int = setting(10, "print a progress line every N steps")
     save_every: int = setting(-1, "checkpoint every N steps (-1: only at the end)")
@@ -213,13 +216,15 @@ def mid_plan(cfg: MidTrainConfig, model, size: int, seq_len: int, world_size: in
 # %% ../../nbs/17_mid_train.ipynb #f0ce21e2
 def main(argv: list[str] | None = None) -> dict:
     "Midtrain; returns a summary (steps, losses, checkpoint folder)."
-    errors = (ConfigError, CheckpointError, FileNotFoundError)  # the ones a user can fix: one line, no traceback
+    # the ones a user can fix: one line, no traceback
+    errors = (ConfigError, CheckpointError, FileNotFoundError, ConversationFileError)
     return run_stage("mid_train", MidTrainConfig, _train, argv, errors)
 
 
 def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     print0(format_config(cfg, sources))
     run = find_run("base", cfg.model_tag)
+    mixture = mid_mixture(cfg.spelling, identity=cfg.identity)  # before the model: a bad identity file stops at once
     model, meta = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     if tokenizer.vocab_size > model.config.vocab_size:
@@ -228,7 +233,6 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     seq_len = model.config.sequence_len if cfg.max_seq_len < 0 else cfg.max_seq_len
     if seq_len > model.cos.size(0):
         raise ConfigError(f"max_seq_len {seq_len} is past the model's rotary tables ({model.cos.size(0)} positions)")
-    mixture = mid_mixture(cfg.spelling)
     loader = ConversationPackLoader(mixture, tokenizer, cfg.device_batch_size, seq_len, info.rank, info.world_size,
                                     info.device, seed=cfg.seed, supervise=cfg.supervise)
     size = mixture_tokens(mixture, tokenizer, seq_len + 1)

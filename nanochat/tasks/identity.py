@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from ..common import shared_data_dir
-from .common import DataUnavailable, Task
+from .common import DataUnavailable, JSONLConversations, Task
 
 FASTCHAT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -58,11 +58,17 @@ class ConversationsFile(Task):
         return {"messages": messages}
 
 
-def identity_conversations(substitutions: dict[str, str] | None = None, **slicing) -> ConversationsFile:
-    "FastChat's identity conversations from the local data (chat/fastchat_identity_conversations.json)."
+def identity_conversations(substitutions: dict[str, str] | None = None, path: Path | str | None = None,
+                           **slicing) -> Task:
+    """Who the model is: the conversations of your own JSONL file `path`, checked line by line
+    (`JSONLConversations`), or by default FastChat's from the local data (chat/fastchat_identity_conversations.json)
+    with `substitutions`."""
+    if path is not None:
+        if substitutions: raise ValueError("substitutions rename FastChat's names; a file of your own names itself")
+        return JSONLConversations(path, **slicing)
     root = shared_data_dir()
     path = root / "chat" / "fastchat_identity_conversations.json" if root is not None else None
     if path is None or not path.exists():
         raise DataUnavailable(f"no identity conversations at {path}: `python -m nanochat.data fetch --what identity`, "
-                              "or write your own as jsonl and use ConversationsFile(path)")
+                              "or write your own as jsonl and pass it as `path` (--identity FILE to the scripts)")
     return ConversationsFile(path, substitutions, **slicing)
