@@ -129,6 +129,7 @@ class Ticket:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
+    taken: float | None = None  # when a worker took it from the queue: its prefill starts
     admitted: float | None = None
     worker: str | None = None
 
@@ -226,6 +227,7 @@ class BatchWorker:
         tickets = self.scheduler.take(free, 0.0 if self.active else wait)
         if not tickets: return []
         start = time.perf_counter()
+        for ticket in tickets: ticket.taken = start
         try:  # one prefill per prompt length
             slots = self.backend.add_many([t.prompt for t in tickets], [t.params for t in tickets])
         except Exception:  # one bad request must not fail the others: admit them one by one

@@ -4,8 +4,9 @@
 __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_TOP_K', 'MIN_TOP_P',
            'ROLES', 'LATENCY_BUCKETS', 'UI_PATH', 'CALLER', 'TOKEN_EVENT', 'TextPart', 'ChatMessage', 'SamplingFields',
            'ChatRequest', 'StreamOptions', 'OpenAIChatRequest', 'RequestError', 'chat_prompt', 'ServerMetrics',
-           'error_body', 'error_response', 'BodyTooLarge', 'Guard', 'ServerConfig', 'ui_html', 'sse', 'sse_text',
-           'TicketStream', 'Reply', 'ChatService', 'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
+           'error_body', 'error_response', 'BodyTooLarge', 'enable_access_log', 'log_access', 'Guard', 'ServerConfig',
+           'ui_html', 'sse', 'sse_text', 'TicketStream', 'request_tracer', 'trace_request', 'Reply', 'ChatService',
+           'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
 
 # %% ../nbs/21a_server.ipynb #423ab167
 # The chat server: a web page and an HTTP API (nanochat's own and OpenAI's) in front of nanochat.batching. A request
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -186,16 +188,44 @@ def error_response(status: int, message: str, kind: str = "invalid_request_error
 class BodyTooLarge(StarletteHTTPException):
     def __init__(self, limit: int): super().__init__(413, f"the request body is larger than {limit:,} bytes")
 
+# %% ../nbs/21a_server.ipynb #1aada8b2
+def enable_access_log(stream=None) -> logging.Logger:
+    "Make the `nanochat.access` logger write bare JSON lines to `stream` (default stdout); safe to call again."
+    logger = logging.getLogger("nanochat.access")
+    if not any(getattr(h, "_nanochat_access", False) for h in logger.handlers):
+        handler = logging.StreamHandler(stream or sys.stdout)
+        handler._nanochat_access = True
+        handler.setFormatter(logging.Formatter("%(message)s"))  # the line is the JSON, for a log shipper to parse
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # not again through nanochat's own prefixed handler
+    return logger
+
+
+def log_access(scope: dict, status: int | None, seconds: float) -> None:
+    "One JSON line per answered request on the `nanochat.access` logger: who, what, how it ended, how long it took."
+    logging.getLogger("nanochat.access").info(json.dumps({
+        "time": round(time.time(), 3), "client": (scope.get("client") or ("?",))[0], "method": scope["method"],
+        "path": scope["path"], "status": status, "ms": round(1000 * seconds, 1),
+        "caller": scope.get("state", {}).get("caller")}))
+
 
 class Guard:
-    "ASGI middleware: refuse bodies over `max_body_bytes` (413) and count answered requests by route and status."
-    def __init__(self, app, max_body_bytes: int, metrics: ServerMetrics, routes: set[str]):
+    """ASGI middleware: refuse bodies over `max_body_bytes` (413), count answered requests by route and status, and
+    with `access_log` write a JSON line for each (its time includes the whole streamed reply)."""
+    def __init__(self, app, max_body_bytes: int, metrics: ServerMetrics, routes: set[str], access_log: bool = False):
         self.app, self.max_body_bytes, self.metrics, self.routes = app, max_body_bytes, metrics, routes
+        self.access_log = access_log
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http": return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), {}
+        try: await self._guarded(scope, receive, send, status)
+        finally:
+            if self.access_log: log_access(scope, status.get("code"), time.perf_counter() - start)
+
+    async def _guarded(self, scope, receive, send, status: dict):
         route = scope["path"] if scope["path"] in self.routes else "other"  # a bounded set of label values
-        status = {}
 
         async def counted_send(message):
             if message["type"] == "http.response.start":
@@ -237,6 +267,7 @@ class ServerConfig:
     api_keys: dict[str, str] = field(default_factory=dict)  # {key: name}, e.g. from `load_api_keys`; with `api_key`
     rate_limit: float | None = None  # requests a second per caller (a key's name, or an address); None: no limit
     rate_burst: int = 10  # requests a caller may send at once before the rate applies
+    access_log: bool = False  # a JSON line per request on the `nanochat.access` logger
 
     def known_keys(self) -> dict[str, str]:
         "{key: name} of every key that opens the server: `api_keys`, and `api_key` as 'default'."
@@ -276,6 +307,37 @@ class TicketStream(StreamingResponse):
         try: await super().__call__(scope, receive, send)
         finally: self.scheduler.cancel(self.ticket)
 
+# %% ../nbs/21a_server.ipynb #bd89cf4c
+def request_tracer():
+    "OpenTelemetry's tracer for the server's spans, or None when the package is not installed."
+    try: from opentelemetry import trace
+    except ImportError: return None
+    return trace.get_tracer("nanochat.server")
+
+
+def _epoch_ns(t: float | None, now_perf: float, now_ns: int) -> int | None:
+    "A `time.perf_counter()` reading as nanoseconds since the epoch (what span times are)."
+    return None if t is None else now_ns - int((now_perf - t) * 1e9)
+
+
+def trace_request(tracer, ticket: Ticket, reply: "Reply") -> None:
+    "The spans of one finished (or failed, or cancelled) reply: the request, and its queue, prefill, decode, stream."
+    if tracer is None: return
+    now_perf, now_ns = time.perf_counter(), time.time_ns()
+    at = lambda t: _epoch_ns(t, now_perf, now_ns)
+    root = tracer.start_span("chat request", start_time=at(ticket.submitted), attributes={
+        "nanochat.prompt_tokens": reply.prompt_tokens, "nanochat.completion_tokens": reply.completion_tokens,
+        "nanochat.finish_reason": reply.finish_reason or "none", "nanochat.worker": ticket.worker or "none",
+        "nanochat.caller": reply.caller or "none"})
+    from opentelemetry import trace
+    parent = trace.set_span_in_context(root)
+    phases = [("queue", ticket.submitted, ticket.taken), ("prefill", ticket.taken, ticket.admitted),
+              ("decode", ticket.admitted, reply.first_token), ("stream", reply.first_token, now_perf)]
+    for name, start, end in phases:
+        if start is not None and end is not None:
+            tracer.start_span(name, context=parent, start_time=at(start)).end(end_time=at(end))
+    root.end(end_time=now_ns)
+
 # %% ../nbs/21a_server.ipynb #ea23f88e
 # who sent the request being handled (a key's name, or an address): set by the key check, read where the reply is made
 CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("nanochat_caller", default=None)
@@ -288,6 +350,7 @@ class Reply:
     completion_tokens: int = 0
     finish_reason: str | None = None
     caller: str | None = None  # the key's name (or address) the request came with, for the per-key counts
+    first_token: float | None = None  # when its first token reached the reply (perf_counter)
 
     @property
     def usage(self) -> dict:
@@ -301,6 +364,7 @@ class ChatService:
         if not backends: raise ValueError("the server needs at least one backend (one engine per device)")
         self.backends, self.tokenizer, self.config, self.metrics = backends, tokenizer, config, metrics
         self.scheduler = Scheduler(config.max_queue)
+        self.tracer = request_tracer()  # None without OpenTelemetry: no spans, no cost
         self.workers = [BatchWorker(b, self.scheduler, f"worker{i}", metrics.on_step, metrics.on_admit,
                                     config.admit_wait_s) for i, b in enumerate(backends)]
         self.context = min(b.max_len for b in backends)
@@ -361,19 +425,26 @@ def submit(self: ChatService, req: SamplingFields, max_tokens: int | None = None
     self.metrics.prompt_tokens.inc(len(prompt))
     return ticket, Reply(len(prompt), caller=CALLER.get())
 
-
+# %% ../nbs/21a_server.ipynb #8a96f12c
 @patch
 async def batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[list[str]]:
     """The reply's text as it is generated: at each wake-up, the pieces of every token delivered by then (a reader
     that fell behind catches up at once). The last list (maybe empty) comes with `reply.finish_reason` set."""
-    stream, events, first = TextStream(self.tokenizer), ticket.events, True
+    try:
+        async for texts in self._batches(ticket, reply): yield texts
+    finally: trace_request(self.tracer, ticket, reply)  # ended, failed or cancelled: its spans, when tracing is on
+
+
+@patch
+async def _batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[list[str]]:
+    stream, events = TextStream(self.tokenizer), ticket.events
     while True:
         received = [await events.get()]
         received += [events.get_nowait() for _ in range(events.qsize())]
-        if first and not isinstance(received[0], Exception):
-            self.metrics.first_token.observe(time.perf_counter() - ticket.submitted)
+        if reply.first_token is None and not isinstance(received[0], Exception):
+            reply.first_token = time.perf_counter()
+            self.metrics.first_token.observe(reply.first_token - ticket.submitted)
             self.metrics.queue_wait.observe((ticket.admitted or ticket.submitted) - ticket.submitted)
-            first = False
         texts, tokens, failure = [], 0, None
         for event in received:
             if isinstance(event, Exception):
@@ -498,6 +569,7 @@ def _auth(config: ServerConfig, metrics: ServerMetrics | None = None) -> list:
                                    "authentication_error", {"WWW-Authenticate": "Bearer"})
         else: name = f"ip:{request.client.host if request.client else 'unknown'}"
         CALLER.set(name)  # seen by the route's own code: the same task
+        request.state.caller = name  # and by the access log, which reads the request's scope
         if metrics: metrics.key_requests.labels(name).inc()
         if limiter and (wait := limiter.take(name)) > 0:
             if metrics: metrics.key_limited.labels(name).inc()
@@ -661,7 +733,8 @@ def create_app(backends: list[SlotBackend] | SlotBackend, tokenizer, config: Ser
     _add_chat_route(app, service, auth)
     _add_openai_route(app, service, auth)
     routes = {r.path for r in app.routes if hasattr(r, "path")}
-    app.add_middleware(Guard, max_body_bytes=config.max_body_bytes, metrics=metrics, routes=routes)
+    app.add_middleware(Guard, max_body_bytes=config.max_body_bytes, metrics=metrics, routes=routes,
+                       access_log=config.access_log)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key"], max_age=600)

@@ -19,7 +19,7 @@ from ..engine import Engine
 from ..sampling import SamplingParams
 from ..gpt import GPT, GPTConfig
 from ..batching import EngineSlots
-from ..server import ServerConfig, create_app, load_api_keys
+from ..server import ServerConfig, create_app, enable_access_log, load_api_keys
 from ..tokenizer import Tokenizer, load_tokenizer, render_for_completion
 
 # %% ../../nbs/21b_chat_web.ipynb #9f1e0249
@@ -53,6 +53,7 @@ class ChatWebConfig(SourceRun, RunSettings):
     api_keys_file: str | None = setting(None, "a file of named keys, one 'name key' per line (with api_key or alone)")
     rate_limit: float = setting(0.0, "requests a second per key (or per address without keys); 0: no limit")
     rate_burst: int = setting(10, "requests a caller may send at once before rate_limit applies")
+    access_log: bool = setting(False, "log a JSON line per request (client, route, status, time, key name)")
 
     def __post_init__(self):
         for name in ("slots", "max_tokens", "max_body_bytes", "rate_burst"):
@@ -130,7 +131,8 @@ def build_app(cfg: ChatWebConfig):
     config = ServerConfig(model_name=cfg.model_name or name, api_key=cfg.api_key, cors_origins=list(cfg.cors),
                           max_queue=cfg.max_queue, max_body_bytes=cfg.max_body_bytes, temperature=cfg.temperature,
                           top_k=cfg.top_k, max_tokens=cfg.max_tokens, admit_wait_s=cfg.admit_wait_ms / 1000,
-                          api_keys=api_keys, rate_limit=cfg.rate_limit or None, rate_burst=cfg.rate_burst)
+                          api_keys=api_keys, rate_limit=cfg.rate_limit or None, rate_burst=cfg.rate_burst,
+                          access_log=cfg.access_log)
     return create_app(backends, tokenizer, config)
 
 # %% ../../nbs/21b_chat_web.ipynb #ef6417f9
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     table = format_config(cfg, sources)
     print0(table.replace(repr(cfg.api_key), "'***'") if cfg.api_key else table)  # the key is a secret: not in logs
     set_switch_interval(cfg)  # a worker thread waits at most this for the GIL after a step, not 5 ms
+    if cfg.access_log: enable_access_log()
     try: app = build_app(cfg)
     except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"chat_web: error: {e}") from None
     if cfg.host not in ("127.0.0.1", "localhost", "::1") and not (cfg.api_key or cfg.api_keys_file):
