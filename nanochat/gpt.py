@@ -522,7 +522,7 @@ class MoE(nn.Module):
         probs = F.linear(x, self.router.weight).float().softmax(-1)  # (N, E), fp32: a stable softmax
         weights, experts = probs.topk(self.top_k, dim=-1)
         if self.top_k > 1: weights = weights / weights.sum(-1, keepdim=True)  # top-1 keeps p: the router's gradient
-        counts = torch.bincount(experts.flatten(), minlength=self.n_experts)
+        counts = F.one_hot(experts, self.n_experts).sum((0, 1))  # per expert; a fixed shape (bincount's is not)
         share = counts.float() / experts.numel()  # the fraction f_i of assignments to expert i: no gradient
         self.aux_loss = self.n_experts * (share * probs.mean(0)).sum()  # n · Σ f_i·P_i: 1 when routing is even
         self.expert_counts = counts.detach()
@@ -536,6 +536,9 @@ class MoE(nn.Module):
 
     def forward(self, x):
         "Routed: each expert runs on its own tokens only, at most `capacity` of them; dropped ones add nothing."
+        capturing = torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
+        if capturing and not self.training:  # no capacity: the dense path gives the same numbers, in fixed shapes
+            return self.dense_forward(x)  # (no host sync), which torch.compile and a CUDA graph can take
         flat = x.reshape(-1, x.size(-1))
         experts, weights = self.route(flat)
         # first choices of every token, then second choices: over capacity, later choices are dropped first
