@@ -3,10 +3,11 @@
 # %% auto #0
 __all__ = ['DEVICE_TYPES', 'DTYPES', 'TORCHRUN_VARS', 'PEAK_FLOPS', 'get_base_dir', 'atomic_write', 'shared_data_dir',
            'need_data', 'parity_fixture', 'autodetect_device_type', 'compute_dtype', 'autocast_ctx', 'DistInfo',
-           'get_dist_info', 'init_distributed', 'cleanup_distributed', 'print0', 'get_logger', 'seed_everything',
-           'get_peak_flops', 'compute_mfu', 'device_name', 'describe_environment']
+           'get_dist_info', 'init_distributed', 'cleanup_distributed', 'print0', 'get_logger', 'Provider', 'Registry',
+           'seed_everything', 'get_peak_flops', 'compute_mfu', 'device_name', 'describe_environment']
 
 # %% ../nbs/00_common.ipynb #52101f21
+import difflib
 import logging
 import math
 import numbers
@@ -14,6 +15,7 @@ import os
 import random
 import re
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,6 +192,52 @@ def get_logger(name: str = "nanochat") -> logging.Logger:
         logger.propagate = False
     logger.setLevel(logging.INFO if _rank() == 0 else logging.WARNING)
     return logger
+
+# %% ../nbs/00_common.ipynb #ccc81c1b
+@dataclass(frozen=True)
+class Provider:
+    "One implementation in a `Registry`: `build(...)` makes it; `unavailable(device, dtype)` says why it can't run."
+    name: str
+    build: Callable
+    unavailable: Callable[[torch.device, torch.dtype], str | None]
+
+
+class Registry:
+    "Named implementations of one kind of layer (`kind`, for messages), with a `default` to fall back to."
+
+    def __init__(self, kind: str, default: str):
+        self.kind, self.default, self.providers = kind, default, {}
+        self._announced: set[str] = set()  # fallbacks already logged
+
+    def register(self, name: str, build: Callable, unavailable: Callable | None = None) -> Provider:
+        "Add (or replace) the provider `name`."
+        self.providers[name] = Provider(name, build, unavailable or (lambda device, dtype: None))
+        return self.providers[name]
+
+    def names(self) -> list[str]: return list(self.providers)
+
+    def get(self, name: str) -> Provider:
+        "The provider called `name`; an unknown name fails with the closest known one."
+        if name not in self.providers:
+            close = difflib.get_close_matches(name, self.providers, n=1)
+            raise ValueError(f"unknown {self.kind} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; known: {', '.join(self.providers)}")
+        return self.providers[name]
+
+    def select(self, name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               log: bool = True) -> Provider:
+        "The provider `name` if it runs on `device` in `dtype`; otherwise the default, with the reason logged."
+        device, provider = torch.device(device), self.get(name)
+        if (why := provider.unavailable(device, dtype)) is None: return provider
+        fallback = self.get(self.default)
+        if name == self.default or (also := fallback.unavailable(device, dtype)) is not None:
+            raise RuntimeError(f"{self.kind} {name!r} cannot run on {device.type} in {dtype}: {why}"
+                               + ("" if name == self.default else f"; nor can the default {self.default!r}: {also}"))
+        message = f"{self.kind}: {name} cannot run on {device.type} in {dtype} ({why}); using {self.default}"
+        if log and message not in self._announced:  # once per process
+            get_logger().warning(message)
+            self._announced.add(message)
+        return fallback
 
 # %% ../nbs/00_common.ipynb #9dbaedb9
 def seed_everything(seed: int, rank: int = 0) -> int:

@@ -129,3 +129,14 @@ def test_cpu_profile_learns(run_env, private_base_dir):
     assert out.returncode == 0, out.stderr
     summary = json.loads((private_base_dir / "checkpoints" / "base" / "d4" / "summary.json").read_text())
     assert summary["val_bpb"] < 0.8 * summary["unigram_bpb"], summary
+
+
+@pytest.mark.parametrize("mlp", ["swiglu", "moe"])
+def test_tiny_run_with_another_mlp(tokenizer_env, private_base_dir, mlp):
+    "`--mlp` trains that MLP, saves the choice with the checkpoint's config, and load_gpt builds it back."
+    from nanochat.checkpoint import load_gpt
+    out = run(["nanochat.scripts.base_train", "--profile", "tiny", "--mlp", mlp, "--num-iterations", "4",
+               "--save-every", "-1"], tokenizer_env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    model, meta = load_gpt(private_base_dir / "checkpoints" / "base" / "d2")
+    assert meta["model_config"]["mlp"] == model.config.mlp == mlp

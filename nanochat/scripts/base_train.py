@@ -18,7 +18,7 @@ from ..config import ConfigError, RunSettings, format_config, register_config, r
 from ..report import finish_stage, steady_throughput
 from ..dataloader import DataError, PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards
-from ..gpt import GPT, GPTConfig, config_for_depth, enable_fp8
+from ..gpt import MLP_PROVIDERS, GPT, GPTConfig, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
 from ..optim import setup_optimizer
 from ..tokenizer import load_tokenizer, token_byte_lengths
@@ -37,6 +37,7 @@ class ModelSettings(RunSettings):
     short_window: int = setting(
         0, "tokens a sliding-window layer sees (0: a quarter of the context, rounded up to 128)")
     attention: str = setting("auto", "attention backend: auto, fa3, flex, sdpa or reference")
+    mlp: str = setting("relu2", "the blocks' MLP: relu2, swiglu or moe (chapter 08's MLP_PROVIDERS)")
     fp8: bool = setting(False, "FP8 matrix multiplies for the block matrices (Hopper GPUs and newer)")
 
     def __post_init__(self):
@@ -44,6 +45,8 @@ class ModelSettings(RunSettings):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.window_pattern or set(self.window_pattern) - {"S", "L"}:
             raise ConfigError(f"window_pattern must be made of S and L, got {self.window_pattern!r}")
+        try: MLP_PROVIDERS.get(self.mlp)
+        except ValueError as e: raise ConfigError(f"--mlp: {e}") from None
         if not 0 <= self.short_window <= self.max_seq_len:
             raise ConfigError(f"short_window must be between 0 and max_seq_len ({self.max_seq_len}), "
                               f"got {self.short_window}")
@@ -104,7 +107,7 @@ def model_config(cfg: BaseTrainConfig, vocab_size: int, depth: int | None = None
     (at `depth` instead of cfg.depth if given: the plan's reference d12 uses the same rules)."""
     return config_for_depth(depth or cfg.depth, vocab_size, aspect_ratio=cfg.aspect_ratio, head_dim=cfg.head_dim,
                             sequence_len=cfg.max_seq_len, window_pattern=cfg.window_pattern,
-                            short_window=cfg.short_window, attention=cfg.attention)
+                            short_window=cfg.short_window, attention=cfg.attention, mlp=cfg.mlp)
 
 
 def build_model(cfg: BaseTrainConfig, vocab_size: int, device: torch.device) -> GPT:
