@@ -40,3 +40,20 @@ def test_own_data_trains_and_bad_lines_are_named(run_env, private_base_dir, tmp_
                      f"{bad}:4: the last message is from the user", f"{bad}:5: message 1 has the unknown role 'bot'"):
         assert expected in out.stderr, (expected, out.stderr[-2000:])
     assert "SFT of" not in out.stdout  # stopped before training began
+
+
+def test_own_text_trains_a_tokenizer_and_a_base_model(run_env, private_base_dir, tmp_path):
+    "A folder of text in any language: tok_train and base_train read it with --data, shards built once on the way."
+    texts = tmp_path / "my_texts"
+    texts.mkdir()
+    for i in range(12):
+        (texts / f"greek_{i}.txt").write_text("\n\n".join(f"Κείμενο {i}.{j}: " + "λέξεις και φράσεις " * 30 for j in range(6)))
+    (texts / "chinese.jsonl").write_text("\n".join(json.dumps({"text": f"文档 {i} " + "汉字词语 " * 80}) for i in range(20)))
+    out = run(["nanochat.scripts.tok_train", "--profile", "tiny", "--data", str(texts)], run_env)
+    assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-2000:]
+    out = run(["nanochat.scripts.base_train", "--profile", "tiny", "--data", str(texts), "--num-iterations", "3"], run_env)
+    assert out.returncode == 0, out.stdout[-1000:] + out.stderr[-2000:]
+    assert "training on the text in" in out.stdout
+    assert list((private_base_dir / "corpus").glob("my_texts-*/shard_00000.parquet"))
+    summary = json.loads(out.stdout.split("summary: ")[-1].splitlines()[0])
+    assert summary["steps"] == 3

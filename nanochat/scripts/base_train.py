@@ -17,7 +17,7 @@ from ..common import compute_dtype, device_name, get_peak_flops, print0, seed_ev
 from ..config import ConfigError, RunSettings, format_config, register_config, run_stage, save_config, setting
 from ..report import finish_stage, steady_throughput
 from ..dataloader import DataError, PretrainLoader, validation_batches
-from ..dataset import default_data_dir, list_shards
+from ..dataset import default_data_dir, list_shards, shards_from_text
 from ..gpt import MLP_PROVIDERS, GPT, GPTConfig, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
 from ..optim import setup_optimizer
@@ -87,7 +87,7 @@ class BaseTrainConfig(ModelSettings):
     model_tag: str | None = setting(None, "checkpoint folder name (default: d<depth>)")
     resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
     data: str | None = setting(
-        None, "folder of .parquet shards (default: downloaded shards, else the local stand-in)")
+        None, "folder of .parquet shards or of your own text files (default: downloaded shards, else the stand-in)")
     # runtime
     compile: Literal["auto", "on", "off"] = setting("auto", "torch.compile the model (auto: on CUDA only)")
     seed: int = setting(42, "random seed of the weights")
@@ -125,6 +125,10 @@ def build_model(cfg: BaseTrainConfig, vocab_size: int, device: torch.device) -> 
 def data_folder(cfg: BaseTrainConfig) -> Path:
     "The shard folder to train on, checked."
     folder = Path(cfg.data) if cfg.data else default_data_dir()
+    if cfg.data and folder.is_dir() and not any(folder.glob("*.parquet")):  # a folder of your own text
+        try: folder = shards_from_text(folder)
+        except (FileNotFoundError, ValueError) as e: raise ConfigError(str(e)) from None
+        print0(f"training on the text in {cfg.data}, through its shards in {folder}")
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         raise ConfigError(f"no .parquet shards in {folder}: download them (python -m nanochat.dataset download), build "
                           f"them (bash runs/build_corpus.sh), or pass --data")
