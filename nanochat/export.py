@@ -5,7 +5,7 @@ __all__ = ['MODELING_CONFIG', 'MODELING_FUNCTIONS', 'MODELING_LAYERS', 'MODELING
            'CHAT_TEMPLATE', 'MODELING_FILE', 'WEIGHTS_FILE', 'hf_config', 'hf_tokenizer', 'export_hf', 'from_hf',
            'parse_args', 'main']
 
-# %% ../nbs/23_export.ipynb #90314baa
+# %% ../nbs/23_export.ipynb #60ed8af2
 import argparse
 import json
 import shutil
@@ -21,7 +21,7 @@ from .config import ConfigError
 from .gpt import SMEAR_CHANNELS, GPT, GPTConfig, config_from_saved, has_value_embed, rounded_width
 from .tokenizer import SPECIAL_TOKENS, Tokenizer, load_tokenizer, save_tokenizer
 
-# %% ../nbs/23_export.ipynb #c1d23532
+# %% ../nbs/23_export.ipynb #b87dd306
 MODELING_CONFIG = r'''
 """nanochat's GPT for Hugging Face transformers: a self-contained copy of its forward pass in plain torch.
 Written by `python -m nanochat.export hf`; the weights keep nanochat's parameter names."""
@@ -53,7 +53,7 @@ class NanochatConfig(PretrainedConfig):
         super().__init__(**kwargs)
 '''
 
-# %% ../nbs/23_export.ipynb #636c1870
+# %% ../nbs/23_export.ipynb #d18038f4
 MODELING_FUNCTIONS = r'''
 def rms_norm(x):
     return F.rms_norm(x, (x.size(-1),))
@@ -84,7 +84,7 @@ def attention(q, k, v, window):
     return (scores.softmax(dim=-1) @ v.float()).to(q.dtype).transpose(1, 2)
 '''
 
-# %% ../nbs/23_export.ipynb #6905d621
+# %% ../nbs/23_export.ipynb #62a4bf58
 MODELING_LAYERS = r'''
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer):
@@ -138,7 +138,7 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 '''
 
-# %% ../nbs/23_export.ipynb #284ea2a1
+# %% ../nbs/23_export.ipynb #fb9ef1a4
 MODELING_MODEL = r'''
 class NanochatForCausalLM(PreTrainedModel, GenerationMixin):
     """nanochat's GPT. Every call reads the whole sequence (no key/value cache): generation recomputes the prefix at
@@ -197,11 +197,11 @@ class NanochatForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 '''
 
-# %% ../nbs/23_export.ipynb #d3586ca5
+# %% ../nbs/23_export.ipynb #a80103e6
 MODELING_SOURCE = "\n\n\n".join(p.strip("\n") for p in (MODELING_CONFIG, MODELING_FUNCTIONS, MODELING_LAYERS,
                                                            MODELING_MODEL)) + "\n"  # modeling_nanochat.py
 
-# %% ../nbs/23_export.ipynb #af007cd1
+# %% ../nbs/23_export.ipynb #f764e47d
 SUPPORTED_MLPS = ("relu2", "swiglu")  # moe routes tokens with a capacity: not written for transformers (yet)
 
 
@@ -225,7 +225,7 @@ def hf_config(config: GPTConfig) -> dict:
             "mlp": config.mlp, "mlp_hidden": hidden, "tie_word_embeddings": False, "dtype": "float32",
             "nanochat_config": asdict(config)}
 
-# %% ../nbs/23_export.ipynb #0542510e
+# %% ../nbs/23_export.ipynb #a28ba2bb
 CHAT_TEMPLATE = (  # render_conversation; with add_generation_prompt, render_for_completion
     "{{ bos_token }}"
     "{%- set ns = namespace(system='', messages=messages) %}"
@@ -249,7 +249,7 @@ CHAT_TEMPLATE = (  # render_conversation; with add_generation_prompt, render_for
     "{%- endfor %}"
     "{%- if add_generation_prompt %}<|assistant_start|>{%- endif %}")
 
-# %% ../nbs/23_export.ipynb #2dcfa544
+# %% ../nbs/23_export.ipynb #b46216ff
 MODELING_FILE = "modeling_nanochat.py"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -265,7 +265,7 @@ def hf_tokenizer(tokenizer: Tokenizer, folder: Path):
     return PreTrainedTokenizerFast(tokenizer_object=converted, bos_token="<|bos|>", eos_token="<|assistant_end|>",
                                    chat_template=CHAT_TEMPLATE, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/23_export.ipynb #b589c945
+# %% ../nbs/23_export.ipynb #2c53c64c
 def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = False) -> Path:
     """Write `model` and `tokenizer` to folder `out` for transformers: config.json (auto_map), modeling_nanochat.py
     (remote code), model.safetensors (our parameter names), generation_config.json and the tokenizer files."""
@@ -289,7 +289,7 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = F
     hf_tokenizer(tokenizer, out).save_pretrained(out)
     return out
 
-# %% ../nbs/23_export.ipynb #7ad23ff6
+# %% ../nbs/23_export.ipynb #d38b36e1
 def from_hf(folder: Path | str, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
     "Our GPT and tokenizer from a folder written by `export_hf`: the way back, weights bit for bit."
     folder = Path(folder)
@@ -306,7 +306,7 @@ def from_hf(folder: Path | str, device: str | torch.device = "cpu") -> tuple[GPT
     model.select_attention()
     return model, load_tokenizer(folder)
 
-# %% ../nbs/23_export.ipynb #60fe2909
+# %% ../nbs/23_export.ipynb #1c637d4e
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nanochat.export",
                                      description="Export a nanochat checkpoint for other tools.")
