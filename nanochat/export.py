@@ -5,10 +5,9 @@ __all__ = ['MODELING_CONFIG', 'MODELING_FUNCTIONS', 'MODELING_LAYERS', 'MODELING
            'CHAT_TEMPLATE', 'MODELING_FILE', 'WEIGHTS_FILE', 'hf_config', 'hf_tokenizer', 'export_hf', 'from_hf',
            'parse_args', 'main']
 
-# %% ../nbs/23_export.ipynb #60ed8af2
+# %% ../nbs/23_export.ipynb #f8765fc3
 import argparse
 import json
-import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from .config import ConfigError
 from .gpt import SMEAR_CHANNELS, GPT, GPTConfig, config_from_saved, has_value_embed, rounded_width
 from .tokenizer import SPECIAL_TOKENS, Tokenizer, load_tokenizer, save_tokenizer
 
-# %% ../nbs/23_export.ipynb #b87dd306
+# %% ../nbs/23_export.ipynb #3ef9636d
 MODELING_CONFIG = r'''
 """nanochat's GPT for Hugging Face transformers: a self-contained copy of its forward pass in plain torch.
 Written by `python -m nanochat.export hf`; the weights keep nanochat's parameter names."""
@@ -53,7 +52,7 @@ class NanochatConfig(PretrainedConfig):
         super().__init__(**kwargs)
 '''
 
-# %% ../nbs/23_export.ipynb #d18038f4
+# %% ../nbs/23_export.ipynb #2f0900ce
 MODELING_FUNCTIONS = r'''
 def rms_norm(x):
     return F.rms_norm(x, (x.size(-1),))
@@ -84,7 +83,7 @@ def attention(q, k, v, window):
     return (scores.softmax(dim=-1) @ v.float()).to(q.dtype).transpose(1, 2)
 '''
 
-# %% ../nbs/23_export.ipynb #62a4bf58
+# %% ../nbs/23_export.ipynb #2ea933bc
 MODELING_LAYERS = r'''
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer):
@@ -138,7 +137,7 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 '''
 
-# %% ../nbs/23_export.ipynb #fb9ef1a4
+# %% ../nbs/23_export.ipynb #2e8235db
 MODELING_MODEL = r'''
 class NanochatForCausalLM(PreTrainedModel, GenerationMixin):
     """nanochat's GPT. Every call reads the whole sequence (no key/value cache): generation recomputes the prefix at
@@ -197,11 +196,11 @@ class NanochatForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 '''
 
-# %% ../nbs/23_export.ipynb #a80103e6
+# %% ../nbs/23_export.ipynb #acc5214a
 MODELING_SOURCE = "\n\n\n".join(p.strip("\n") for p in (MODELING_CONFIG, MODELING_FUNCTIONS, MODELING_LAYERS,
                                                            MODELING_MODEL)) + "\n"  # modeling_nanochat.py
 
-# %% ../nbs/23_export.ipynb #f764e47d
+# %% ../nbs/23_export.ipynb #69a29e0f
 SUPPORTED_MLPS = ("relu2", "swiglu")  # moe routes tokens with a capacity: not written for transformers (yet)
 
 
@@ -225,7 +224,7 @@ def hf_config(config: GPTConfig) -> dict:
             "mlp": config.mlp, "mlp_hidden": hidden, "tie_word_embeddings": False, "dtype": "float32",
             "nanochat_config": asdict(config)}
 
-# %% ../nbs/23_export.ipynb #a28ba2bb
+# %% ../nbs/23_export.ipynb #53565e65
 CHAT_TEMPLATE = (  # render_conversation; with add_generation_prompt, render_for_completion
     "{{ bos_token }}"
     "{%- set ns = namespace(system='', messages=messages) %}"
@@ -249,7 +248,7 @@ CHAT_TEMPLATE = (  # render_conversation; with add_generation_prompt, render_for
     "{%- endfor %}"
     "{%- if add_generation_prompt %}<|assistant_start|>{%- endif %}")
 
-# %% ../nbs/23_export.ipynb #b46216ff
+# %% ../nbs/23_export.ipynb #c79a85b1
 MODELING_FILE = "modeling_nanochat.py"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -265,7 +264,7 @@ def hf_tokenizer(tokenizer: Tokenizer, folder: Path):
     return PreTrainedTokenizerFast(tokenizer_object=converted, bos_token="<|bos|>", eos_token="<|assistant_end|>",
                                    chat_template=CHAT_TEMPLATE, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/23_export.ipynb #2c53c64c
+# %% ../nbs/23_export.ipynb #13fe374b
 def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = False) -> Path:
     """Write `model` and `tokenizer` to folder `out` for transformers: config.json (auto_map), modeling_nanochat.py
     (remote code), model.safetensors (our parameter names), generation_config.json and the tokenizer files."""
@@ -274,9 +273,8 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = F
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                          f"{model.config.vocab_size} rows: they do not belong together")
-    if out.exists() and any(out.iterdir()):
-        if not force: raise FileExistsError(f"{out} exists and is not empty: pick a new folder, or pass --force")
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not force:  # with force, our files are written over; no other is deleted
+        raise FileExistsError(f"{out} exists and is not empty: pick a new folder, or pass --force")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / MODELING_FILE).write_text(MODELING_SOURCE)
@@ -289,7 +287,7 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = F
     hf_tokenizer(tokenizer, out).save_pretrained(out)
     return out
 
-# %% ../nbs/23_export.ipynb #d38b36e1
+# %% ../nbs/23_export.ipynb #ceb93e33
 def from_hf(folder: Path | str, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
     "Our GPT and tokenizer from a folder written by `export_hf`: the way back, weights bit for bit."
     folder = Path(folder)
@@ -306,7 +304,7 @@ def from_hf(folder: Path | str, device: str | torch.device = "cpu") -> tuple[GPT
     model.select_attention()
     return model, load_tokenizer(folder)
 
-# %% ../nbs/23_export.ipynb #1c637d4e
+# %% ../nbs/23_export.ipynb #7fcac7ab
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nanochat.export",
                                      description="Export a nanochat checkpoint for other tools.")
@@ -317,7 +315,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     hf.add_argument("--model-tag", default=None, help="the run within the stage (needed when there are several)")
     hf.add_argument("--step", type=int, default=None, help="the step to export (default: the newest valid one)")
     hf.add_argument("--tokenizer-dir", type=Path, default=None, help="default: <base dir>/tokenizer")
-    hf.add_argument("--force", action="store_true", help="replace OUT if it exists and is not empty")
+    hf.add_argument("--force", action="store_true", help="write into OUT even if not empty (other files kept)")
     return parser.parse_args(argv)
 
 

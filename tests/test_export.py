@@ -101,10 +101,12 @@ def test_help_and_refusals(run_env, tmp_path):
         assert "usage:" in stderr and "Traceback" not in stderr
 
 
-def test_force_replaces_a_used_folder(tiny_sft, run_env, tmp_path):
+def test_force_writes_into_a_used_folder(tiny_sft, run_env, tmp_path):
     used = tmp_path / "used"
     used.mkdir()
-    (used / "notes.txt").write_text("old")
+    (used / "notes.txt").write_text("mine")
+    (used / "config.json").write_text("{}")  # an earlier export's file: written over
     done = run(["hf", "--force", str(used)], run_env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert not (used / "notes.txt").exists() and (used / "config.json").exists()
+    assert (used / "notes.txt").read_text() == "mine"  # --force never deletes what is not ours
+    assert "nanochat_config" in json.loads((used / "config.json").read_text())
