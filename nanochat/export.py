@@ -5,7 +5,7 @@ __all__ = ['MODELING_CONFIG', 'MODELING_FUNCTIONS', 'MODELING_LAYERS', 'MODELING
            'CHAT_TEMPLATE', 'MODELING_FILE', 'WEIGHTS_FILE', 'hf_config', 'hf_tokenizer', 'export_hf', 'from_hf',
            'parse_args', 'main']
 
-# %% ../nbs/23_export.ipynb #f8765fc3
+# %% ../nbs/23_export.ipynb #63f9051c
 import argparse
 import json
 import sys
@@ -20,7 +20,7 @@ from .config import ConfigError
 from .gpt import SMEAR_CHANNELS, GPT, GPTConfig, config_from_saved, has_value_embed, rounded_width
 from .tokenizer import SPECIAL_TOKENS, Tokenizer, load_tokenizer, save_tokenizer
 
-# %% ../nbs/23_export.ipynb #3ef9636d
+# %% ../nbs/23_export.ipynb #58a0e1f5
 MODELING_CONFIG = r'''
 """nanochat's GPT for Hugging Face transformers: a self-contained copy of its forward pass in plain torch.
 Written by `python -m nanochat.export hf`; the weights keep nanochat's parameter names."""
@@ -52,7 +52,7 @@ class NanochatConfig(PretrainedConfig):
         super().__init__(**kwargs)
 '''
 
-# %% ../nbs/23_export.ipynb #2f0900ce
+# %% ../nbs/23_export.ipynb #9ba6f1da
 MODELING_FUNCTIONS = r'''
 def rms_norm(x):
     return F.rms_norm(x, (x.size(-1),))
@@ -83,7 +83,7 @@ def attention(q, k, v, window):
     return (scores.softmax(dim=-1) @ v.float()).to(q.dtype).transpose(1, 2)
 '''
 
-# %% ../nbs/23_export.ipynb #2ea933bc
+# %% ../nbs/23_export.ipynb #943a4191
 MODELING_LAYERS = r'''
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer):
@@ -137,7 +137,7 @@ class Block(nn.Module):
         return x + self.mlp(rms_norm(x))
 '''
 
-# %% ../nbs/23_export.ipynb #2e8235db
+# %% ../nbs/23_export.ipynb #f08baaa0
 MODELING_MODEL = r'''
 class NanochatForCausalLM(PreTrainedModel, GenerationMixin):
     """nanochat's GPT. Every call reads the whole sequence (no key/value cache): generation recomputes the prefix at
@@ -196,11 +196,11 @@ class NanochatForCausalLM(PreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 '''
 
-# %% ../nbs/23_export.ipynb #acc5214a
+# %% ../nbs/23_export.ipynb #49ef194e
 MODELING_SOURCE = "\n\n\n".join(p.strip("\n") for p in (MODELING_CONFIG, MODELING_FUNCTIONS, MODELING_LAYERS,
                                                            MODELING_MODEL)) + "\n"  # modeling_nanochat.py
 
-# %% ../nbs/23_export.ipynb #69a29e0f
+# %% ../nbs/23_export.ipynb #7ab3f356
 SUPPORTED_MLPS = ("relu2", "swiglu")  # moe routes tokens with a capacity: not written for transformers (yet)
 
 
@@ -224,7 +224,7 @@ def hf_config(config: GPTConfig) -> dict:
             "mlp": config.mlp, "mlp_hidden": hidden, "tie_word_embeddings": False, "dtype": "float32",
             "nanochat_config": asdict(config)}
 
-# %% ../nbs/23_export.ipynb #53565e65
+# %% ../nbs/23_export.ipynb #dfabd346
 CHAT_TEMPLATE = (  # render_conversation; with add_generation_prompt, render_for_completion
     "{{ bos_token }}"
     "{%- set ns = namespace(system='', messages=messages) %}"
@@ -248,7 +248,7 @@ CHAT_TEMPLATE = (  # render_conversation; with add_generation_prompt, render_for
     "{%- endfor %}"
     "{%- if add_generation_prompt %}<|assistant_start|>{%- endif %}")
 
-# %% ../nbs/23_export.ipynb #c79a85b1
+# %% ../nbs/23_export.ipynb #3abc6f55
 MODELING_FILE = "modeling_nanochat.py"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -264,7 +264,7 @@ def hf_tokenizer(tokenizer: Tokenizer, folder: Path):
     return PreTrainedTokenizerFast(tokenizer_object=converted, bos_token="<|bos|>", eos_token="<|assistant_end|>",
                                    chat_template=CHAT_TEMPLATE, clean_up_tokenization_spaces=False)
 
-# %% ../nbs/23_export.ipynb #13fe374b
+# %% ../nbs/23_export.ipynb #13059c2c
 def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = False) -> Path:
     """Write `model` and `tokenizer` to folder `out` for transformers: config.json (auto_map), modeling_nanochat.py
     (remote code), model.safetensors (our parameter names), generation_config.json and the tokenizer files."""
@@ -287,7 +287,7 @@ def export_hf(model: GPT, tokenizer: Tokenizer, out: Path | str, force: bool = F
     hf_tokenizer(tokenizer, out).save_pretrained(out)
     return out
 
-# %% ../nbs/23_export.ipynb #ceb93e33
+# %% ../nbs/23_export.ipynb #56e78508
 def from_hf(folder: Path | str, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
     "Our GPT and tokenizer from a folder written by `export_hf`: the way back, weights bit for bit."
     folder = Path(folder)
@@ -304,7 +304,7 @@ def from_hf(folder: Path | str, device: str | torch.device = "cpu") -> tuple[GPT
     model.select_attention()
     return model, load_tokenizer(folder)
 
-# %% ../nbs/23_export.ipynb #7fcac7ab
+# %% ../nbs/23_export.ipynb #06c2cd2a
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nanochat.export",
                                      description="Export a nanochat checkpoint for other tools.")
