@@ -302,6 +302,7 @@ MODULE_MAP: list[tuple[str, str]] = [
     ("19c_chat_cli", "a chat in the terminal"), ("19d_chat_eval", "letters by logits"),
     ("20_chat_rl", "advantages"), ("21_batching", "continuous batching"), ("21a_server", "a reply's token budget"),
     ("21b_chat_web", "serving a checkpoint"), ("22_capstone", "a new identity and skill"),
+    ("23_export", "a folder transformers loads"),
 ]
 
 
