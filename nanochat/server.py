@@ -2,11 +2,11 @@
 
 # %% auto #0
 __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_TOP_K', 'MIN_TOP_P',
-           'ROLES', 'LATENCY_BUCKETS', 'UI_PATH', 'CALLER', 'TOKEN_EVENT', 'TextPart', 'ChatMessage', 'SamplingFields',
-           'ChatRequest', 'StreamOptions', 'OpenAIChatRequest', 'RequestError', 'chat_prompt', 'ServerMetrics',
-           'error_body', 'error_response', 'BodyTooLarge', 'enable_access_log', 'log_access', 'Guard', 'ServerConfig',
-           'ui_html', 'sse', 'sse_text', 'TicketStream', 'request_tracer', 'trace_request', 'Reply', 'ChatService',
-           'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
+           'ROLES', 'LATENCY_BUCKETS', 'UI_PATH', 'LINE_BREAKS_TO_ESCAPE', 'CALLER', 'TOKEN_EVENT', 'TextPart',
+           'ChatMessage', 'SamplingFields', 'ChatRequest', 'StreamOptions', 'OpenAIChatRequest', 'RequestError',
+           'chat_prompt', 'ServerMetrics', 'error_body', 'error_response', 'BodyTooLarge', 'enable_access_log',
+           'log_access', 'Guard', 'ServerConfig', 'ui_html', 'sse', 'sse_text', 'TicketStream', 'request_tracer',
+           'trace_request', 'Reply', 'ChatService', 'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
 
 # %% ../nbs/21a_server.ipynb #423ab167
 # The chat server: a web page and an HTTP API (nanochat's own and OpenAI's) in front of nanochat.batching. A request
@@ -284,9 +284,17 @@ def ui_html() -> str:
     return UI_PATH.read_text(encoding="utf-8")
 
 
+# characters that end a line for many clients (Python's str.splitlines, which httpx's line reader uses) though not
+# for SSE, and that JSON leaves as they are: a model's random bytes can decode to them, and split an event in two
+LINE_BREAKS_TO_ESCAPE = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _json(data) -> str: return json.dumps(data, ensure_ascii=False).translate(LINE_BREAKS_TO_ESCAPE)
+
+
 def sse(data) -> str:
     "One server-sent event carrying `data` as JSON (or a literal string such as OpenAI's [DONE])."
-    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+    return f"data: {data if isinstance(data, str) else _json(data)}\n\n"
 
 
 def sse_text(template: Callable[[str], dict]) -> Callable[[str], str]:
@@ -294,7 +302,7 @@ def sse_text(template: Callable[[str], dict]) -> Callable[[str], str]:
     only the text is encoded."""
     marker = "\x00text\x00"
     head, tail = sse(template(marker)).split(json.dumps(marker))  # the marker is in the event once, escaped so
-    return lambda text: head + json.dumps(text, ensure_ascii=False) + tail
+    return lambda text: head + _json(text) + tail
 
 
 class TicketStream(StreamingResponse):
