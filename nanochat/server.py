@@ -283,7 +283,7 @@ def ui_html() -> str:
     "The chat page: one self-contained HTML file shipped in the package."
     return UI_PATH.read_text(encoding="utf-8")
 
-
+# %% ../nbs/21a_server.ipynb #2400eea1
 # characters that end a line for many clients (Python's str.splitlines, which httpx's line reader uses) though not
 # for SSE, and that JSON leaves as they are: a model's random bytes can decode to them, and split an event in two
 LINE_BREAKS_TO_ESCAPE = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
