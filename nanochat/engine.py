@@ -104,7 +104,7 @@ def int8_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/19b_engine.ipynb #b5fc77ca
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     "`x @ (q * scale[:, None]).T` in x's dtype, `q` int8 (out, in), `scale` fp32 (out,), without a dequantized copy."
-    if x.device.type == "cpu" and not torch.compiler.is_compiling():  # the fused kernel torch has on CPU
+    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and not torch.compiler.is_compiling():
         return torch._weight_int8pack_mm(x.reshape(-1, x.size(-1)), q, scale.to(x.dtype)).view(*x.shape[:-1], -1)
     return (F.linear(x, q.to(x.dtype)) * scale).to(x.dtype)  # inductor folds the widening into the product
 
