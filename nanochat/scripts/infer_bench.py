@@ -181,16 +181,17 @@ def _decode_records(model: GPT, decoder: DecodeModel, cfg: InferBenchConfig, par
     fmt = lambda v, f: format(v, f) if v is not None else "-"
     print(f"{'engine':<6} {'batch':>5} {'TTFT ms':>9} {'tok/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'MBU':>6}")
-    records = []
+    records, plain = [], decoder if decoder.quantize is None else None
     for engine in cfg.engine:
         for batch in cfg.batch_sizes:
             with torch.no_grad():
                 if engine == "fast":
                     r = bench_engine(decoder, batch, cfg.prompt_len, cfg.new_tokens, params, cfg.cuda_graph)
                 else: r = bench_naive(model, batch, cfg.prompt_len, cfg.new_tokens, params)
-            bytes_per_step = decode_bytes(decoder, batch, context)
+            if engine == "naive" and plain is None:  # the naive loop reads the weights in the compute dtype, not int8
+                plain = DecodeModel(model, compile=False)
+            bytes_per_step = decode_bytes(decoder if engine == "fast" else plain, batch, context)
             rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-            if engine == "naive": bytes_per_step = decode_bytes(DecodeModel(model, compile=False), batch, context)
             rec = {"kind": "decode", "engine": engine, "depth": cfg.depth, "batch": batch, "prompt": cfg.prompt_len,
                    "new_tokens": cfg.new_tokens, "quantize": cfg.quantize if engine == "fast" else "none", **rounded,
                    "bytes_per_step": int(bytes_per_step), "mbu": None}
