@@ -67,6 +67,7 @@ class ChatCLIConfig(SourceRun, RunSettings):
     seed: int = setting(42, "sampling seed")
     tool: str = setting("calculator", "python tool: calculator, sandbox or none")
     compile: bool = setting(True, "fuse the decode step's small kernels with torch.compile (CUDA only)")
+    quantize: str = setting("none", "the model's matrices: none (the compute dtype) or int8 (weight-only, chapter 19b)")
 
     def __post_init__(self):
         if self.temperature < 0 or self.top_k < 0: raise ConfigError("temperature and top_k must not be negative")
@@ -74,6 +75,8 @@ class ChatCLIConfig(SourceRun, RunSettings):
         if self.max_tokens < 1: raise ConfigError(f"max_tokens must be at least 1, got {self.max_tokens}")
         if self.tool not in ("calculator", "sandbox", "none"):
             raise ConfigError(f"tool must be calculator, sandbox or none, got {self.tool!r}")
+        if self.quantize not in ("none", "int8"):
+            raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
 
 # %% ../../nbs/19c_chat_cli.ipynb #8cc0d470
 # C0 controls, DEL and the C1 range (U+0080-U+009F: some terminals read U+009B as an escape too), minus newline and tab.
@@ -122,7 +125,8 @@ def main(argv: list[str] | None = None) -> str | int:
         tokenizer = load_tokenizer(cfg.tokenizer_dir)
     except (ConfigError, CheckpointError, FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"chat_cli: error: {e}") from None
-    engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool, compile=cfg.compile)
+    engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool, compile=cfg.compile,
+                    quantize=None if cfg.quantize == "none" else cfg.quantize)
     top_p = cfg.top_p if cfg.top_p < 1 else None
     session = ChatSession(engine, cfg.temperature, cfg.top_k or None, top_p, cfg.max_tokens, cfg.seed)
     if cfg.prompt:

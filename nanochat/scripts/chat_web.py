@@ -45,6 +45,7 @@ class ChatWebConfig(SourceRun, RunSettings):
     max_body_bytes: int = setting(1 << 20, "largest request body accepted")
     model_name: str | None = setting(None, "the model's name in the API (default: nanochat-<stage>-<run>)")
     tool: str = setting("calculator", "the tool the model may call: calculator or none")
+    quantize: str = setting("none", "the model's matrices: none (the compute dtype) or int8 (weight-only, chapter 19b)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
     gil_switch_ms: float = setting(
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
@@ -63,6 +64,8 @@ class ChatWebConfig(SourceRun, RunSettings):
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.tool not in ("calculator", "none"):
             raise ConfigError(f"tool must be 'calculator' or 'none', got {self.tool!r}")
+        if self.quantize not in ("none", "int8"):
+            raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
         if self.api_key == "":
             raise ConfigError("api_key is empty: give a key, or leave it unset for no authentication")
 
@@ -123,7 +126,8 @@ def build_app(cfg: ChatWebConfig):
     except (OSError, ValueError) as e: raise ConfigError(f"api_keys_file: {e}") from None
     for device in serving_devices(cfg.device_type, cfg.workers):
         model, tokenizer, name = load_chat_model(cfg, device)
-        engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool)
+        engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool,
+                        quantize=None if cfg.quantize == "none" else cfg.quantize)
         backend = EngineSlots(engine, cfg.slots, cfg.max_len or None)
         warm_up(backend, tokenizer)
         backends.append(backend)

@@ -17,7 +17,7 @@ import torch
 
 from ..common import autocast_ctx, autodetect_device_type, compute_dtype, device_name
 from ..config import ConfigError, DeviceSettings, format_config, parse_config, register_config, setting
-from ..engine import DecodeBatch, DecodeModel
+from ..engine import DecodeBatch, DecodeModel, weight_bytes
 from ..sampling import SamplingParams
 from ..gpt import GPT, config_for_depth
 from ..report import git_state
@@ -45,7 +45,8 @@ def decode_bytes(decoder: DecodeModel, batch: int, context: float) -> float:
     "Bytes a decode step of `batch` rows, each with `context` cached tokens on average, must read."
     c, net = decoder.config, decoder.net
     tables = [net.wte.weight, *(e.weight for e in net.value_embeds.values())]  # a step reads one row of each per token
-    matrices = sum(p.numel() * p.element_size() for p in net.parameters() if not any(p is t for t in tables))
+    skip = [*tables, net.cos, net.sin]  # the rotary tables: a row per position, like the embeddings' (and tiny)
+    matrices = sum(t.nbytes for t in [*net.parameters(), *net.buffers()] if not any(t is s for s in skip))  # int8 too
     wte_rows = 2 if c.smear else 1  # smear looks up the previous token's embedding too
     embed_row = wte_rows * tables[0].size(1) * tables[0].element_size() + sum(t[0].nbytes for t in tables[1:])
     kv_per_token = c.n_layer * 2 * c.n_kv_head * c.head_dim * decoder.dtype.itemsize
@@ -127,6 +128,7 @@ class InferBenchConfig(DeviceSettings):
     cuda_graph: bool = setting(True, "capture the decode step as a CUDA graph (on CUDA)")
     compile: bool = setting(
         True, "fuse the step's elementwise pieces with torch.compile (CUDA only; DecodeModel(compile=...))")
+    quantize: str = setting("none", "the engine's matrices: none (the compute dtype) or int8 (weight-only)")
     vocab_size: int = setting(32768, "vocabulary size")
     profile_steps: int = setting(
         0, "also profile this many steps at each batch size with torch.profiler (tables under the output folder)")
@@ -139,6 +141,8 @@ class InferBenchConfig(DeviceSettings):
             raise ConfigError(f"batch sizes must be positive, got {self.batch_sizes}")
         if unknown := set(self.engine) - {"fast", "naive"}:
             raise ConfigError(f"unknown engine(s) {sorted(unknown)}: use fast and/or naive")
+        if self.quantize not in ("none", "int8"):
+            raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
 
 # %% ../../nbs/82_infer_bench.ipynb #4de0ce31
 def save_json_line(result: dict, out: Path) -> Path:
@@ -177,23 +181,25 @@ def _decode_records(model: GPT, decoder: DecodeModel, cfg: InferBenchConfig, par
     fmt = lambda v, f: format(v, f) if v is not None else "-"
     print(f"{'engine':<6} {'batch':>5} {'TTFT ms':>9} {'tok/s':>10} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
           f"{'MBU':>6}")
-    records = []
+    records, plain = [], decoder if decoder.quantize is None else None
     for engine in cfg.engine:
         for batch in cfg.batch_sizes:
             with torch.no_grad():
                 if engine == "fast":
                     r = bench_engine(decoder, batch, cfg.prompt_len, cfg.new_tokens, params, cfg.cuda_graph)
                 else: r = bench_naive(model, batch, cfg.prompt_len, cfg.new_tokens, params)
-            bytes_per_step = decode_bytes(decoder, batch, context)
-            mbu = bytes_per_step * (r["tok_per_s"] / batch) / peak if peak else None
+            if engine == "naive" and plain is None:  # the naive loop reads the weights in the compute dtype, not int8
+                plain = DecodeModel(model, compile=False)
+            bytes_per_step = decode_bytes(decoder if engine == "fast" else plain, batch, context)
             rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
             rec = {"kind": "decode", "engine": engine, "depth": cfg.depth, "batch": batch, "prompt": cfg.prompt_len,
-                   "new_tokens": cfg.new_tokens, **rounded, "bytes_per_step": int(bytes_per_step),
-                   "mbu": round(mbu, 4) if mbu else None}
+                   "new_tokens": cfg.new_tokens, "quantize": cfg.quantize if engine == "fast" else "none", **rounded,
+                   "bytes_per_step": int(bytes_per_step), "mbu": None}
+            rec["mbu"] = round(bytes_per_step * (r["tok_per_s"] / batch) / peak, 4) if peak else None
             records.append(rec)
             print(f"{engine:<6} {batch:>5} {rec['ttft_ms']:>9.1f} {rec['tok_per_s']:>10,.0f} "
                   f"{fmt(rec['p50_ms'], '8.2f'):>8} {fmt(rec['p95_ms'], '8.2f'):>8} {fmt(rec['p99_ms'], '8.2f'):>8} "
-                  f"{fmt(mbu, '6.1%'):>6}", flush=True)
+                  f"{fmt(rec['mbu'], '6.1%'):>6}", flush=True)
     return records
 
 # %% ../../nbs/82_infer_bench.ipynb #7601360d
@@ -207,13 +213,15 @@ def main(argv: list[str] | None = None) -> dict:
     except (ConfigError, RuntimeError) as e: raise SystemExit(f"infer_bench: error: {e}") from None
     print(format_config(cfg, sources))
     model = GPT.build(config_for_depth(cfg.depth, cfg.vocab_size), device).eval()
-    decoder = DecodeModel(model, compile=cfg.compile)
+    decoder = DecodeModel(model, compile=cfg.compile, quantize=None if cfg.quantize == "none" else cfg.quantize)
     params = SamplingParams(cfg.temperature, cfg.top_k or None, cfg.top_p if cfg.top_p < 1 else None)
     name = device_name(device.type)
     peak = get_peak_bandwidth(name) if device.type == "cuda" else None
     millions = sum(p.numel() for p in model.parameters()) / 1e6
-    print(f"\nd{cfg.depth} ({millions:.0f}M parameters) on {name}, {decoder.dtype}, prompt {cfg.prompt_len}, "
-          f"{cfg.new_tokens} new tokens, peak bandwidth {peak / 1e12 if peak else float('nan'):.2f} TB/s")
+    weights = weight_bytes(decoder.net)
+    print(f"\nd{cfg.depth} ({millions:.0f}M parameters) on {name}, {decoder.dtype}, matrices {cfg.quantize} (weights "
+          f"{weights / 1e6:,.1f} MB), prompt {cfg.prompt_len}, {cfg.new_tokens} new tokens, peak bandwidth "
+          f"{peak / 1e12 if peak else float('nan'):.2f} TB/s")
     records = _decode_records(model, decoder, cfg, params, peak)
     speedup = {}
     for rec in records:
@@ -228,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict:
             with torch.no_grad(): _profile(decoder, batch, cfg, params, out.parent / "profiles")
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     result = {"name": "infer_bench", "date": date.today().isoformat(), "commit": git_state()["commit"], "device": name,
-              "torch": torch.__version__, "dtype": str(decoder.dtype).removeprefix("torch."), "peak_bandwidth": peak,
+              "torch": torch.__version__, "dtype": str(decoder.dtype).removeprefix("torch."), "quantize": cfg.quantize,
+              "weight_bytes": weights, "peak_bandwidth": peak,
               "config": config, "records": records, "speedup_vs_naive": speedup}
     result["path"] = str(save_json_line(result, out))
     return result
