@@ -52,6 +52,8 @@ def coerce(value: Any, tp: Any, name: str = "value") -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return coerce(value, inner, name)
     if origin is Literal:
+        # YAML reads an unquoted on/off as true/false
+        if isinstance(value, bool) and {"on", "off"} <= set(args): value = "on" if value else "off"
         for choice in args:
             if value == choice or (isinstance(value, str) and str(choice) == value): return choice
         raise ConfigError(f"{name}: expected one of {list(args)}, got {value!r}")
@@ -179,8 +181,13 @@ def build_parser(cls: type, script: str, description: str | None = None) -> argp
         kw = dict(help=spec.metadata.get("help", ""), default=argparse.SUPPRESS)
         if tp is bool: parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **kw)
         else:
-            if typing.get_origin(tp) is Literal:  # the choices; an empty one (a device_type of "") shows as ''
-                kw["metavar"] = "{" + ",".join(str(a) if a != "" else "''" for a in typing.get_args(tp)) + "}"
+            choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+            if choices:  # the choices; an empty one (a device_type of "") shows as ''
+                kw["metavar"] = "{" + ",".join(str(a) if a != "" else "''" for a in choices) + "}"
+            if {"on", "off"} <= set(choices):  # a switch with more states: `--resume` alone means on, as a bool's flag
+                kw |= dict(nargs="?", const="on")
+                parser.add_argument("--no-" + flag_name(f)[2:], dest=f, action="store_const", const="off",
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             parser.add_argument(flag_name(f), **kw)
         parser._option_string_actions[flag_name(f)].help += f" (default: {default})"
     return parser
