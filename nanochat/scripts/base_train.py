@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from ..checkpoint import checkpoint_dir, list_checkpoints
+from ..checkpoint import checkpoint_dir, list_checkpoints, wants_resume
 from ..common import compute_dtype, device_name, get_peak_flops, print0, seed_everything
 from ..config import ConfigError, RunSettings, format_config, register_config, run_stage, save_config, setting
 from ..report import finish_stage, steady_throughput
@@ -82,7 +82,8 @@ class BaseTrainConfig(ModelSettings):
     run_name: str = setting("base", "run name for wandb/tensorboard")
     # where
     model_tag: str | None = setting(None, "checkpoint folder name (default: d<depth>)")
-    resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
+    resume: Literal["off", "on", "auto"] = setting(
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)")
     data: str | None = setting(
         None, "folder of .parquet shards (default: downloaded shards, else the local stand-in)")
     # runtime
@@ -201,9 +202,7 @@ def _validation(cfg: BaseTrainConfig, tokenizer, folder: Path, token_bytes: torc
 def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -> Path:
     "The run's checkpoint folder, checked for `--resume`, with the settings and the plan saved in it (rank 0)."
     out_dir = checkpoint_dir("base", cfg.model_tag or f"d{cfg.depth}")
-    if cfg.resume and not list_checkpoints(out_dir):
-        raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
-    if not cfg.resume and list_checkpoints(out_dir) and info.rank == 0:
+    if not wants_resume(cfg.resume, out_dir) and list_checkpoints(out_dir) and info.rank == 0:
         print0(f"note: {out_dir} already has checkpoints; this run starts from scratch and will replace them as it "
                "saves")
     if info.rank == 0:  # the settings (replayable as a profile) and every number derived from them
@@ -212,8 +211,10 @@ def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -
     return out_dir
 
 # %% ../../nbs/12a_base_train.ipynb #ac3ee17d
-def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, unigram: float | None, info) -> dict:
-    "The run's summary: printed, saved and reported (with the model's shape) by `finish_stage`; returned."
+def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, unigram: float | None, info,
+            resumed_from: int | None = None) -> dict:
+    """The run's summary (with the step it resumed from, if it did): printed, saved and reported (with the model's
+    shape) by `finish_stage`; returned."""
     lines = (out_dir / "metrics.jsonl").read_text().splitlines() if info.rank == 0 else []
     val = [m["val_bpb"] for m in map(json.loads, lines) if "val_bpb" in m]
     history = trainer.history
@@ -222,6 +223,7 @@ def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, uni
                "unigram_bpb": unigram, "device": device_name(info.device.type), "world_size": info.world_size,
                "train_seconds": round(trainer.train_seconds, 1), "checkpoint_dir": str(out_dir),
                "tok_per_s": 0, **steady_throughput(history)}  # steady rate, without the warm-up steps
+    if resumed_from is not None: summary["resumed_from"] = resumed_from
     c = model.config
     shape = {"depth": c.n_layer, "width": c.n_embd, "parameters": sum(p.numel() for p in model.parameters()),
              "windows": c.window_pattern, "total_batch_size": plan.total_batch_size, "tokens": plan.total_tokens}
@@ -273,9 +275,9 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
                       keep_last=cfg.keep_last, callbacks=callbacks, peak_flops=peak_flops, progress=cfg.progress_bar,
                       meta={"model_config": asdict(model.config), "base_train": asdict(cfg),
                             "world_size": info.world_size, "device": device_name(device_type)})
-    if cfg.resume: trainer.resume()
+    resumed_from = trainer.resume() if wants_resume(cfg.resume, out_dir) else None
     trainer.fit()
-    return _finish(model, plan, trainer, out_dir, unigram, info)
+    return _finish(model, plan, trainer, out_dir, unigram, info, resumed_from)
 
 
 # `python -m nanochat.scripts.base_train`; inside a notebook `__name__` is "__main__" too, but IPython defines
