@@ -199,16 +199,18 @@ def _validation(cfg: BaseTrainConfig, tokenizer, folder: Path, token_bytes: torc
     return val_batches, unigram
 
 
-def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -> Path:
-    "The run's checkpoint folder, checked for `--resume`, with the settings and the plan saved in it (rank 0)."
+def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -> tuple[Path, bool]:
+    """The run's checkpoint folder, with the settings and the plan saved in it (rank 0), and whether `--resume`
+    continues from a checkpoint there (`wants_resume`)."""
     out_dir = checkpoint_dir("base", cfg.model_tag or f"d{cfg.depth}")
-    if not wants_resume(cfg.resume, out_dir) and list_checkpoints(out_dir) and info.rank == 0:
+    resuming = wants_resume(cfg.resume, out_dir)
+    if not resuming and list_checkpoints(out_dir) and info.rank == 0:
         print0(f"note: {out_dir} already has checkpoints; this run starts from scratch and will replace them as it "
                "saves")
     if info.rank == 0:  # the settings (replayable as a profile) and every number derived from them
         save_config(cfg, "base_train", out_dir, sources)
         (out_dir / "plan.json").write_text(json.dumps(asdict(plan), indent=1) + "\n")
-    return out_dir
+    return out_dir, resuming
 
 # %% ../../nbs/12a_base_train.ipynb #ac3ee17d
 def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, unigram: float | None, info,
@@ -261,7 +263,7 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     loader = PretrainLoader(tokenizer, list_shards(folder, "train"), cfg.device_batch_size, cfg.max_seq_len, info.rank,
                             info.world_size, device)
     val_batches, unigram = _validation(cfg, tokenizer, folder, token_bytes, info)
-    out_dir = _run_folder(cfg, plan, sources, info)
+    out_dir, resuming = _run_folder(cfg, plan, sources, info)
     callbacks: list[Callback] = [MetricsLog(out_dir / "metrics.jsonl")]
     if info.rank == 0 and cfg.logger == "wandb": callbacks.append(WandbLog(cfg.run_name, asdict(cfg)))
     if info.rank == 0 and cfg.logger == "tensorboard": callbacks.append(TensorBoardLog(out_dir / "tensorboard"))
@@ -275,7 +277,7 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
                       keep_last=cfg.keep_last, callbacks=callbacks, peak_flops=peak_flops, progress=cfg.progress_bar,
                       meta={"model_config": asdict(model.config), "base_train": asdict(cfg),
                             "world_size": info.world_size, "device": device_name(device_type)})
-    resumed_from = trainer.resume() if wants_resume(cfg.resume, out_dir) else None
+    resumed_from = trainer.resume() if resuming else None
     trainer.fit()
     return _finish(model, plan, trainer, out_dir, unigram, info, resumed_from)
 
