@@ -83,7 +83,8 @@ class BaseTrainConfig(ModelSettings):
     # where
     model_tag: str | None = setting(None, "checkpoint folder name (default: d<depth>)")
     resume: Literal["off", "on", "auto"] = setting(
-        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)")
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
     data: str | None = setting(
         None, "folder of .parquet shards (default: downloaded shards, else the local stand-in)")
     # runtime

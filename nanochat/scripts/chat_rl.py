@@ -173,7 +173,8 @@ class ChatRLConfig(OptimizerSettings, RunSettings):
     log_every: int = setting(1, "print a progress line every N steps")
     seed: int = setting(0, "seed of the problem order and the sampling")
     resume: Literal["off", "on", "auto"] = setting(
-        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)")
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
 
     def __post_init__(self):
         super().__post_init__()

@@ -270,7 +270,8 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
     save_every: int = setting(-1, "checkpoint every N steps (-1: only at the end)")
     keep_last: int = setting(1, "checkpoints to keep (older ones are deleted)")
     resume: Literal["off", "on", "auto"] = setting(
-        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)")
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
 
     def __post_init__(self):
         super().__post_init__()

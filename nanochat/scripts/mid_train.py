@@ -179,7 +179,8 @@ class MidTrainConfig(OptimizerSettings, RunSettings):
     log_every: int = setting(10, "print a progress line every N steps")
     save_every: int = setting(-1, "checkpoint every N steps (-1: only at the end)")
     resume: Literal["off", "on", "auto"] = setting(
-        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)")
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
     compile: Literal["auto", "on", "off"] = setting("auto", "torch.compile the model (auto: on CUDA only)")
 
     def __post_init__(self):
