@@ -292,8 +292,8 @@ def wants_resume(mode: str | bool, folder: Path | str) -> bool:
     if mode == "off": return False
     found = latest_checkpoint(folder) is not None
     if mode == "on" and not found:
-        raise ConfigError(f"--resume: no valid checkpoint in {folder} to resume from (use --resume auto to start "
-                          "fresh when there is none)")
+        raise ConfigError(f"--resume: no checkpoint in {folder} to resume from (none, or none valid; --resume auto "
+                          "starts from scratch when there is none)")
     return found
 
 # %% ../nbs/10_checkpoint.ipynb #d1a9b35b
