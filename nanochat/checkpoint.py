@@ -4,8 +4,8 @@
 __all__ = ['MODEL_FILE', 'META_FILE', 'STEP_PATTERN', 'STAGE_TRAINERS', 'TMP_MARK', 'COMPILE_PREFIX', 'LOGGER', 'CheckpointError',
            'checkpoint_dir', 'step_dir', 'rank_file', 'list_checkpoints', 'find_run', 'fsync_dir', 'atomic_save',
            'file_digest', 'capture_rng_state', 'restore_rng_state', 'strip_compile_prefix', 'steps_to_prune',
-           'prune_checkpoints', 'save_checkpoint', 'validate_checkpoint', 'latest_checkpoint', 'Checkpoint',
-           'load_checkpoint', 'load_model_weights', 'load_gpt']
+           'prune_checkpoints', 'save_checkpoint', 'validate_checkpoint', 'latest_checkpoint', 'wants_resume',
+           'Checkpoint', 'load_checkpoint', 'load_model_weights', 'load_gpt']
 
 # %% ../nbs/10_checkpoint.ipynb #96659232
 # Checkpoints of training runs: weights, optimizer and loader state and RNG states of every rank, written atomically
@@ -282,6 +282,19 @@ def latest_checkpoint(folder: Path | str, verify_hashes: bool = True) -> int | N
         if (problem := validate_checkpoint(step_dir(folder, step), verify_hashes)) is None: return step
         get_logger(LOGGER).warning(f"skipping checkpoint {step_dir(folder, step)}: {problem}")
     return None
+
+# %% ../nbs/10_checkpoint.ipynb #c54ab034
+def wants_resume(mode: str | bool, folder: Path | str) -> bool:
+    """Whether a run with `--resume` `mode` (off, on, auto; or a bool) continues from the newest valid checkpoint in
+    `folder`: `on` insists on one, `auto` takes one if there is one."""
+    mode = {True: "on", False: "off"}.get(mode, mode)
+    if mode not in ("off", "on", "auto"): raise ConfigError(f"resume: expected off, on or auto, got {mode!r}")
+    if mode == "off": return False
+    found = latest_checkpoint(folder) is not None
+    if mode == "on" and not found:
+        raise ConfigError(f"--resume: no checkpoint in {folder} to resume from (none, or none valid; --resume auto "
+                          "starts from scratch when there is none)")
+    return found
 
 # %% ../nbs/10_checkpoint.ipynb #d1a9b35b
 @dataclass

@@ -31,11 +31,12 @@ class ConfigError(ValueError):
     "A setting that is unknown, mistyped or out of range. The message says what was expected and where."
 
 
-def setting(default: Any, help: str) -> Any:
-    "A dataclass field with `help` text; mutable defaults (lists, dicts) are copied per instance."
+def setting(default: Any, help: str, alone: Any = None) -> Any:
+    """A dataclass field with `help` text; mutable defaults (lists, dicts) are copied per instance. `alone`: the value
+    of the flag given without one (`--resume` for `--resume on`), which also gets a `--no-...` form (the default)."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+    return field(default=default, metadata={"help": help} | ({} if alone is None else {"alone": alone}))
 
 # %% ../nbs/01_config.ipynb #2bd1471c
 TRUE_WORDS, FALSE_WORDS = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -52,6 +53,8 @@ def coerce(value: Any, tp: Any, name: str = "value") -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return coerce(value, inner, name)
     if origin is Literal:
+        # YAML reads an unquoted on/off as true/false
+        if isinstance(value, bool) and {"on", "off"} <= set(args): value = "on" if value else "off"
         for choice in args:
             if value == choice or (isinstance(value, str) and str(choice) == value): return choice
         raise ConfigError(f"{name}: expected one of {list(args)}, got {value!r}")
@@ -179,8 +182,13 @@ def build_parser(cls: type, script: str, description: str | None = None) -> argp
         kw = dict(help=spec.metadata.get("help", ""), default=argparse.SUPPRESS)
         if tp is bool: parser.add_argument(flag_name(f), action=argparse.BooleanOptionalAction, **kw)
         else:
-            if typing.get_origin(tp) is Literal:  # the choices; an empty one (a device_type of "") shows as ''
-                kw["metavar"] = "{" + ",".join(str(a) if a != "" else "''" for a in typing.get_args(tp)) + "}"
+            choices = typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
+            if choices:  # the choices; an empty one (a device_type of "") shows as ''
+                kw["metavar"] = "{" + ",".join(str(a) if a != "" else "''" for a in choices) + "}"
+            if "alone" in spec.metadata:  # a switch with more states: `--resume` alone means on, as a bool's flag would
+                kw |= dict(nargs="?", const=spec.metadata["alone"])
+                parser.add_argument("--no-" + flag_name(f)[2:], dest=f, action="store_const", const=default,
+                                    default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             parser.add_argument(flag_name(f), **kw)
         parser._option_string_actions[flag_name(f)].help += f" (default: {default})"
     return parser

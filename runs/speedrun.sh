@@ -15,6 +15,8 @@
 #   SFT_ARGS, MID_ARGS, RL_ARGS, BASE_EVAL_ARGS, CHAT_EVAL_ARGS, TOK_EVAL_ARGS, CLI_ARGS   the same for the other stages
 #   MID=0            leave midtraining out (SFT then starts from the base model)
 #   RL=1             add the RL stage on GSM8K after SFT
+#   RESUME=auto      base_train, mid_train, chat_sft and chat_rl continue from their newest valid checkpoint when there
+#                    is one (a restarted speedrun picks up where it stopped); default: every stage from scratch
 #   WANDB_RUN        a run name: log to Weights & Biases (needs wandb installed and logged in)
 #
 # The structure follows upstream nanochat's speedrun: data download in the background while the tokenizer trains,
@@ -29,6 +31,7 @@ case "$PROFILE" in d12) SHARDS=${SHARDS:-40} ;; *) SHARDS=${SHARDS:-240} ;; esac
 export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-$HOME/.cache/nanochat}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 LOGGER=(); [ -n "${WANDB_RUN:-}" ] && LOGGER=(--logger wandb --run-name "$WANDB_RUN")
+RESUME_ARGS=(); [ -n "${RESUME:-}" ] && RESUME_ARGS=(--resume "$RESUME")
 start=$(date +%s)
 mkdir -p "$NANOCHAT_BASE_DIR" && : > "$NANOCHAT_BASE_DIR/speedrun_times.tsv"  # the stage clock: seconds, stage
 step() {
@@ -61,23 +64,23 @@ if [ -z "${SKIP_DOWNLOAD:-}" ]; then
 fi
 
 step "pretraining"
-gpu nanochat.scripts.base_train --profile "$PROFILE" "${LOGGER[@]}" ${BASE_ARGS:-}
+gpu nanochat.scripts.base_train --profile "$PROFILE" "${LOGGER[@]}" "${RESUME_ARGS[@]}" ${BASE_ARGS:-}
 step "base model evaluation"
 gpu nanochat.scripts.base_eval --profile "$PROFILE" ${BASE_EVAL_ARGS:-}
 SFT_SOURCE=()
 if [ "${MID:-1}" != 0 ]; then
   step "midtraining"
-  gpu nanochat.scripts.mid_train --profile "$PROFILE" ${MID_ARGS:-}
+  gpu nanochat.scripts.mid_train --profile "$PROFILE" "${RESUME_ARGS[@]}" ${MID_ARGS:-}
   gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage mid ${CHAT_EVAL_ARGS:-}
 else
   SFT_SOURCE=(--source-stage base)
 fi
 step "supervised fine-tuning"
-gpu nanochat.scripts.chat_sft --profile "$PROFILE" "${SFT_SOURCE[@]}" ${SFT_ARGS:-}
+gpu nanochat.scripts.chat_sft --profile "$PROFILE" "${SFT_SOURCE[@]}" "${RESUME_ARGS[@]}" ${SFT_ARGS:-}
 gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage sft ${CHAT_EVAL_ARGS:-}
 if [ "${RL:-0}" = 1 ]; then
   step "reinforcement learning on GSM8K"
-  gpu nanochat.scripts.chat_rl --profile "$PROFILE" ${RL_ARGS:-}
+  gpu nanochat.scripts.chat_rl --profile "$PROFILE" "${RESUME_ARGS[@]}" ${RL_ARGS:-}
   gpu nanochat.scripts.chat_eval --profile "$PROFILE" --stage rl --task GSM8K ${CHAT_EVAL_ARGS:-}
 fi
 

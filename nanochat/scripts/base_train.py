@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from ..checkpoint import checkpoint_dir, list_checkpoints
+from ..checkpoint import checkpoint_dir, list_checkpoints, wants_resume
 from ..common import compute_dtype, device_name, get_peak_flops, print0, seed_everything
 from ..config import ConfigError, RunSettings, format_config, register_config, run_stage, save_config, setting
 from ..report import finish_stage, steady_throughput
@@ -85,7 +85,9 @@ class BaseTrainConfig(ModelSettings):
     run_name: str = setting("base", "run name for wandb/tensorboard")
     # where
     model_tag: str | None = setting(None, "checkpoint folder name (default: d<depth>)")
-    resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
+    resume: Literal["off", "on", "auto"] = setting(
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
     data: str | None = setting(
         None, "folder of .parquet shards or of your own text files (default: downloaded shards, else the stand-in)")
     # runtime
@@ -205,22 +207,24 @@ def _validation(cfg: BaseTrainConfig, tokenizer, folder: Path, token_bytes: torc
     return val_batches, unigram
 
 
-def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -> Path:
-    "The run's checkpoint folder, checked for `--resume`, with the settings and the plan saved in it (rank 0)."
+def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -> tuple[Path, bool]:
+    """The run's checkpoint folder, with the settings and the plan saved in it (rank 0), and whether `--resume`
+    continues from a checkpoint there (`wants_resume`)."""
     out_dir = checkpoint_dir("base", cfg.model_tag or f"d{cfg.depth}")
-    if cfg.resume and not list_checkpoints(out_dir):
-        raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
-    if not cfg.resume and list_checkpoints(out_dir) and info.rank == 0:
+    resuming = wants_resume(cfg.resume, out_dir)
+    if not resuming and list_checkpoints(out_dir) and info.rank == 0:
         print0(f"note: {out_dir} already has checkpoints; this run starts from scratch and will replace them as it "
                "saves")
     if info.rank == 0:  # the settings (replayable as a profile) and every number derived from them
         save_config(cfg, "base_train", out_dir, sources)
         (out_dir / "plan.json").write_text(json.dumps(asdict(plan), indent=1) + "\n")
-    return out_dir
+    return out_dir, resuming
 
 # %% ../../nbs/12a_base_train.ipynb #ac3ee17d
-def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, unigram: float | None, info) -> dict:
-    "The run's summary: printed, saved and reported (with the model's shape) by `finish_stage`; returned."
+def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, unigram: float | None, info,
+            resumed_from: int | None = None) -> dict:
+    """The run's summary (with the step it resumed from, if it did): printed, saved and reported (with the model's
+    shape) by `finish_stage`; returned."""
     lines = (out_dir / "metrics.jsonl").read_text().splitlines() if info.rank == 0 else []
     val = [m["val_bpb"] for m in map(json.loads, lines) if "val_bpb" in m]
     history = trainer.history
@@ -229,6 +233,7 @@ def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, uni
                "unigram_bpb": unigram, "device": device_name(info.device.type), "world_size": info.world_size,
                "train_seconds": round(trainer.train_seconds, 1), "checkpoint_dir": str(out_dir),
                "tok_per_s": 0, **steady_throughput(history)}  # steady rate, without the warm-up steps
+    if resumed_from is not None: summary["resumed_from"] = resumed_from
     c = model.config
     shape = {"depth": c.n_layer, "width": c.n_embd, "parameters": sum(p.numel() for p in model.parameters()),
              "windows": c.window_pattern, "total_batch_size": plan.total_batch_size, "tokens": plan.total_tokens}
@@ -266,7 +271,7 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     loader = PretrainLoader(tokenizer, list_shards(folder, "train"), cfg.device_batch_size, cfg.max_seq_len, info.rank,
                             info.world_size, device)
     val_batches, unigram = _validation(cfg, tokenizer, folder, token_bytes, info)
-    out_dir = _run_folder(cfg, plan, sources, info)
+    out_dir, resuming = _run_folder(cfg, plan, sources, info)
     callbacks: list[Callback] = [MetricsLog(out_dir / "metrics.jsonl")]
     if info.rank == 0 and cfg.logger == "wandb": callbacks.append(WandbLog(cfg.run_name, asdict(cfg)))
     if info.rank == 0 and cfg.logger == "tensorboard": callbacks.append(TensorBoardLog(out_dir / "tensorboard"))
@@ -280,9 +285,9 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
                       keep_last=cfg.keep_last, callbacks=callbacks, peak_flops=peak_flops, progress=cfg.progress_bar,
                       meta={"model_config": asdict(model.config), "base_train": asdict(cfg),
                             "world_size": info.world_size, "device": device_name(device_type)})
-    if cfg.resume: trainer.resume()
+    resumed_from = trainer.resume() if resuming else None
     trainer.fit()
-    return _finish(model, plan, trainer, out_dir, unigram, info)
+    return _finish(model, plan, trainer, out_dir, unigram, info, resumed_from)
 
 
 # `python -m nanochat.scripts.base_train`; inside a notebook `__name__` is "__main__" too, but IPython defines

@@ -11,12 +11,13 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import (CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_checkpoint, load_gpt,
-                                 save_checkpoint)
+from ..checkpoint import (CheckpointError, checkpoint_dir, find_run, load_checkpoint, load_gpt, save_checkpoint,
+                                 wants_resume)
 from ..common import autocast_ctx, compute_dtype, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
@@ -171,7 +172,9 @@ class ChatRLConfig(OptimizerSettings, RunSettings):
     save_every: int = setting(60, "checkpoint every N steps (-1: only at the end)")
     log_every: int = setting(1, "print a progress line every N steps")
     seed: int = setting(0, "seed of the problem order and the sampling")
-    resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
+    resume: Literal["off", "on", "auto"] = setting(
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
 
     def __post_init__(self):
         super().__post_init__()
@@ -248,10 +251,10 @@ def _save(model, optimizer, out_dir, step: int, run, cfg: ChatRLConfig, info):
 
 
 def _resume(cfg: ChatRLConfig, model, optimizer, out_dir: Path, info) -> int:
-    """The step to start from: 0, or with `cfg.resume` the step of the newest valid checkpoint in `out_dir`, whose
-    weights and optimizer state are loaded into `model` and `optimizer`."""
-    if not cfg.resume: return 0
-    if not list_checkpoints(out_dir): raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
+    """The step to start from: 0, or when `cfg.resume` asks (`wants_resume`) the step of the newest valid checkpoint
+    in `out_dir`, whose weights and optimizer state are loaded into `model` and `optimizer`. Nothing else needs
+    saving: the problems of a step and the seeds of its replies are functions of (seed, step)."""
+    if not wants_resume(cfg.resume, out_dir): return 0
     ckpt = load_checkpoint(out_dir, rank=info.rank, device=info.device)
     model.load_state_dict(ckpt.model_state)
     optimizer.load_state_dict(ckpt.optimizer_state)
@@ -259,10 +262,12 @@ def _resume(cfg: ChatRLConfig, model, optimizer, out_dir: Path, info) -> int:
     return ckpt.step
 
 # %% ../../nbs/20_chat_rl.ipynb #8aceba92
-def _summarize(out_dir: Path, run, step: int, history: list[dict], last_eval: dict, rank: int) -> dict:
+def _summarize(out_dir: Path, run, step: int, history: list[dict], last_eval: dict, rank: int,
+               resumed_from: int | None = None) -> dict:
     "The run's summary: printed, written to `out_dir/summary.json` (rank 0) and to the report; returned."
     summary = {"steps": step, "first_reward": history[0]["reward"] if history else None,
                "final_reward": history[-1]["reward"] if history else None, **last_eval, "checkpoint_dir": str(out_dir)}
+    if resumed_from: summary["resumed_from"] = resumed_from
     return finish_stage("chat_rl", summary, out_dir, rank, data={"source": run, **summary})
 
 # %% ../../nbs/20_chat_rl.ipynb #e16d7ec5
@@ -282,7 +287,7 @@ def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
                                 matrix_lr=cfg.matrix_lr)
     out_dir = checkpoint_dir("rl", run.name)
     log_path = out_dir / "metrics.jsonl"
-    step = _resume(cfg, model, optimizer, out_dir, info)
+    step = resumed_from = _resume(cfg, model, optimizer, out_dir, info)
     if info.rank == 0:
         save_config(cfg, "chat_rl", out_dir, sources)
         _trim_log(log_path, step)
@@ -319,7 +324,7 @@ def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
             _save(model, optimizer, out_dir, step, run, cfg, info)
     if cfg.eval_every >= 0: last_eval = evaluate()
     path = _save(model, optimizer, out_dir, step, run, cfg, info)
-    summary = _summarize(out_dir, run, step, history, last_eval, info.rank)
+    summary = _summarize(out_dir, run, step, history, last_eval, info.rank, resumed_from)
     return summary | {"checkpoint": str(path)}
 
 # %% ../../nbs/20_chat_rl.ipynb #ea5978c9

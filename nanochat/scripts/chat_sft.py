@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from fastcore.basics import patch
 
-from ..checkpoint import CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_gpt
+from ..checkpoint import CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_gpt, wants_resume
 from ..common import compute_dtype, device_name, get_peak_flops, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
@@ -267,11 +267,16 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
     identity: str | None = setting(
         None, "a JSONL file of identity conversations in place of the default mixture's (FastChat's)")
     log_every: int = setting(10, "print a progress line every N steps")
+    save_every: int = setting(-1, "checkpoint every N steps (-1: only at the end)")
+    keep_last: int = setting(1, "checkpoints to keep (older ones are deleted)")
+    resume: Literal["off", "on", "auto"] = setting(
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
 
     def __post_init__(self):
         super().__post_init__()
         if self.num_epochs <= 0: raise ConfigError(f"num_epochs must be positive, got {self.num_epochs}")
-        for name in ("device_batch_size", "grad_accum", "max_len", "spelling", "log_every"):
+        for name in ("device_batch_size", "grad_accum", "max_len", "spelling", "log_every", "keep_last"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.pad_to is not None and self.pad_to < 1:
             raise ConfigError(f"pad_to must be at least 1, got {self.pad_to}")
@@ -342,6 +347,7 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
                                 matrix_lr=cfg.matrix_lr)
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("sft", run.name)
+    resuming = wants_resume(cfg.resume, out_dir)
     if info.rank == 0: save_config(cfg, "chat_sft", out_dir, sources)
     unit = f"rows of {max_len} tokens" if cfg.layout == "packed" else "conversations"
     print0(f"SFT of {run} ({len(loader.task):,} conversations, {cfg.layout}): {steps} steps of {cfg.grad_accum} × "
@@ -351,13 +357,18 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type,
                       dtype=compute_dtype(info.device.type), compile=cfg.use_compile(info.device.type),
                       rank=info.rank, world_size=info.world_size,
-                      eval_every=-1, sample_every=-1, log_every=cfg.log_every, checkpoint_dir=out_dir, keep_last=1,
+                      eval_every=-1, sample_every=-1, log_every=cfg.log_every, checkpoint_dir=out_dir,
+                      save_every=cfg.save_every, keep_last=cfg.keep_last,
                       callbacks=[MetricsLog(out_dir / "metrics.jsonl")], peak_flops=peak_flops,
                       meta={"model_config": asdict(model.config), "source": str(run), "chat_sft": asdict(cfg)})
+    # the model, optimizer, loader position, step (so the schedule's place) and RNG state of the newest checkpoint
+    resumed_from = trainer.resume() if resuming else None
     history = trainer.fit()
-    summary = {"steps": trainer.step, "first_loss": history[0]["loss"], "final_loss": history[-1]["loss"],
+    summary = {"steps": trainer.step, "first_loss": history[0]["loss"] if history else None,
+               "final_loss": history[-1]["loss"] if history else None,
                "train_seconds": round(trainer.train_seconds, 1), **steady_throughput(history),
                "checkpoint_dir": str(out_dir)}
+    if resumed_from is not None: summary["resumed_from"] = resumed_from
     data = {"source": run, "conversations": len(loader.task), **summary}
     return finish_stage("chat_sft", summary, out_dir, info.rank, data=data)
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from ..checkpoint import CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_gpt
+from ..checkpoint import CheckpointError, checkpoint_dir, find_run, load_gpt, wants_resume
 from ..common import compute_dtype, device_name, get_peak_flops, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
@@ -178,7 +178,9 @@ class MidTrainConfig(OptimizerSettings, RunSettings):
     seed: int = setting(0, "seed of the conversation order")
     log_every: int = setting(10, "print a progress line every N steps")
     save_every: int = setting(-1, "checkpoint every N steps (-1: only at the end)")
-    resume: bool = setting(False, "continue from the newest valid checkpoint of this tag")
+    resume: Literal["off", "on", "auto"] = setting(
+        "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
+        alone="on")
     compile: Literal["auto", "on", "off"] = setting("auto", "torch.compile the model (auto: on CUDA only)")
 
     def __post_init__(self):
@@ -241,8 +243,7 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
                                 matrix_lr=cfg.matrix_lr)
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("mid", run.name)
-    if cfg.resume and not list_checkpoints(out_dir):
-        raise ConfigError(f"--resume: no checkpoint in {out_dir} to resume from")
+    resuming = wants_resume(cfg.resume, out_dir)
     if info.rank == 0: save_config(cfg, "mid_train", out_dir, sources)
     print0(f"midtraining {run} on {mixture} (~{size:,} tokens): {plan.num_iterations} steps of "
            f"{plan.total_batch_size:,} tokens ({plan.grad_accum} × {cfg.device_batch_size} rows × {seq_len} × "
@@ -255,11 +256,12 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
                       checkpoint_dir=out_dir, save_every=cfg.save_every, keep_last=1,
                       callbacks=[MetricsLog(out_dir / "metrics.jsonl")], peak_flops=peak_flops,
                       meta={"model_config": asdict(model.config), "source": str(run), "mid_train": asdict(cfg)})
-    if cfg.resume: trainer.resume()
+    resumed_from = trainer.resume() if resuming else None
     history = trainer.fit()
     summary = {"steps": trainer.step, "first_loss": history[0]["loss"] if history else None,
                "final_loss": history[-1]["loss"] if history else None, "train_seconds": round(trainer.train_seconds, 1),
                **steady_throughput(history), "checkpoint_dir": str(out_dir)}
+    if resumed_from is not None: summary["resumed_from"] = resumed_from
     return finish_stage("mid_train", summary, out_dir, info.rank, data={"source": run, **summary})
 
 
