@@ -409,7 +409,7 @@ def shards_from_text(folder: Path | str, min_chars: int = 200) -> Path:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
     if not files:
         kinds = ", ".join(sorted(TEXT_SUFFIXES))
-        raise FileNotFoundError(f"{folder} holds no parquet shards and no text files ({kinds})")
+        raise FileNotFoundError(f"no .parquet shards in {folder}, and no text files ({kinds})")
     digest = hashlib.sha1("\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
                                     for p in files).encode()).hexdigest()[:12]
     out = get_base_dir() / "corpus" / f"{folder.resolve().name}-{digest}"

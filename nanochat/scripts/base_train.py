@@ -129,7 +129,8 @@ def data_folder(cfg: BaseTrainConfig) -> Path:
     folder = Path(cfg.data) if cfg.data else default_data_dir()
     if cfg.data and folder.is_dir() and not any(folder.glob("*.parquet")):  # a folder of your own text
         try: folder = shards_from_text(folder)
-        except (FileNotFoundError, ValueError) as e: raise ConfigError(str(e)) from None
+        except FileNotFoundError as e: raise ConfigError(str(e)) from None
+        except ValueError as e: raise ConfigError(f"no .parquet shards in {folder}, and its text files: {e}") from None
         print0(f"training on the text in {cfg.data}, through its shards in {folder}")
     if not folder.is_dir() or not any(folder.glob("*.parquet")):
         raise ConfigError(f"no .parquet shards in {folder}: download them (python -m nanochat.dataset download), build "
