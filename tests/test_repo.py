@@ -194,3 +194,19 @@ def test_no_exported_cell_is_over_60_lines():
     "A class or function that outgrows a screen is grown method by method (`@patch`), each piece followed by its test."
     from nanochat.devtools import cell_sizes
     assert cell_sizes(ROOT)["exported"]["over_60"] == 0
+
+
+def test_headings_never_skip_a_level():
+    "The book is built with warnings as errors, and MyST warns when a heading skips a level (## then ####)."
+    skips = []
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        last = 0
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] != "markdown": continue
+            in_code = False
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("```"): in_code = not in_code
+                if in_code or not (m := re.match(r"^(#+) ", line)): continue
+                if last and len(m.group(1)) > last + 1: skips.append(f"{path.name}: {line}")
+                last = len(m.group(1))
+    assert not skips, skips
