@@ -45,6 +45,12 @@ def _is_optional(tp) -> bool:
     return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
+def _type_words(tp: Any) -> str:
+    "How an error names a type: `an integer`, `one of ['auto']`."
+    if typing.get_origin(tp) is Literal: return f"one of {list(typing.get_args(tp))}"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "text"}.get(tp, repr(tp))
+
+
 def coerce(value: Any, tp: Any, name: str = "value") -> Any:
     "Convert `value` (from YAML, env or a flag) to type `tp`, or raise a `ConfigError` naming `name`."
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -52,6 +58,11 @@ def coerce(value: Any, tp: Any, name: str = "value") -> Any:
         if value is None or (isinstance(value, str) and value.lower() in {"none", "null", ""}): return None
         (inner,) = [a for a in args if a is not type(None)]
         return coerce(value, inner, name)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | Literal["auto"]: the first type that takes the value
+        for option in args:
+            try: return coerce(value, option, name)
+            except ConfigError: pass
+        raise ConfigError(f"{name}: expected {' or '.join(_type_words(a) for a in args)}, got {value!r}")
     if origin is Literal:
         # YAML reads an unquoted on/off as true/false
         if isinstance(value, bool) and {"on", "off"} <= set(args): value = "on" if value else "off"

@@ -3,13 +3,14 @@
 # %% auto #0
 __all__ = ['B_REF', 'BATCH_EXPONENT', 'scaling_params', 'reference_horizon', 'auto_batch_size', 'TrainingPlan', 'plan_training',
            'derive_total_batch_size', 'lr_multiplier', 'muon_momentum', 'weight_decay_at', 'Callback', 'MetricsLog',
-           'sample_text', 'TokenTensorLoader', 'Trainer', 'Schedule']
+           'sample_text', 'TokenTensorLoader', 'compiled_model', 'Trainer', 'Schedule']
 
 # %% ../nbs/12_trainer.ipynb #cea86924
 import json
 import math
 import signal
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,6 +232,14 @@ class TokenTensorLoader:
     def state_dict(self) -> dict: return {"position": self.position}
     def load_state_dict(self, state: dict) -> None: self.position = state["position"]
 
+# %% ../nbs/12_trainer.ipynb #843b232c
+_COMPILED: "weakref.WeakKeyDictionary[GPT, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+def compiled_model(model: GPT) -> torch.nn.Module:
+    "`torch.compile(model)` with static shapes, made once per model and shared by every caller."
+    if model not in _COMPILED: _COMPILED[model] = torch.compile(model, dynamic=False)
+    return _COMPILED[model]
+
 # %% ../nbs/12_trainer.ipynb #be5b1ea4
 class Trainer:
     "The pretraining loop. Build the model, optimizer and loader, derive a plan, then `Trainer(...).fit()`."
@@ -244,7 +253,7 @@ class Trainer:
                  peak_flops: float | None = None, progress: bool = False, handle_signals: bool = True):
         self.model, self.optimizer, self.loader, self.plan = model, optimizer, loader, plan
         self.device_type, self.dtype, self.rank, self.world_size = device_type, dtype, rank, world_size
-        self.forward = torch.compile(model, dynamic=False) if compile else model
+        self.forward = compiled_model(model) if compile else model
         self.val_batches, self.token_bytes = val_batches, token_bytes
         self.eval_every, self.sample_every, self.log_every = eval_every, sample_every, log_every
         self.sample_fn = sample_fn

@@ -3,10 +3,11 @@
 #
 #   bash runs/speedrun.sh                                 # 8 GPUs (all that nvidia-smi lists), profile `speedrun` (d20)
 #   NPROC=1 NANOCHAT_PROFILE=d12 bash runs/speedrun.sh    # one GPU: a d12 model (see runs/speedrun_1gpu.sh)
+#   NPROC=1 NANOCHAT_PROFILE=24gb bash runs/speedrun.sh   # d20 on one 24 GB GPU: micro-batches sized by a memory probe
 #
 # Settings (environment):
 #   NPROC            processes (GPUs) for torchrun; default: every GPU
-#   NANOCHAT_PROFILE profile of every stage: speedrun (8×H100, d20), d20, d12
+#   NANOCHAT_PROFILE profile of every stage: speedrun (8×H100, d20), d20, d12, 24gb (d20 on a 24 GB GPU)
 #   SHARDS           pretraining shards to download (default 240 for speedrun/d20, 40 for d12)
 #   SKIP_DOWNLOAD=1  use the data folder as it is (shards, eval and chat sets): no network
 #   NANOCHAT_DATA_URL  fetch from a mirror that serves the data folder's layout instead of every dataset's source

@@ -2,11 +2,11 @@
 
 # %% auto #0
 __all__ = ['SAMPLE_PROMPTS', 'ModelSettings', 'BaseTrainConfig', 'model_config', 'build_model', 'data_folder', 'training_plan',
-           'build_optimizer', 'WandbLog', 'TensorBoardLog', 'main']
+           'build_optimizer', 'WandbLog', 'TensorBoardLog', 'fit_micro_batch', 'main']
 
 # %% ../../nbs/12a_base_train.ipynb #e191e645
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,9 +20,10 @@ from ..dataloader import DataError, PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards, shards_from_text
 from ..gpt import MLP_PROVIDERS, GPT, GPTConfig, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
+from ..memory import MemorySettings, choose_micro_batch
 from ..optim import setup_optimizer
 from ..tokenizer import load_tokenizer, token_byte_lengths
-from ..trainer import Callback, MetricsLog, Trainer, TrainingPlan, plan_training, sample_text
+from ..trainer import Callback, MetricsLog, Trainer, TrainingPlan, compiled_model, plan_training, sample_text
 
 # %% ../../nbs/12a_base_train.ipynb #81a41437
 @dataclass
@@ -54,14 +55,15 @@ class ModelSettings(RunSettings):
 # %% ../../nbs/12a_base_train.ipynb #f2894567
 @register_config("base_train")
 @dataclass
-class BaseTrainConfig(ModelSettings):
+class BaseTrainConfig(MemorySettings, ModelSettings):
     "Pretrain the base GPT on the pretraining shards."
     # horizon (the first one given wins)
     num_iterations: int = setting(-1, "optimizer steps (-1: derive from target_flops or the ratio)")
     target_flops: float = setting(-1.0, "train for this many FLOPs (-1: off)")
     target_param_data_ratio: float = setting(12.0, "tokens per scaling parameter (-1: off)")
     # batch and optimizer
-    device_batch_size: int = setting(32, "rows per micro-batch on each device (lower it if memory runs out)")
+    device_batch_size: int | Literal["auto"] = setting(
+        32, "rows per micro-batch on each device (auto: the most that fit, accumulating to keep the batch)")
     total_batch_size: int = setting(-1, "tokens per optimizer step, all devices (-1: the compute-optimal one)")
     embedding_lr: float = setting(0.3, "AdamW learning rate of the embeddings")
     unembedding_lr: float = setting(0.008, "AdamW learning rate of the LM head")
@@ -97,7 +99,8 @@ class BaseTrainConfig(ModelSettings):
     def __post_init__(self):
         super().__post_init__()
         for name in ("device_batch_size", "eval_tokens", "keep_last", "log_every"):
-            if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value != "auto" and value < 1: raise ConfigError(f"{name} must be at least 1, got {value}")
         if not 0 <= self.warmdown_ratio <= 1:
             raise ConfigError(f"warmdown_ratio must be in [0, 1], got {self.warmdown_ratio}")
         if self.num_iterations <= 0 and self.target_flops <= 0 and self.target_param_data_ratio <= 0:
@@ -221,6 +224,21 @@ def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -
         (out_dir / "plan.json").write_text(json.dumps(asdict(plan), indent=1) + "\n")
     return out_dir, resuming
 
+# %% ../../nbs/12a_base_train.ipynb #c07432a4
+def fit_micro_batch(cfg: BaseTrainConfig, model: GPT, info, use_compile: bool) -> BaseTrainConfig:
+    """`cfg` with its micro-batch settled (`auto`: the most rows that fit, chapter 11a), after printing the memory
+    estimate; the total batch per step is the plan's either way."""
+    cfg.apply_memory_cap(info.device)
+    try: total = training_plan(replace(cfg, device_batch_size=1), model, info.world_size).total_batch_size
+    except ValueError as e: raise ConfigError(str(e)) from None
+    rows_per_step = max(1, total // (cfg.max_seq_len * info.world_size))
+    forward = compiled_model(model) if use_compile else model
+    try: choice = choose_micro_batch(model, cfg.device_batch_size, rows_per_step, cfg.max_seq_len,
+                                     compiled=use_compile, forward=forward, dtype=compute_dtype(info.device.type),
+                                     device=info.device)
+    except MemoryError as e: raise ConfigError(str(e)) from None
+    return replace(cfg, device_batch_size=choice.rows)
+
 # %% ../../nbs/12a_base_train.ipynb #ac3ee17d
 def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, unigram: float | None, info,
             resumed_from: int | None = None) -> dict:
@@ -235,6 +253,8 @@ def _finish(model: GPT, plan: TrainingPlan, trainer: Trainer, out_dir: Path, uni
                "train_seconds": round(trainer.train_seconds, 1), "checkpoint_dir": str(out_dir),
                "tok_per_s": 0, **steady_throughput(history)}  # steady rate, without the warm-up steps
     if resumed_from is not None: summary["resumed_from"] = resumed_from
+    if info.device.type == "cuda":  # what the run really needed, beside chapter 11a's estimate
+        summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(info.device) / 2**30, 2)
     c = model.config
     shape = {"depth": c.n_layer, "width": c.n_embd, "parameters": sum(p.numel() for p in model.parameters()),
              "windows": c.window_pattern, "total_batch_size": plan.total_batch_size, "tokens": plan.total_tokens}
@@ -259,6 +279,8 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     token_bytes = torch.tensor(token_byte_lengths(tokenizer), dtype=torch.long, device=device)
 
     model = build_model(cfg, tokenizer.vocab_size, device)
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda")
+    cfg = fit_micro_batch(cfg, model, info, use_compile)
     try: plan = training_plan(cfg, model, info.world_size)
     except ValueError as e: raise ConfigError(str(e)) from None
     c = model.config
@@ -276,7 +298,6 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
     callbacks: list[Callback] = [MetricsLog(out_dir / "metrics.jsonl")]
     if info.rank == 0 and cfg.logger == "wandb": callbacks.append(WandbLog(cfg.run_name, asdict(cfg)))
     if info.rank == 0 and cfg.logger == "tensorboard": callbacks.append(TensorBoardLog(out_dir / "tensorboard"))
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device_type == "cuda")
     peak_flops = get_peak_flops(device_name(device_type)) if device_type == "cuda" else None
     trainer = Trainer(model, optimizer, loader, plan, device_type=device_type, dtype=dtype, compile=use_compile,
                       rank=info.rank, world_size=info.world_size, val_batches=val_batches, token_bytes=token_bytes,

@@ -3,12 +3,12 @@
 # %% auto #0
 __all__ = ['collate_conversations', 'rank_order', 'SFTLoader', 'best_fit', 'PackedSFTLoader', 'rows_needed', 'sft_mixture',
            'default_conversations', 'mix_own_data', 'source_run', 'ChatSFTConfig', 'training_mixture', 'sft_loader',
-           'main']
+           'fit_sft_micro_batch', 'main']
 
 # %% ../../nbs/18_chat_sft.ipynb #f5335b6e
 import itertools
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -20,10 +20,11 @@ from ..common import compute_dtype, device_name, get_peak_flops, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
 from ..report import finish_stage, steady_throughput
+from ..memory import MemorySettings, choose_micro_batch
 from ..optim import setup_optimizer
 from ..tasks.common import ConversationFileError, JSONLConversations, Task, TaskMixture, TaskSample
 from ..tokenizer import load_tokenizer, render_conversation
-from ..trainer import MetricsLog, Trainer, plan_training
+from ..trainer import MetricsLog, Trainer, compiled_model, plan_training
 
 # %% ../../nbs/18_chat_sft.ipynb #41eedf90
 def collate_conversations(tokenizer, conversations: list[dict], max_len: int,
@@ -240,7 +241,7 @@ def source_run(stage: str, tag: str | None) -> Path:
 # %% ../../nbs/18_chat_sft.ipynb #32f2c90b
 @register_config("chat_sft")
 @dataclass
-class ChatSFTConfig(OptimizerSettings, RunSettings):
+class ChatSFTConfig(MemorySettings, OptimizerSettings, RunSettings):
     "Fine-tune a base (or midtrained) model on conversations, training only on the assistant's tokens."
     init_lr_frac: float = setting(
         0.02, "learning rates start at this fraction of pretraining's, then decay linearly to 0")
@@ -253,7 +254,11 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
     layout: Literal["padded", "packed"] = setting(
         "padded", "rows: one conversation each, padded to the batch's longest (padded), or max_len tokens filled "
         "with whole conversations (packed)")
-    device_batch_size: int = setting(4, "per micro-batch on each device: conversations (padded) or rows (packed)")
+    device_batch_size: int | Literal["auto"] = setting(
+        4, "per micro-batch on each device: conversations (padded) or rows (packed); auto: the most that fit")
+    auto_rows: int = setting(
+        16, "with device_batch_size auto: conversations or rows of one micro-batch on a large card (auto splits them "
+        "into micro-batches that fit and accumulates, so a step stays auto_rows × grad_accum)")
     grad_accum: int = setting(8, "micro-batches per optimizer step")
     max_len: int = setting(2048, "tokens per row (longer conversations are cut)")
     pad_to: int | None = setting(
@@ -276,8 +281,9 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
     def __post_init__(self):
         super().__post_init__()
         if self.num_epochs <= 0: raise ConfigError(f"num_epochs must be positive, got {self.num_epochs}")
-        for name in ("device_batch_size", "grad_accum", "max_len", "spelling", "log_every", "keep_last"):
-            if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("device_batch_size", "auto_rows", "grad_accum", "max_len", "spelling", "log_every", "keep_last"):
+            value = getattr(self, name)
+            if value != "auto" and value < 1: raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.pad_to is not None and self.pad_to < 1:
             raise ConfigError(f"pad_to must be at least 1, got {self.pad_to}")
         if self.layout == "packed" and self.pad_to is not None:
@@ -292,10 +298,12 @@ class ChatSFTConfig(OptimizerSettings, RunSettings):
             raise ConfigError("compile on with the padded layout needs pad_to: otherwise every new batch length "
                               "compiles again (or use --layout packed)")
 
-    def use_compile(self, device_type: str) -> bool:
-        "Whether to compile: `on`, or `auto` on CUDA when batches come in few shapes (packed, or padded with pad_to)."
-        few_shapes = self.layout == "packed" or self.pad_to is not None
-        return self.compile == "on" or (self.compile == "auto" and device_type == "cuda" and few_shapes)
+# %% ../../nbs/18_chat_sft.ipynb #afed57b6
+@patch
+def use_compile(self: ChatSFTConfig, device_type: str) -> bool:
+    "Whether to compile: `on`, or `auto` on CUDA when batches come in few shapes (packed, or padded with pad_to)."
+    few_shapes = self.layout == "packed" or self.pad_to is not None
+    return self.compile == "on" or (self.compile == "auto" and device_type == "cuda" and few_shapes)
 
 # %% ../../nbs/18_chat_sft.ipynb #686e9363
 def training_mixture(cfg: ChatSFTConfig) -> Task:
@@ -316,6 +324,21 @@ def sft_loader(cfg: ChatSFTConfig, task, tokenizer, max_len: int, info):
     if cfg.layout == "packed": return PackedSFTLoader(task, tokenizer, cfg.device_batch_size, max_len, **where)
     return SFTLoader(task, tokenizer, cfg.device_batch_size, max_len, pad_to=cfg.pad_to, **where)
 
+
+def fit_sft_micro_batch(cfg: ChatSFTConfig, model, max_len: int, info) -> ChatSFTConfig:
+    """`cfg` with its micro-batch settled after printing the memory estimate (chapter 11a; rows of `max_len`, the
+    longest a padded batch gets); for `auto`, the most that fit, and the accumulation that keeps `auto_rows` ×
+    `grad_accum` a step."""
+    cfg.apply_memory_cap(info.device)
+    auto = cfg.device_batch_size == "auto"
+    rows = cfg.auto_rows * cfg.grad_accum if auto else cfg.device_batch_size
+    use_compile = cfg.use_compile(info.device.type)
+    forward = compiled_model(model) if use_compile else model
+    try: choice = choose_micro_batch(model, cfg.device_batch_size, rows, max_len, compiled=use_compile,
+                                     forward=forward, dtype=compute_dtype(info.device.type), device=info.device)
+    except MemoryError as e: raise ConfigError(str(e)) from None
+    return replace(cfg, device_batch_size=choice.rows, grad_accum=rows // choice.rows) if auto else cfg
+
 # %% ../../nbs/18_chat_sft.ipynb #813cb961
 def main(argv: list[str] | None = None) -> dict:
     "Fine-tune; returns a summary (steps, losses, checkpoint folder)."
@@ -332,6 +355,7 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     model, meta = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     max_len = min(cfg.max_len, model.cos.size(0) - 1)
+    cfg = fit_sft_micro_batch(cfg, model, max_len, info)
     try: loader = sft_loader(cfg, mixture, tokenizer, max_len, info)
     except ValueError as e: raise ConfigError(f"{e}: lower device_batch_size or give more conversations") from None
     steps = int(cfg.num_epochs * loader.batches_per_epoch() // cfg.grad_accum)
@@ -356,8 +380,8 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     peak_flops = get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None  # for MFU
     trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type,
                       dtype=compute_dtype(info.device.type), compile=cfg.use_compile(info.device.type),
-                      rank=info.rank, world_size=info.world_size,
-                      eval_every=-1, sample_every=-1, log_every=cfg.log_every, checkpoint_dir=out_dir,
+                      rank=info.rank, world_size=info.world_size, eval_every=-1, sample_every=-1,
+                      log_every=cfg.log_every, checkpoint_dir=out_dir,
                       save_every=cfg.save_every, keep_last=cfg.keep_last,
                       callbacks=[MetricsLog(out_dir / "metrics.jsonl")], peak_flops=peak_flops,
                       meta={"model_config": asdict(model.config), "source": str(run), "chat_sft": asdict(cfg)})
@@ -365,9 +389,8 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     resumed_from = trainer.resume() if resuming else None
     history = trainer.fit()
     summary = {"steps": trainer.step, "first_loss": history[0]["loss"] if history else None,
-               "final_loss": history[-1]["loss"] if history else None,
-               "train_seconds": round(trainer.train_seconds, 1), **steady_throughput(history),
-               "checkpoint_dir": str(out_dir)}
+               "final_loss": history[-1]["loss"] if history else None, "train_seconds": round(trainer.train_seconds, 1),
+               **steady_throughput(history), "checkpoint_dir": str(out_dir)}
     if resumed_from is not None: summary["resumed_from"] = resumed_from
     data = {"source": run, "conversations": len(loader.task), **summary}
     return finish_stage("chat_sft", summary, out_dir, info.rank, data=data)

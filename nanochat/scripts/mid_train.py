@@ -2,11 +2,12 @@
 
 # %% auto #0
 __all__ = ['CHAT_PROMPTS', 'pack_conversation', 'unpack_row', 'ConversationPackLoader', 'chat_data', 'mid_mixture',
-           'calculator_calls', 'chat_format_rates', 'MidTrainConfig', 'mixture_tokens', 'mid_plan', 'main']
+           'calculator_calls', 'chat_format_rates', 'MidTrainConfig', 'mixture_tokens', 'mid_plan',
+           'fit_mid_micro_batch', 'main']
 
 # %% ../../nbs/17_mid_train.ipynb #c1181dfc
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -17,11 +18,12 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
                              save_config, setting)
 from ..report import finish_stage, steady_throughput
 from ..dataloader import BestFitPacker
+from ..memory import MemorySettings, choose_micro_batch
 from ..optim import setup_optimizer
 from ..tasks.common import ConversationFileError
 from ..gpt import generate
 from ..tokenizer import SPECIAL_TOKENS, load_tokenizer, render_conversation, render_for_completion
-from ..trainer import MetricsLog, Trainer, TrainingPlan, plan_training
+from ..trainer import MetricsLog, Trainer, TrainingPlan, compiled_model, plan_training
 
 # %% ../../nbs/17_mid_train.ipynb #6daeea3b
 def pack_conversation(ids: list[int], mask: list[int]) -> list[int]:
@@ -158,16 +160,17 @@ def chat_format_rates(model, tokenizer, num_gsm8k: int = 50, chat_prompts: list[
 # %% ../../nbs/17_mid_train.ipynb #dd5c20a4
 @register_config("mid_train")
 @dataclass
-class MidTrainConfig(OptimizerSettings, RunSettings):
+class MidTrainConfig(MemorySettings, OptimizerSettings, RunSettings):
     "Continue the base model on a packed mixture of conversations: the special tokens, turns and calculator calls."
     model_tag: str | None = setting(
         None, "base run to start from, and the tag of the mid run (default: the only base run)")
     num_epochs: float = setting(1.0, "passes over the mixture (its size in tokens is estimated from a sample)")
     max_steps: int = setting(-1, "stop after this many steps (-1: the epochs decide)")
-    device_batch_size: int = setting(32, "rows per micro-batch on each device")
+    device_batch_size: int | Literal["auto"] = setting(
+        32, "rows per micro-batch on each device (auto: the most that fit, accumulating to keep the batch)")
     max_seq_len: int = setting(-1, "tokens per row (-1: the base model's context length)")
     total_batch_size: int = setting(
-        524288, "tokens per optimizer step, all devices (-1: one micro-batch per device)")
+        524288, "tokens per optimizer step, all devices (-1: one micro-batch per device; 32 rows with auto)")
     supervise: Literal["all", "assistant"] = setting(
         "all", "targets: every token (as pretraining) or the assistant's only")
     warmdown_ratio: float = setting(
@@ -187,7 +190,8 @@ class MidTrainConfig(OptimizerSettings, RunSettings):
         super().__post_init__()
         if self.num_epochs <= 0: raise ConfigError(f"num_epochs must be positive, got {self.num_epochs}")
         for name in ("device_batch_size", "spelling", "log_every"):
-            if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value != "auto" and value < 1: raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.max_seq_len == 0 or self.max_seq_len < -1:
             raise ConfigError(f"max_seq_len must be positive or -1, got {self.max_seq_len}")
         if not 0 <= self.warmdown_ratio <= 1:
@@ -215,6 +219,24 @@ def mid_plan(cfg: MidTrainConfig, model, size: int, seq_len: int, world_size: in
     plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group by `_train`
     return plan
 
+# %% ../../nbs/17_mid_train.ipynb #ad47f90d
+def fit_mid_micro_batch(cfg: MidTrainConfig, model, seq_len: int, info, use_compile: bool) -> MidTrainConfig:
+    """`cfg` with its micro-batch settled after printing the memory estimate (chapter 11a); for `auto`, the most rows
+    that fit and the total batch they accumulate to (the given one, or 32 rows a device) written out."""
+    cfg.apply_memory_cap(info.device)
+    per_row = seq_len * info.world_size
+    if cfg.total_batch_size > 0 and cfg.total_batch_size % per_row:
+        raise ConfigError(f"total_batch_size {cfg.total_batch_size:,} is not a whole number of rows of {seq_len} "
+                          f"tokens on {info.world_size} device(s)")
+    rows = cfg.total_batch_size // per_row if cfg.total_batch_size > 0 else None
+    if rows is None: rows = 32 if cfg.device_batch_size == "auto" else cfg.device_batch_size
+    forward = compiled_model(model) if use_compile else model
+    try: choice = choose_micro_batch(model, cfg.device_batch_size, rows, seq_len, compiled=use_compile,
+                                     forward=forward, dtype=compute_dtype(info.device.type), device=info.device)
+    except MemoryError as e: raise ConfigError(str(e)) from None
+    if cfg.device_batch_size != "auto": return cfg
+    return replace(cfg, device_batch_size=choice.rows, total_batch_size=rows * per_row)
+
 # %% ../../nbs/17_mid_train.ipynb #f0ce21e2
 def main(argv: list[str] | None = None) -> dict:
     "Midtrain; returns a summary (steps, losses, checkpoint folder)."
@@ -235,6 +257,8 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     seq_len = model.config.sequence_len if cfg.max_seq_len < 0 else cfg.max_seq_len
     if seq_len > model.cos.size(0):
         raise ConfigError(f"max_seq_len {seq_len} is past the model's rotary tables ({model.cos.size(0)} positions)")
+    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and info.device.type == "cuda")
+    cfg = fit_mid_micro_batch(cfg, model, seq_len, info, use_compile)
     loader = ConversationPackLoader(mixture, tokenizer, cfg.device_batch_size, seq_len, info.rank, info.world_size,
                                     info.device, seed=cfg.seed, supervise=cfg.supervise)
     size = mixture_tokens(mixture, tokenizer, seq_len + 1)
@@ -248,7 +272,6 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     print0(f"midtraining {run} on {mixture} (~{size:,} tokens): {plan.num_iterations} steps of "
            f"{plan.total_batch_size:,} tokens ({plan.grad_accum} × {cfg.device_batch_size} rows × {seq_len} × "
            f"{info.world_size} rank(s)), supervising {cfg.supervise} tokens", flush=True)
-    use_compile = cfg.compile == "on" or (cfg.compile == "auto" and info.device.type == "cuda")
     peak_flops = get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None  # for MFU
     trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type,
                       dtype=compute_dtype(info.device.type), compile=use_compile, rank=info.rank,
