@@ -1,4 +1,4 @@
-"""SFT and RL resume exactly after `kill -9`: a run killed after a periodic checkpoint and resumed with `--resume`
+"""Midtraining, SFT and RL resume exactly after `kill -9`: a run killed after a periodic checkpoint and resumed with `--resume`
 logs the very losses (bit for bit, on CPU) of an uninterrupted run; `--resume auto` starts fresh when there is nothing
 to resume and continues when there is.
 
@@ -108,3 +108,20 @@ def rl_steps(folder):
     "step -> (loss, reward, length) of every RL step in the run's metrics.jsonl"
     lines = (folder / "metrics.jsonl").read_text().splitlines()
     return {m["step"]: (m["loss"], m["reward"], m["length"]) for m in map(json.loads, lines) if "reward" in m}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_mid_resumes_exactly_after_kill(run_env, private_base_dir):
+    prepare(run_env, ["tok_train", "base_train"])
+    folder = private_base_dir / "checkpoints" / "mid" / "d2"
+    run(["nanochat.scripts.mid_train", "--profile", "tiny"], run_env)
+    expected = losses(folder)
+    assert sorted(expected) == [1, 2, 3, 4, 5, 6]
+    shutil.rmtree(folder)
+
+    kill_after_checkpoint("nanochat.scripts.mid_train", "nanochat.trainer", 2, ["--profile", "tiny", "--save-every", "2"],
+                          run_env, folder)
+    out = run(["nanochat.scripts.mid_train", "--profile", "tiny", "--save-every", "2", "--resume"], run_env)
+    assert "resumed from step 2" in out.stdout
+    assert losses(folder) == expected  # the packed rows, the schedule and the RNG all pick up where they stopped
+    assert json.loads((folder / "summary.json").read_text())["resumed_from"] == 2
