@@ -255,7 +255,7 @@ class DecodeBatch:
     elsewhere)."""
 
     def __init__(self, model: GPT | DecodeModel, slots: int, max_len: int, stop_tokens=(), tools: ToolUse | None = None,
-                 cuda_graph: bool | None = None):
+                 cuda_graph: bool | None = None, pipeline: bool = False):
         self.model = model if isinstance(model, DecodeModel) else DecodeModel(model)
         m, c = self.model, self.model.config
         if not 1 <= max_len <= m.max_len:
@@ -282,6 +282,9 @@ class DecodeBatch:
         self.cuda_graph = dev.type == "cuda" and cuda_graph is not False  # graphs exist only on CUDA
         self._graphs: dict[tuple[bool, int], torch.cuda.CUDAGraph] = {}  # by (filtered, span)
         self._pool = None
+        # pipeline: the next step runs on the device while the host hands out this one's tokens (see `step`)
+        self.pipeline, self._ahead = pipeline, None
+        self._host = [torch.zeros(slots, dtype=torch.long, pin_memory=dev.type == "cuda") for _ in range(2)]
 
     # --- what the host sees
     @property
@@ -420,10 +423,11 @@ def release(self: DecodeBatch, slot: int) -> None:
 
 # %% ../nbs/19b_engine.ipynb #ea2666b2
 @patch
-def span(self: DecodeBatch) -> int:
+def span(self: DecodeBatch, ahead: int = 0) -> int:
     """How much of the cache this step attends over: every busy row's length, rounded up to a bucket (max_len/32,
-    at least 64). Each span is its own static shape (and graph); short rows don't pay to read the whole cache."""
-    longest = max((r.pos + 1 for r in self.rows if r is not None), default=1)
+    at least 64). Each span is its own static shape (and graph); short rows don't pay to read the whole cache.
+    `ahead`: the rows are that many steps further on than the host's record says (a step launched early)."""
+    longest = max((r.pos + 1 + ahead for r in self.rows if r is not None), default=1)
     return min(self.max_len, -(-longest // self.span_bucket) * self.span_bucket)
 
 
@@ -490,23 +494,60 @@ def warm_up(self: DecodeBatch, filtered: tuple[bool, ...] = (False, True)) -> in
         for f, s in todo: self._capture(f, s)
     return len(todo)
 
+# %% ../nbs/19b_engine.ipynb #0f0c743a
+class _Launch:
+    "A decode step under way: the rows it stepped (as they were then), and its sampled tokens on their way to the host."
+    def __init__(self, rows: dict[int, _Row], sampled: torch.Tensor, host: torch.Tensor | None):
+        self.rows, self.event = rows, None
+        if host is None: self.host = sampled  # read before any other step writes it
+        else:  # copied out now (in stream order), so the next step may overwrite `sampled`
+            self.host = host.copy_(sampled, non_blocking=True)
+            if sampled.is_cuda: self.event = torch.cuda.Event()
+            if self.event is not None: self.event.record()
+
+    def live(self, batch: "DecodeBatch") -> bool: return any(batch.rows[s] is r for s, r in self.rows.items())
+
+    def tokens(self) -> list[int]:
+        "The sampled token of every slot, once the step is done (the step's one wait for the device)."
+        if self.event is not None: self.event.synchronize()
+        return self.host.tolist()
+
+
+@patch
+def _launch(self: DecodeBatch, ahead: int = 0) -> _Launch:
+    "Start one step of every busy row on the device (`ahead`: the host's record is a step behind the device's)."
+    busy = self.busy
+    filtered = any(self.rows[s].params.filtered for s in busy)  # sorting the vocabulary only when a row needs it
+    span = self.span(ahead)
+    with torch.autocast(self.model.device.type, enabled=False):  # the weights are already in the compute dtype
+        if self.cuda_graph: (self._graphs.get((filtered, span)) or self._capture(filtered, span)).replay()
+        else: self._step(filtered, span)
+    host = None
+    if self.pipeline: host, self._host = self._host[0], self._host[::-1]  # two buffers, in turn
+    return _Launch({s: self.rows[s] for s in busy}, self.sampled, host)
+
 # %% ../nbs/19b_engine.ipynb #6caf4f61
 @patch
 @torch.no_grad()
 def step(self: DecodeBatch) -> dict[int, Emitted]:
-    "Advance every busy row by one token; returns {slot: Emitted}. Finished rows are freed."
-    busy = self.busy
-    if not busy: return {}
-    filtered = any(self.rows[s].params.filtered for s in busy)  # sorting the vocabulary only when a row needs it
-    span = self.span()
-    with torch.autocast(self.model.device.type, enabled=False):  # the weights are already in the compute dtype
-        if self.cuda_graph: (self._graphs.get((filtered, span)) or self._capture(filtered, span)).replay()
-        else: self._step(filtered, span)
-    sampled = self.sampled.tolist()  # the step's one device-to-host copy
+    """Advance every busy row by one token; returns {slot: Emitted}. Finished rows are freed. With `pipeline`, the
+    next step is already running on the device when this returns (see below)."""
+    if self._ahead is not None and not self._ahead.live(self): self._ahead = None  # its rows all left meanwhile
+    if self._ahead is None and not self.busy: return {}
+    launch, self._ahead = self._ahead or self._launch(), None
+    sampled = launch.tokens()
+    # the device already holds the next step's inputs (each row's sampled token), unless a row feeds a forced token
+    if self.pipeline and not any(self.rows[s].forced for s in self.busy): self._ahead = self._launch(ahead=1)
+    return self._hand_out(launch, sampled)
+
+
+@patch
+def _hand_out(self: DecodeBatch, launch: _Launch, sampled: list[int]) -> dict[int, Emitted]:
+    "The host's side of a step: each row's token (sampled, or forced by a tool), stops, tool calls, freed rows."
     out, overrides, freed = {}, [], []
     stops, tools, max_len = self.stop_tokens, self.tools, self.max_len
-    for s in busy:  # per row: plain Python, kept lean (at batch 64 this loop is a visible part of a step)
-        row = self.rows[s]
+    for s, row in launch.rows.items():  # per row: plain Python, kept lean (at batch 64 a visible part of a step)
+        if self.rows[s] is not row: continue  # released, or finished, after the step was launched
         forced = bool(row.forced)
         token = row.forced.popleft() if forced else sampled[s]
         if forced: overrides.append((s, token))
@@ -551,12 +592,13 @@ class Engine:
     """Generation for chat: stop tokens and the python tool handled per row, many rows per step. `generate` streams
     token columns; `generate_batch` returns whole sequences and masks. `tool`: 'calculator', 'upstream_calculator' (as
     upstream's engine answers), 'sandbox', None, or a function code -> output text (None: write nothing back).
-    `quantize`: None or 'int8' (weight-only int8 matrices, see `DecodeModel`)."""
+    `quantize`: None or 'int8' (weight-only int8 matrices, see `DecodeModel`); `pipeline`: launch each step before
+    the last one's tokens are handed out (see `DecodeBatch.step`)."""
 
     def __init__(self, model: GPT, tokenizer, tool: str | Callable | None = "calculator", sandbox_timeout: float = 2.0,
                  cuda_graph: bool | None = None, dtype: torch.dtype | None = None, compile: bool = True,
-                 quantize: str | None = None):
-        self.model, self.tokenizer, self.cuda_graph = model, tokenizer, cuda_graph
+                 quantize: str | None = None, pipeline: bool = False):
+        self.model, self.tokenizer, self.cuda_graph, self.pipeline = model, tokenizer, cuda_graph, pipeline
         self.decoder = DecodeModel(model, dtype, compile, quantize)
         self.stop_tokens = {tokenizer.encode_special("<|assistant_end|>"), tokenizer.get_bos_token_id()}
         if tool == "calculator": run = calculator_tool
@@ -577,7 +619,8 @@ class Engine:
         b = self._batch
         if b is not None and not b.busy and b.slots == slots and b.max_len == max_len: return b
         self._batch = None  # let the old cache go before allocating the new one
-        self._batch = DecodeBatch(self.decoder, slots, max_len, self.stop_tokens, self.tools, self.cuda_graph)
+        self._batch = DecodeBatch(self.decoder, slots, max_len, self.stop_tokens, self.tools, self.cuda_graph,
+                                  self.pipeline)
         return self._batch
 
 # %% ../nbs/19b_engine.ipynb #322a7678
