@@ -60,7 +60,7 @@ def gemv_plan(rows: int, n: int, k: int, sms: int = 132) -> dict[str, int]:
     splits = max(1, min(_cdiv(k, block_k), _cdiv(4 * sms, _cdiv(n, block_n))))
     k_per_split = _cdiv(_cdiv(k, splits), block_k) * block_k
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, k_per_split=k_per_split,
-                splits=_cdiv(k, k_per_split))
+                splits=_cdiv(k, k_per_split), num_warps=4)
 
 # %% ../nbs/84_decode_kernels.ipynb #498bff4a
 if triton is not None:
@@ -86,8 +86,9 @@ if triton is not None:
             tl.store(out_ptr + here, acc.to(out_ptr.dtype.element_ty), mask=ok)
         else:
             tl.store(partial_ptr + split * M * N + here, acc, mask=ok)
-            # the atomic add is acq_rel: each program's partial sum is written before its arrival counts, and the last
-            # program to arrive sees them all; .cg loads skip the multiprocessor's own (non-coherent) cache
+            # all the program's threads have stored (the barrier) before its arrival counts (an acq_rel atomic add), so
+            # the last program to arrive sees every partial sum; .cg loads skip the multiprocessor's non-coherent cache
+            tl.debug_barrier()
             if tl.atomic_add(counter_ptr + column_block, 1) == SPLITS - 1:
                 total = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
                 for s in range(SPLITS):  # in split order: the same sum whichever program came last
@@ -123,7 +124,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, plan: dict | None = None) -> tor
     if grid[0] > COUNTERS: raise ValueError(f"gemv: {grid[0]} column blocks, more than COUNTERS ({COUNTERS})")
     _gemv_kernel[grid](x, weight, out, partial, arrival_counters(x.device), rows, n, k, p["k_per_split"],
                        x.stride(0), weight.stride(0), SPLITS=p["splits"], BLOCK_M=p["BLOCK_M"],
-                       BLOCK_N=p["BLOCK_N"], BLOCK_K=p["BLOCK_K"])
+                       BLOCK_N=p["BLOCK_N"], BLOCK_K=p["BLOCK_K"], num_warps=p.get("num_warps", 4))
     return out
 
 # %% ../nbs/84_decode_kernels.ipynb #1e179eaa
@@ -133,7 +134,8 @@ def attention_plan(rows: int, kv_heads: int, span: int, sms: int = 132) -> dict[
     block_t = 64
     wanted = _cdiv(2 * sms, rows * kv_heads)  # chunks per (row, head)
     chunk = max(block_t, _cdiv(_cdiv(span, wanted), block_t) * block_t)
-    return dict(BLOCK_T=block_t, chunk=chunk, splits=_cdiv(span, chunk))
+    # 8 warps: a 64-key block's products are 64 × head size values per query head (8192 at d20), in registers
+    return dict(BLOCK_T=block_t, chunk=chunk, splits=_cdiv(span, chunk), num_warps=8)
 
 # %% ../nbs/84_decode_kernels.ipynb #074859bd
 if triton is not None:
@@ -184,7 +186,8 @@ if triton is not None:
         tl.store(o_ptr + (first + split)[:, None] * D + d[None, :], o, mask=g_ok[:, None])
         tl.store(m_ptr + first + split, m, mask=g_ok)
         tl.store(z_ptr + first + split, z, mask=g_ok)
-        if tl.atomic_add(counter_ptr + group, 1) == SPLITS - 1:  # acq_rel, as in the product: all chunks written
+        tl.debug_barrier()  # as in the product: every thread's stores, then the arrival (acq_rel)
+        if tl.atomic_add(counter_ptr + group, 1) == SPLITS - 1:
             top = tl.full((BLOCK_G,), float("-inf"), tl.float32)
             for s in range(SPLITS):
                 top = tl.maximum(top, tl.load(m_ptr + first + s, mask=g_ok, other=float("-inf"), cache_modifier=".cg"))
@@ -225,7 +228,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: tor
     _decode_attention_kernel[(S * Hkv, splits)](
         q, k, v, pos, out, o, m, z, arrival_counters(q.device), int(window), span, p["chunk"], D ** -0.5 * LOG2E,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        KV_HEADS=Hkv, GROUP=group, SPLITS=splits, BLOCK_G=1 << (group - 1).bit_length(), BLOCK_T=p["BLOCK_T"], D=D)
+        KV_HEADS=Hkv, GROUP=group, SPLITS=splits, BLOCK_G=1 << (group - 1).bit_length(), BLOCK_T=p["BLOCK_T"], D=D,
+        num_warps=p.get("num_warps", 4))
     return out
 
 # %% ../nbs/84_decode_kernels.ipynb #9d79edf4

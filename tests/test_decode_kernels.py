@@ -3,6 +3,7 @@ SDPA under the engine's mask, and the engine's decode step with them against the
 compiled kernels; elsewhere in Triton's interpreter (TRITON_INTERPRET=1, set here before Triton is imported), at small
 shapes. Without Triton the module is skipped."""
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -137,3 +138,23 @@ def test_wide_batches_keep_cublas_and_sdpa(monkeypatch):
     monkeypatch.setattr(dk, "decode_attention", refuse)
     tokens, _ = greedy(DecodeModel(small_model(), torch.float32, compile=False, kernels="triton"), slots=5, steps=2)
     assert [len(t) for t in tokens] == [2, 2, 2]
+
+
+def test_bench_script_smoke_run(tmp_path):
+    "bench/decode_kernels.py at tiny shapes in the interpreter: it checks both kernels, times them and writes its record."
+    import json
+    import subprocess
+    import sys
+
+    import triton
+    from conftest import ROOT
+    site = str(Path(triton.__file__).resolve().parents[1])  # wherever Triton is installed, for the child process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), site]), "NANOCHAT_BASE_DIR": str(tmp_path)}
+    out = tmp_path / "decode_kernels.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_kernels.py"), "--device", "cpu", "--interpret",
+                          "--batch-sizes", "1", "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = json.loads(out.read_text())
+    assert record["interpret"] and record["name"] == "decode_kernels"
+    assert {(r["kind"], r["impl"]) for r in record["records"]} == {("gemv", "cublas"), ("gemv", "triton"),
+                                                                   ("attention", "sdpa"), ("attention", "triton")}
