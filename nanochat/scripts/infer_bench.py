@@ -129,7 +129,7 @@ class InferBenchConfig(DeviceSettings):
     compile: bool = setting(
         True, "fuse the step's elementwise pieces with torch.compile (CUDA only; DecodeModel(compile=...))")
     quantize: str = setting("none", "the engine's matrices: none (the compute dtype) or int8 (weight-only)")
-    kernels: str = setting("none", "decode steps of at most 4 rows: none (cuBLAS, SDPA) or triton (chapter 84's kernels)")
+    kernels: str = setting("none", "steps of at most 4 rows: none (cuBLAS, SDPA) or triton (chapter 84's kernels)")
     vocab_size: int = setting(32768, "vocabulary size")
     profile_steps: int = setting(
         0, "also profile this many steps at each batch size with torch.profiler (tables under the output folder)")
