@@ -2,11 +2,12 @@
 
 # %% auto #0
 __all__ = ['MAX_ROWS', 'COUNTERS', 'LOG2E', 'MIN_K', 'decode_step_bytes', 'interpreted', 'available', 'gemv_plan',
-           'arrival_counters', 'gemv', 'attention_plan', 'decode_attention', 'DecodeKernels']
+           'multiprocessors', 'arrival_counters', 'gemv', 'attention_plan', 'decode_attention', 'DecodeKernels']
 
 # %% ../nbs/84_decode_kernels.ipynb #153dc52c
 """Batch-1 decode kernels in Triton: a split-K matrix-vector product and a split-KV attention over the engine's KV
 cache, and the function mode that routes a decode step's products to them (`DecodeModel(kernels="triton")`)."""
+import functools
 import os
 
 import torch
@@ -97,6 +98,12 @@ if triton is not None:
                 tl.atomic_xchg(counter_ptr + column_block, 0)  # zero again, for the next product
 
 # %% ../nbs/84_decode_kernels.ipynb #fc5e10b0
+@functools.cache
+def multiprocessors(device: torch.device) -> int:
+    "The GPU's multiprocessor count, which the plans size their grids for; elsewhere an H200's (132), the same grid."
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
 COUNTERS = 1 << 16  # arrival counters per device: one per group of programs that add up their partial results
 _counters: dict[str, torch.Tensor] = {}
 
@@ -117,7 +124,7 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, plan: dict | None = None) -> tor
         raise ValueError(f"gemv takes x (1..{MAX_ROWS}, k) and weight (n, k) with contiguous rows, one dtype; got "
                          f"{tuple(x.shape)} {x.dtype} and {tuple(weight.shape)} {weight.dtype} strides "
                          f"{weight.stride()}: use F.linear for these")
-    x, p = x.contiguous(), plan or gemv_plan(rows, n, k)
+    x, p = x.contiguous(), plan or gemv_plan(rows, n, k, multiprocessors(x.device))
     out = torch.empty(rows, n, dtype=x.dtype, device=x.device)
     partial = torch.empty(p["splits"], rows, n, dtype=torch.float32, device=x.device) if p["splits"] > 1 else out
     grid = (_cdiv(n, p["BLOCK_N"]), p["splits"])
@@ -219,7 +226,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: tor
                          "expected q (rows, heads, d), k and v (rows, ≥ span, kv heads dividing heads, d), d a "
                          "power of 2")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))  # the kernel steps 1 along d
-    p = plan or attention_plan(S, Hkv, span)
+    p = plan or attention_plan(S, Hkv, span, multiprocessors(q.device))
     splits, group = _cdiv(span, p["chunk"]), H // Hkv
     o = torch.empty(S, H, splits, D, dtype=torch.float32, device=q.device)
     m, z = (torch.empty(S, H, splits, dtype=torch.float32, device=q.device) for _ in range(2))
