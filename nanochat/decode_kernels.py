@@ -73,7 +73,9 @@ if triton is not None:
         column_block, split = tl.program_id(0), tl.program_id(1)
         rows, cols = tl.arange(0, BLOCK_M), column_block * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok, col_ok = rows < M, cols < N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        # products accumulate lane by lane (rows × columns × BLOCK_K) and are summed over k once, after the loop: a
+        # sum across lanes at every step would cost a round through shared memory and a barrier each time
+        products = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
         k_start = split * k_per_split
         for k0 in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
@@ -81,7 +83,8 @@ if triton is not None:
                         other=0.0)
             w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_wn + ks[None, :],
                         mask=col_ok[:, None] & (ks < K)[None, :], other=0.0)
-            acc += tl.sum(x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :], axis=2)  # rows × columns
+            products += x.to(tl.float32)[:, None, :] * w.to(tl.float32)[None, :, :]
+        acc = tl.sum(products, axis=2)  # (rows, columns)
         here, ok = rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :]
         if SPLITS == 1:
             tl.store(out_ptr + here, acc.to(out_ptr.dtype.element_ty), mask=ok)

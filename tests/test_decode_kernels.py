@@ -174,3 +174,43 @@ def test_compiled_captured_step_with_the_kernels_matches_the_default(slots):
     torch.testing.assert_close(logits, plain_logits, rtol=3e-2, atol=3e-2)  # bf16 products, summed in another order
     agree = sum(a == b for t, u in zip(tokens, plain_tokens) for a, b in zip(t, u)) / sum(map(len, plain_tokens))
     assert agree >= 0.75, (tokens, plain_tokens)  # a near tie may round the other way, and the rows then part
+
+
+COMPILE_FOR_H200 = """
+import sys
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource, compile
+from nanochat import decode_kernels as dk
+target = GPUTarget("cuda", 90, 32)  # an H200 (sm_90); no GPU needed to compile for one
+gemv = {"x_ptr": "*bf16", "w_ptr": "*bf16", "out_ptr": "*bf16", "partial_ptr": "*fp32", "counter_ptr": "*i32",
+        **{name: "i32" for name in ("M", "N", "K", "k_per_split", "stride_xm", "stride_wn")},
+        **{name: "constexpr" for name in ("SPLITS", "BLOCK_M", "BLOCK_N", "BLOCK_K")}}
+attention = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "pos_ptr": "*i64", "out_ptr": "*bf16", "o_ptr": "*fp32",
+             "m_ptr": "*fp32", "z_ptr": "*fp32", "counter_ptr": "*i32", "window": "i32", "span": "i32", "chunk": "i32",
+             "qk_scale": "fp32", **{n: "i32" for n in ("stride_qs", "stride_qh", "stride_ks", "stride_kt", "stride_kh",
+                                                      "stride_vs", "stride_vt", "stride_vh")},
+             **{n: "constexpr" for n in ("KV_HEADS", "GROUP", "SPLITS", "BLOCK_G", "BLOCK_T", "D")}}
+for rows in (1, 4):
+    p = dk.gemv_plan(rows, 1280, 5120)
+    constants = {"SPLITS": p["splits"], "BLOCK_M": p["BLOCK_M"], "BLOCK_N": p["BLOCK_N"], "BLOCK_K": p["BLOCK_K"]}
+    kernel = compile(ASTSource(dk._gemv_kernel, gemv, constants), target=target, options={"num_warps": p["num_warps"]})
+    assert kernel.asm["cubin"], rows
+constants = {"KV_HEADS": 10, "GROUP": 1, "SPLITS": 16, "BLOCK_G": 1, "BLOCK_T": 64, "D": 128}
+kernel = compile(ASTSource(dk._decode_attention_kernel, attention, constants), target=target, options={"num_warps": 8})
+assert kernel.asm["cubin"]
+print("compiled")
+"""
+
+
+def test_kernels_compile_for_an_h200(tmp_path):
+    "The interpreter checks results, not the compiler: the kernels at d20's shapes also compile to sm_90 machine code."
+    import subprocess
+    import sys
+
+    import triton
+    from conftest import ROOT
+    site = str(Path(triton.__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=os.pathsep.join([str(ROOT), site]), TRITON_CACHE_DIR=str(tmp_path / "triton-cache"))
+    run = subprocess.run([sys.executable, "-c", COMPILE_FOR_H200], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "compiled" in run.stdout, run.stdout + run.stderr[-3000:]
