@@ -129,6 +129,7 @@ class InferBenchConfig(DeviceSettings):
     compile: bool = setting(
         True, "fuse the step's elementwise pieces with torch.compile (CUDA only; DecodeModel(compile=...))")
     quantize: str = setting("none", "the engine's matrices: none (the compute dtype) or int8 (weight-only)")
+    kernels: str = setting("none", "steps of at most 4 rows: none (cuBLAS, SDPA) or triton (chapter 84's kernels)")
     vocab_size: int = setting(32768, "vocabulary size")
     profile_steps: int = setting(
         0, "also profile this many steps at each batch size with torch.profiler (tables under the output folder)")
@@ -143,6 +144,8 @@ class InferBenchConfig(DeviceSettings):
             raise ConfigError(f"unknown engine(s) {sorted(unknown)}: use fast and/or naive")
         if self.quantize not in ("none", "int8"):
             raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
+        if self.kernels not in ("none", "triton"):
+            raise ConfigError(f"kernels must be none or triton, got {self.kernels!r}")
 
 # %% ../../nbs/82_infer_bench.ipynb #4de0ce31
 def save_json_line(result: dict, out: Path) -> Path:
@@ -193,7 +196,8 @@ def _decode_records(model: GPT, decoder: DecodeModel, cfg: InferBenchConfig, par
             bytes_per_step = decode_bytes(decoder if engine == "fast" else plain, batch, context)
             rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
             rec = {"kind": "decode", "engine": engine, "depth": cfg.depth, "batch": batch, "prompt": cfg.prompt_len,
-                   "new_tokens": cfg.new_tokens, "quantize": cfg.quantize if engine == "fast" else "none", **rounded,
+                   "new_tokens": cfg.new_tokens, "quantize": cfg.quantize if engine == "fast" else "none",
+                   "kernels": cfg.kernels if engine == "fast" else "none", **rounded,
                    "bytes_per_step": int(bytes_per_step), "mbu": None}
             rec["mbu"] = round(bytes_per_step * (r["tok_per_s"] / batch) / peak, 4) if peak else None
             records.append(rec)
@@ -213,7 +217,10 @@ def main(argv: list[str] | None = None) -> dict:
     except (ConfigError, RuntimeError) as e: raise SystemExit(f"infer_bench: error: {e}") from None
     print(format_config(cfg, sources))
     model = GPT.build(config_for_depth(cfg.depth, cfg.vocab_size), device).eval()
-    decoder = DecodeModel(model, compile=cfg.compile, quantize=None if cfg.quantize == "none" else cfg.quantize)
+    try:
+        decoder = DecodeModel(model, compile=cfg.compile, quantize=None if cfg.quantize == "none" else cfg.quantize,
+                              kernels=None if cfg.kernels == "none" else cfg.kernels)
+    except ValueError as e: raise SystemExit(f"infer_bench: error: {e}") from None
     params = SamplingParams(cfg.temperature, cfg.top_k or None, cfg.top_p if cfg.top_p < 1 else None)
     name = device_name(device.type)
     peak = get_peak_bandwidth(name) if device.type == "cuda" else None
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     result = {"name": "infer_bench", "date": date.today().isoformat(), "commit": git_state()["commit"], "device": name,
               "torch": torch.__version__, "dtype": str(decoder.dtype).removeprefix("torch."), "quantize": cfg.quantize,
+              "kernels": cfg.kernels,
               "weight_bytes": weights, "peak_bandwidth": peak,
               "config": config, "records": records, "speedup_vs_naive": speedup}
     result["path"] = str(save_json_line(result, out))
