@@ -21,8 +21,8 @@ from fastcore.basics import patch
 
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
 from .common import autocast_ctx, compute_mfu, get_logger, print0
-from .gpt import (GPT, GPTConfig, config_for_depth, estimate_flops, generate, inactive_params, moe_balance,
-                          parameter_counts)
+from .gpt import (
+    GPT, GPTConfig, config_for_depth, estimate_flops, generate, inactive_params, moe_balance, parameter_counts)
 from .loss_eval import evaluate_bpb
 
 # %% ../nbs/12_trainer.ipynb #58584e0d
@@ -449,11 +449,11 @@ def _loop(self: Trainer) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{metrics['tok_per_s']:,.0f}")
         elif self.log_every and (self.step % self.log_every == 0 or self.step == plan.num_iterations):
-            mfu = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
-            if "moe_max_load" in metrics:
-                mfu += f" | experts max/even {metrics['moe_max_load']:.2f} drop {metrics['moe_dropped']:.1%}"
+            tail = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
+            if "moe_max_load" in metrics:  # a mixture of experts: how evenly the experts share the tokens
+                tail += f" | experts max/even {metrics['moe_max_load']:.2f} drop {metrics['moe_dropped']:.1%}"
             print0(f"step {self.step:>6}/{plan.num_iterations} | loss {smooth:.4f} | lrm {metrics['lr_mult']:.2f} | "
-                   f"{metrics['dt_ms']:.0f} ms | {metrics['tok_per_s']:,.0f} tok/s{mfu}", flush=True)
+                   f"{metrics['dt_ms']:.0f} ms | {metrics['tok_per_s']:,.0f} tok/s{tail}", flush=True)
         if self._stop_requested():
             if self.interrupted:
                 print0(f"{self.interrupted} received: saving step {self.step} and stopping", flush=True)
