@@ -3,8 +3,8 @@
 # %% auto #0
 __all__ = ['SMEAR_CHANNELS', 'MLP_PROVIDERS', 'EARLIER_VARIANTS', 'GPTConfig', 'pad_vocab', 'config_for_depth', 'norm',
            'rotary_tables', 'apply_rotary', 'has_value_embed', 'linear', 'CausalSelfAttention', 'MLP', 'Block', 'smear',
-           'GPT', 'KVCache', 'generate', 'parameter_counts', 'estimate_flops', 'size_table', 'rounded_width', 'SwiGLU',
-           'MoE', 'enable_fp8', 'earlier_variants', 'config_from_saved']
+           'GPT', 'KVCache', 'generate', 'parameter_counts', 'inactive_params', 'estimate_flops', 'size_table',
+           'rounded_width', 'SwiGLU', 'MoE', 'moe_balance', 'enable_fp8', 'earlier_variants', 'config_from_saved']
 
 # %% ../nbs/08_gpt.ipynb #3d0abe19
 import math
@@ -447,13 +447,19 @@ def parameter_counts(model: GPT) -> dict[str, int]:
     return counts
 
 
+def inactive_params(model: GPT) -> int:
+    """Block weights a token does not go through: the experts a moe MLP does not route it to (0 for dense MLPs). An
+    MLP that uses only some of its weights per token says how many it uses (`params_per_token`)."""
+    return sum(sum(p.numel() for p in b.mlp.parameters()) - b.mlp.params_per_token() for b in model.blocks
+               if hasattr(b.mlp, "params_per_token"))
+
+
 def estimate_flops(model: GPT) -> float:
     """Training FLOPs per token: 6 × (weights of the linear layers a token goes through) + attention
-    (12·heads·head_dim·window per layer). An MLP that uses only some of its weights per token (moe) says how many."""
+    (12·heads·head_dim·window per layer)."""
     c, counts = model.config, parameter_counts(model)
-    idle = sum(sum(p.numel() for p in b.mlp.parameters()) - b.mlp.params_per_token() for b in model.blocks
-               if hasattr(b.mlp, "params_per_token"))  # experts a token is not routed to
-    matmul = counts["matrices"] - idle + counts["lm_head"] + (model.smear_gate.weight.numel() if c.smear else 0)
+    active = counts["matrices"] - inactive_params(model)
+    matmul = active + counts["lm_head"] + (model.smear_gate.weight.numel() if c.smear else 0)
     attn = sum(12 * c.n_head * c.head_dim * min(c.window_size(i), c.sequence_len) for i in range(c.n_layer))
     return 6 * matmul + attn
 
@@ -582,6 +588,21 @@ def params_per_token(self: MoE) -> int:
 
 
 MLP_PROVIDERS.register("moe", MoE)
+
+# %% ../nbs/08_gpt.ipynb #7d89a31c
+def moe_balance(model: GPT) -> dict[str, float]:
+    """The experts' load in `model`'s last forward pass, over its moe layers: `moe_aux` (the mean balancing loss),
+    `moe_max_load` (the busiest expert's share of assignments ÷ the even share 1/n, the largest over layers) and
+    `moe_dropped` (the fraction of assignments over capacity). Empty for a model without moe layers."""
+    layers = [b.mlp for b in model.blocks if isinstance(b.mlp, MoE) and b.mlp.expert_counts is not None]
+    if not layers: return {}
+    counts = torch.stack([m.expert_counts for m in layers]).float()  # (layers, experts)
+    assigned = counts.sum(1)
+    aux = torch.stack([m.aux_loss.detach().float() for m in layers]).mean()
+    max_load = (counts.max(1).values / assigned * counts.size(1)).max()
+    dropped = torch.tensor(float(sum(m.dropped for m in layers)), device=counts.device) / assigned.sum()
+    names = ("moe_aux", "moe_max_load", "moe_dropped")
+    return dict(zip(names, torch.stack([aux, max_load, dropped]).tolist()))  # the one host sync
 
 # %% ../nbs/08_gpt.ipynb #f8a1b2c4
 def enable_fp8(model: "GPT", on: bool = True) -> "GPT":

@@ -21,7 +21,8 @@ from fastcore.basics import patch
 
 from .checkpoint import CheckpointError, load_checkpoint, restore_rng_state, save_checkpoint
 from .common import autocast_ctx, compute_mfu, get_logger, print0
-from .gpt import GPT, GPTConfig, config_for_depth, estimate_flops, generate, parameter_counts
+from .gpt import (
+    GPT, GPTConfig, config_for_depth, estimate_flops, generate, inactive_params, moe_balance, parameter_counts)
 from .loss_eval import evaluate_bpb
 
 # %% ../nbs/12_trainer.ipynb #58584e0d
@@ -30,9 +31,10 @@ BATCH_EXPONENT = 0.383  # optimal batch ∝ horizon^0.383 (upstream's scaling fi
 
 
 def scaling_params(model: GPT) -> int:
-    "The parameters that set the training horizon: transformer matrices and the LM head (embedding tables excluded)."
+    """The parameters that set the training horizon: the transformer matrices a token goes through (a moe MLP's
+    routed experts only, as in `estimate_flops`) and the LM head; embedding tables excluded."""
     counts = parameter_counts(model)
-    return counts["matrices"] + counts["lm_head"]
+    return counts["matrices"] - inactive_params(model) + counts["lm_head"]
 
 
 def reference_horizon(ratio: float, reference: GPTConfig) -> float:
@@ -434,6 +436,7 @@ def _loop(self: Trainer) -> None:
         metrics = {"step": self.step, "loss": loss, "smooth_loss": smooth,
                    "lr_mult": lr_multiplier(self.step - 1, plan), "tok_per_s": tokens_per_step / seconds,
                    "dt_ms": 1000 * seconds}
+        metrics.update(moe_balance(self.model))  # the experts' load (moe only), read after the step's one sync
         if self.peak_flops:
             metrics["mfu"] = compute_mfu(plan.flops_per_token, tokens_per_step / seconds, self.peak_flops,
                                          self.world_size)
@@ -446,9 +449,11 @@ def _loop(self: Trainer) -> None:
             bar.update(1)
             bar.set_postfix(loss=f"{smooth:.3f}", tok_s=f"{metrics['tok_per_s']:,.0f}")
         elif self.log_every and (self.step % self.log_every == 0 or self.step == plan.num_iterations):
-            mfu = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
+            tail = f" | MFU {metrics['mfu']:.1%}" if "mfu" in metrics else ""
+            if "moe_max_load" in metrics:  # a mixture of experts: how evenly the experts share the tokens
+                tail += f" | experts max/even {metrics['moe_max_load']:.2f} drop {metrics['moe_dropped']:.1%}"
             print0(f"step {self.step:>6}/{plan.num_iterations} | loss {smooth:.4f} | lrm {metrics['lr_mult']:.2f} | "
-                   f"{metrics['dt_ms']:.0f} ms | {metrics['tok_per_s']:,.0f} tok/s{mfu}", flush=True)
+                   f"{metrics['dt_ms']:.0f} ms | {metrics['tok_per_s']:,.0f} tok/s{tail}", flush=True)
         if self._stop_requested():
             if self.interrupted:
                 print0(f"{self.interrupted} received: saving step {self.step} and stopping", flush=True)

@@ -140,3 +140,10 @@ def test_tiny_run_with_another_mlp(tokenizer_env, private_base_dir, mlp):
     assert out.returncode == 0, out.stdout + out.stderr
     model, meta = load_gpt(private_base_dir / "checkpoints" / "base" / "d2")
     assert meta["model_config"]["mlp"] == model.config.mlp == mlp
+    steps = [json.loads(line) for line in (private_base_dir / "checkpoints" / "base" / "d2" / "metrics.jsonl").open()]
+    steps = [m for m in steps if "loss" in m]
+    assert len(steps) == 4, steps
+    if mlp == "moe":  # the experts' load in every step's metrics and in the log line
+        assert all(1 <= m["moe_max_load"] <= model.config.moe_experts and 0 <= m["moe_dropped"] <= 1 for m in steps), steps
+        assert "| experts max/even " in out.stdout, out.stdout
+    else: assert not any(k.startswith("moe_") for m in steps for k in m) and "experts" not in out.stdout
