@@ -17,7 +17,8 @@
 #   MID=0            leave midtraining out (SFT then starts from the base model)
 #   RL=1             add the RL stage on GSM8K after SFT
 #   RESUME=auto      base_train, mid_train, chat_sft and chat_rl continue from their newest valid checkpoint when there
-#                    is one (a restarted speedrun picks up where it stopped); default: every stage from scratch
+#                    is one (a restarted speedrun picks up where it stopped), and a tokenizer that loads is kept;
+#                    default: every stage from scratch
 #   WANDB_RUN        a run name: log to Weights & Biases (needs wandb installed and logged in)
 #
 # The structure follows upstream nanochat's speedrun: data download in the background while the tokenizer trains,
@@ -56,7 +57,11 @@ if [ -z "${SKIP_DOWNLOAD:-}" ]; then
 fi
 
 step "tokenizer"
-$PY -m nanochat.scripts.tok_train --profile "$PROFILE"
+if [ "${RESUME:-}" = auto ] && $PY -c "from nanochat.tokenizer import load_tokenizer; load_tokenizer()" 2>/dev/null; then
+  echo "RESUME=auto: keeping the tokenizer in $NANOCHAT_BASE_DIR/tokenizer (it loads; the checkpoints were made with it)"
+else
+  $PY -m nanochat.scripts.tok_train --profile "$PROFILE"
+fi
 $PY -m nanochat.scripts.tok_eval --profile "$PROFILE" ${TOK_EVAL_ARGS:-}
 
 if [ -z "${SKIP_DOWNLOAD:-}" ]; then

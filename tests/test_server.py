@@ -301,6 +301,26 @@ def test_the_real_engine_behind_the_server():
     assert backend.free == backend.slots
 
 
+def test_a_pipelined_engine_serves_the_same_replies():
+    "Concurrent requests through an engine that launches each step early get the replies of the plain engine."
+    model = tiny_random_model(TOK)
+    bodies = [{"messages": [{"role": "user", "content": f"Hi {i}" * (1 + i % 3)}], "max_tokens": 6 + 5 * (i % 4),
+               "seed": i, "temperature": 1.0, "top_k": 50} for i in range(12)]
+
+    def replies(pipeline):
+        backend = EngineSlots(Engine(model, TOK, pipeline=pipeline), slots=4)  # fewer rows than requests: they queue
+        with TestClient(create_app(backend, TOK)) as client:
+            out = [None] * len(bodies)
+            def ask(i): out[i] = client.post("/v1/chat/completions", json=bodies[i]).json()["choices"][0]["message"]
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(bodies))]
+            for t in threads: t.start()
+            for t in threads: t.join(60)
+        assert backend.free == backend.slots
+        return out
+
+    assert replies(pipeline=True) == replies(pipeline=False)
+
+
 # --- the command line
 
 def free_port():

@@ -46,6 +46,7 @@ class ChatWebConfig(SourceRun, RunSettings):
     model_name: str | None = setting(None, "the model's name in the API (default: nanochat-<stage>-<run>)")
     tool: str = setting("calculator", "the tool the model may call: calculator or none")
     quantize: str = setting("none", "the model's matrices: none (the compute dtype) or int8 (weight-only, chapter 19b)")
+    pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
     gil_switch_ms: float = setting(
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
@@ -127,7 +128,7 @@ def build_app(cfg: ChatWebConfig):
     for device in serving_devices(cfg.device_type, cfg.workers):
         model, tokenizer, name = load_chat_model(cfg, device)
         engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool,
-                        quantize=None if cfg.quantize == "none" else cfg.quantize)
+                        quantize=None if cfg.quantize == "none" else cfg.quantize, pipeline=cfg.pipeline)
         backend = EngineSlots(engine, cfg.slots, cfg.max_len or None)
         warm_up(backend, tokenizer)
         backends.append(backend)

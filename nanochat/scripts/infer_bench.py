@@ -62,12 +62,12 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def bench_engine(decoder: DecodeModel, batch: int, prompt_len: int, new_tokens: int, params: SamplingParams,
-                 cuda_graph: bool | None = None, seed: int = 0) -> dict:
+                 cuda_graph: bool | None = None, seed: int = 0, pipeline: bool = False) -> dict:
     "One timed round of the engine (after an untimed one): TTFT, decode tokens/s, step latency percentiles."
     device = decoder.device
     max_len = prompt_len + new_tokens
     if device.type == "cuda": max_len = -(-max_len // 64) * 64  # as Engine does: aligned masks, shared graphs
-    rows = DecodeBatch(decoder, batch, max_len, cuda_graph=cuda_graph)
+    rows = DecodeBatch(decoder, batch, max_len, cuda_graph=cuda_graph, pipeline=pipeline)
     gen = torch.Generator().manual_seed(seed)
     prompts = torch.randint(0, decoder.config.vocab_size, (batch, prompt_len), generator=gen).tolist()
     params = replace(params, max_tokens=new_tokens)
@@ -130,6 +130,7 @@ class InferBenchConfig(DeviceSettings):
         True, "fuse the step's elementwise pieces with torch.compile (CUDA only; DecodeModel(compile=...))")
     quantize: str = setting("none", "the engine's matrices: none (the compute dtype) or int8 (weight-only)")
     kernels: str = setting("none", "steps of at most 4 rows: none (cuBLAS, SDPA) or triton (chapter 84's kernels)")
+    pipeline: bool = setting(False, "launch each step before handing out the last one's tokens (chapter 19b)")
     vocab_size: int = setting(32768, "vocabulary size")
     profile_steps: int = setting(
         0, "also profile this many steps at each batch size with torch.profiler (tables under the output folder)")
@@ -189,7 +190,8 @@ def _decode_records(model: GPT, decoder: DecodeModel, cfg: InferBenchConfig, par
         for batch in cfg.batch_sizes:
             with torch.no_grad():
                 if engine == "fast":
-                    r = bench_engine(decoder, batch, cfg.prompt_len, cfg.new_tokens, params, cfg.cuda_graph)
+                    r = bench_engine(decoder, batch, cfg.prompt_len, cfg.new_tokens, params, cfg.cuda_graph,
+                                     pipeline=cfg.pipeline)
                 else: r = bench_naive(model, batch, cfg.prompt_len, cfg.new_tokens, params)
             if engine == "naive" and plain is None:  # the naive loop reads the weights in the compute dtype, not int8
                 plain = DecodeModel(model, compile=False)
@@ -197,7 +199,8 @@ def _decode_records(model: GPT, decoder: DecodeModel, cfg: InferBenchConfig, par
             rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
             rec = {"kind": "decode", "engine": engine, "depth": cfg.depth, "batch": batch, "prompt": cfg.prompt_len,
                    "new_tokens": cfg.new_tokens, "quantize": cfg.quantize if engine == "fast" else "none",
-                   "kernels": cfg.kernels if engine == "fast" else "none", **rounded,
+                   "kernels": cfg.kernels if engine == "fast" else "none",
+                   "pipeline": cfg.pipeline and engine == "fast", **rounded,
                    "bytes_per_step": int(bytes_per_step), "mbu": None}
             rec["mbu"] = round(bytes_per_step * (r["tok_per_s"] / batch) / peak, 4) if peak else None
             records.append(rec)
