@@ -122,3 +122,31 @@ def test_profile_that_does_not_parse(run_env, tmp_path):
     clean_refusal(run("tok_train", ["--profile", str(bad)], run_env), str(bad), "is not valid YAML")
     bad.write_text("- just\n- a list\n")
     clean_refusal(run("tok_train", ["--profile", str(bad)], run_env), str(bad), "must map script names to settings")
+
+
+def garble(path):
+    "Overwrite a file with bytes that are not what it should hold, as a bad disk or a wrong copy would leave it."
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+TOKENIZER_USERS = {"chat_cli": CHAT, "base_eval": ["--stage", "sft", "--device-type", "cpu"],
+                   "chat_eval": ["--stage", "sft", "--device-type", "cpu", "--task", "GSM8K", "--max-problems", "1"],
+                   "base_train": ["--profile", "tiny", "--device-type", "cpu"]}
+
+
+@pytest.mark.parametrize("script", TOKENIZER_USERS)
+def test_tokenizer_with_damaged_ranks(tiny_sft, run_env, private_base_dir, script):
+    ranks = private_base_dir / "tokenizer" / "tokenizer.tiktoken"
+    garble(ranks)
+    clean_refusal(run(script, TOKENIZER_USERS[script], run_env), f"{script}: error: {ranks} is damaged",
+                  "python -m nanochat.scripts.tok_train")
+
+
+def test_tokenizer_cut_short(tiny_sft, run_env, private_base_dir):
+    ranks = private_base_dir / "tokenizer" / "tokenizer.tiktoken"
+    text = ranks.read_text()
+    ranks.write_text(text[:text.index(" ", len(text) // 2)])  # stopped in the middle of a line
+    clean_refusal(run("chat_cli", CHAT, run_env), f"{ranks} is damaged: line", "python -m nanochat.scripts.tok_train")
+    ranks.write_text(text[:text.rindex("\n", 0, -1) + 1])  # the last line lost: it parses, and has a token too few
+    clean_refusal(run("chat_cli", CHAT, run_env), f"{ranks} has", "token_bytes.pt", "was saved for",
+                  "python -m nanochat.scripts.tok_train")
