@@ -3,6 +3,7 @@ traceback. Each case is listed, with its message, in the contributing appendix."
 import random
 import subprocess
 from dataclasses import asdict
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -150,3 +151,29 @@ def test_tokenizer_cut_short(tiny_sft, run_env, private_base_dir):
     ranks.write_text(text[:text.rindex("\n", 0, -1) + 1])  # the last line lost: it parses, and has a token too few
     clean_refusal(run("chat_cli", CHAT, run_env), f"{ranks} has", "token_bytes.pt", "was saved for",
                   "python -m nanochat.scripts.tok_train")
+
+
+def test_damaged_validation_shard_stops_base_eval_with_its_name(tiny_sft, shards, run_env):
+    cut_short(shards / "shard_00002.parquet")
+    out = run("base_eval", ["--stage", "sft", "--device-type", "cpu", "--data", str(shards), "--no-core",
+                            "--eval-tokens", "256", "--device-batch-size", "1"], run_env)
+    clean_refusal(out, f"shard {shards / 'shard_00002.parquet'} is unreadable", "delete it and fetch it again")
+
+
+def test_damaged_validation_shard_stops_pretraining_with_its_name(shards, run_env):
+    save_tokenizer(Tokenizer.train(iter(["some text to learn a few merges from"] * 50), vocab_size=300))
+    cut_short(shards / "shard_00002.parquet")
+    out = run("base_train", ["--profile", "tiny", "--data", str(shards), "--device-type", "cpu"], run_env)
+    clean_refusal(out, f"shard {shards / 'shard_00002.parquet'} is unreadable", "delete it and fetch it again")
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut short", "garbage"])
+def test_chat_eval_with_damaged_task_data(tiny_sft, run_env, tmp_path, damage):
+    data = tmp_path / "data"
+    gsm8k = data / "eval" / "gsm8k" / "test.jsonl"
+    gsm8k.parent.mkdir(parents=True)
+    gsm8k.write_text("".join(f'{{"question": "What is {k} + 1?", "answer": "#### {k + 1}"}}\n' for k in range(5)))
+    {"missing": Path.unlink, "cut short": cut_short, "garbage": garble}[damage](gsm8k)
+    out = run("chat_eval", TOKENIZER_USERS["chat_eval"], run_env | {"NANOCHAT_DATA_DIR": str(data)})
+    said = f"{gsm8k} does not exist" if damage == "missing" else f"{gsm8k} cannot be read"
+    clean_refusal(out, "chat_eval: error:", said, "python -m nanochat.data fetch")
