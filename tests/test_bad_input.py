@@ -177,3 +177,12 @@ def test_chat_eval_with_damaged_task_data(tiny_sft, run_env, tmp_path, damage):
     out = run("chat_eval", TOKENIZER_USERS["chat_eval"], run_env | {"NANOCHAT_DATA_DIR": str(data)})
     said = f"{gsm8k} does not exist" if damage == "missing" else f"{gsm8k} cannot be read"
     clean_refusal(out, "chat_eval: error:", said, "python -m nanochat.data fetch")
+
+
+def test_shard_stats_with_a_damaged_tokenizer(shards, run_env, tmp_path):
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    garble(tok / "tokenizer.tiktoken")
+    out = subprocess.run([PYTHON, "-m", "nanochat.dataset", "stats", "--dir", str(shards), "--tokenizer-dir", str(tok)],
+                         cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=120)
+    clean_refusal(out, f"the tokenizer in {tok} cannot be read", "python -m nanochat.scripts.tok_train")
