@@ -440,7 +440,7 @@ def build_main(argv: list[str] | None = None) -> int:
 def saved_tokenizer_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]] | None:
     """The batch encoder of the tokenizer saved in `tok_dir`, None if there is none. The tokenizer chapter comes later,
     so its files are read here directly, and not through tiktoken's `load_tiktoken_bpe`, which keeps a copy of each
-    file it reads in a temporary folder, keyed by the path: a tokenizer retrained in place would be read from the copy."""
+    file it reads in a temporary folder, keyed by the path: a tokenizer retrained in place would be read from it."""
     ranks_file = tok_dir / "tokenizer.tiktoken"
     if not ranks_file.exists(): return None
     import base64
