@@ -7,9 +7,10 @@ Three checks, against a running server (`--url`, any host) or one this script st
   queue is full, 429 over a rate limit) are counted apart; anything else (another status, a broken stream, a timeout)
   is an error. Reported: latency and time-to-first-token percentiles of the served requests.
 - **soak**: `--soak-clients` clients sending requests of mixed sizes back to back for `--minutes`; every
-  `--sample-s` seconds the server's resident memory and open file descriptors are read from its `/metrics` (and GPU
-  memory where the server exports it). A leak is a trend: the growth from the first third of the samples to the last
-  must stay under `--rss-tolerance-mb` and `--fd-tolerance`.
+  `--sample-s` seconds the server's resident memory and open file descriptors are read from its `/metrics`, and its
+  GPU memory (allocated, reserved by the allocator, peak allocated) where the server exports it (a model on CUDA). A
+  leak is a trend: the growth from the first third of the samples to the last must stay under `--rss-tolerance-mb`,
+  `--fd-tolerance` and, for each GPU figure present, `--gpu-tolerance-mb`.
 - **faults**: clients that disconnect mid-stream, a reader that sleeps between events, a burst larger than the slots
   and the queue together, and (with the stand-in engine, or a server started with a failing step) a step that raises.
   Afterwards every row must be free and a plain request must be answered.
@@ -123,11 +124,15 @@ async def stress(url: str, clients: int, max_tokens: int, headers: dict, timeout
             **{f"ttft_p{q}_ms": ms(outcome["ttft"], q) for q in (50, 95, 99)}, "error_samples": outcome["samples"][:3]}
 
 
+GPU_FIGURES = ("allocated", "reserved", "max_allocated")  # the server's nanochat_gpu_<figure>_bytes, all devices summed
+
+
 def process_figures(url: str, headers: dict) -> dict:
+    "One sample of the server's memory and open files; a figure the server does not export is NaN (GPU on a CPU)."
     m = server_metrics(url, headers)
     return {"rss_mb": m.get("process_resident_memory_bytes", float("nan")) / 2**20,
             "fds": m.get("process_open_fds", float("nan")),
-            "gpu_mb": m.get("nanochat_gpu_allocated_bytes", float("nan")) / 2**20}
+            **{f"gpu_{f}_mb": m.get(f"nanochat_gpu_{f}_bytes", float("nan")) / 2**20 for f in GPU_FIGURES}}
 
 
 def trend(samples: list[dict], key: str) -> float:
@@ -162,7 +167,8 @@ async def soak(url: str, clients: int, minutes: float, sample_s: float, headers:
               "errors": outcome["errors"], "refused_503": outcome["refused_503"], "samples": len(samples),
               "rss_mb_first": round(samples[0]["rss_mb"], 1), "rss_mb_last": round(samples[-1]["rss_mb"], 1),
               "rss_growth_mb": round(trend(samples, "rss_mb"), 1), "fd_growth": round(trend(samples, "fds"), 1),
-              "gpu_growth_mb": round(trend(samples, "gpu_mb"), 1), "error_samples": outcome["samples"][:3]}
+              **{f"gpu_{f}_growth_mb": round(trend(samples, f"gpu_{f}_mb"), 1) for f in GPU_FIGURES},
+              "error_samples": outcome["samples"][:3]}
     return record, samples
 
 
@@ -266,6 +272,9 @@ def verdicts(records: list[dict], args) -> list[str]:
             if r["errors"]: bad.append(f"soak: {r['errors']} errors, e.g. {r['error_samples']}")
             if r["rss_growth_mb"] > args.rss_tolerance_mb: bad.append(f"soak: memory grew {r['rss_growth_mb']} MB")
             if r["fd_growth"] > args.fd_tolerance: bad.append(f"soak: {r['fd_growth']} more open files")
+            for f in GPU_FIGURES:  # NaN (not exported: a CPU server) compares False
+                if r.get(f"gpu_{f}_growth_mb", float("nan")) > args.gpu_tolerance_mb:
+                    bad.append(f"soak: GPU memory ({f}) grew {r[f'gpu_{f}_growth_mb']} MB")
         if r["kind"] == "fault":
             if not (r.get("rows_freed") and r.get("then_serves")): bad.append(f"{r['fault']}: rows not freed or no answer")
             if r["fault"] in ("full queue", "slow reader") and r.get("errors"): bad.append(f"{r['fault']}: errors")
@@ -289,6 +298,8 @@ def main(argv=None):
     p.add_argument("--sample-s", type=float, default=10.0, help="soak: seconds between samples of memory and files")
     p.add_argument("--rss-tolerance-mb", type=float, default=50.0, help="soak: memory growth that fails the check")
     p.add_argument("--fd-tolerance", type=float, default=8.0, help="soak: open-file growth that fails the check")
+    p.add_argument("--gpu-tolerance-mb", type=float, default=64.0,
+                   help="soak: growth of GPU memory (allocated, reserved or peak) that fails the check")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds any one request may take")
     p.add_argument("--out", help="where to save the JSON (default bench/results/serve_stress-DATE.json)")
     args = p.parse_args(argv)

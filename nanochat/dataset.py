@@ -5,7 +5,7 @@ __all__ = ['SOURCES', 'TEXT_SUFFIXES', 'default_data_dir', 'list_shards', 'need_
            'iter_documents', 'readable_shards', 'training_files', 'training_documents', 'ShardSource', 'DownloadError',
            'sha256_of', 'parquet_problem', 'fetch_checksums', 'download_shard', 'download_shards', 'download_main',
            'html_to_text', 'split_paragraphs', 'read_source_documents', 'build_corpus', 'shards_from_text',
-           'build_main', 'stats_main', 'main']
+           'build_main', 'saved_tokenizer_encoder', 'stats_main', 'main']
 
 # %% ../nbs/03_dataset.ipynb #471712c4
 import argparse
@@ -437,6 +437,25 @@ def build_main(argv: list[str] | None = None) -> int:
     return 0
 
 # %% ../nbs/03_dataset.ipynb #ee9c14f6
+def saved_tokenizer_encoder(tok_dir: Path) -> Callable[[list[str]], list[list[int]]] | None:
+    """The batch encoder of the tokenizer saved in `tok_dir`, None if there is none. The tokenizer chapter comes later,
+    so its files are read here directly, and not through tiktoken's `load_tiktoken_bpe`, which keeps a copy of each
+    file it reads in a temporary folder, keyed by the path: a tokenizer retrained in place would be read from it."""
+    ranks_file = tok_dir / "tokenizer.tiktoken"
+    if not ranks_file.exists(): return None
+    import base64
+
+    import tiktoken
+    try:
+        lines = [line.split() for line in ranks_file.read_text(encoding="ascii").splitlines() if line]
+        ranks = {base64.b64decode(token, validate=True): int(rank) for token, rank in lines}
+        return tiktoken.Encoding("corpus", pat_str=(tok_dir / "pattern.txt").read_text(encoding="utf-8"),
+                                 mergeable_ranks=ranks, special_tokens={}).encode_ordinary_batch
+    except (OSError, ValueError) as e:  # pattern.txt missing, bytes that are not text, a line not `base64 rank`, ...
+        raise ConfigError(f"the tokenizer in {tok_dir} cannot be read ({type(e).__name__}: {e}): train it anew with "
+                          "`python -m nanochat.scripts.tok_train`, or pass another --tokenizer-dir") from None
+
+
 def stats_main(argv: list[str] | None = None) -> int:
     "`python -m nanochat.dataset stats [--dir DIR]`: documents, characters and tokens of a shard folder."
     p = argparse.ArgumentParser(prog="python -m nanochat.dataset stats", description="Size of a shard folder.")
@@ -447,14 +466,8 @@ def stats_main(argv: list[str] | None = None) -> int:
     try: shards = list_shards(args.dir, split="all")
     except FileNotFoundError as e: p.error(str(e))
     tok_dir = Path(args.tokenizer_dir) if args.tokenizer_dir else get_base_dir() / "tokenizer"
-    encode = None
-    if (tok_dir / "tokenizer.tiktoken").exists():
-        from tiktoken.load import load_tiktoken_bpe  # the tokenizer chapter comes later; read its saved file directly
-        import tiktoken
-        enc = tiktoken.Encoding("corpus", pat_str=(tok_dir / "pattern.txt").read_text(),
-                                mergeable_ranks=load_tiktoken_bpe(str(tok_dir / "tokenizer.tiktoken")),
-                                special_tokens={})
-        encode = enc.encode_ordinary_batch
+    try: encode = saved_tokenizer_encoder(tok_dir)
+    except ConfigError as e: p.error(str(e))
     docs = chars = tokens = 0
     for shard in shards:
         batch = list(iter_documents([shard]))

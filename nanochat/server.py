@@ -2,11 +2,12 @@
 
 # %% auto #0
 __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_TOP_K', 'MIN_TOP_P',
-           'ROLES', 'LATENCY_BUCKETS', 'UI_PATH', 'LINE_BREAKS_TO_ESCAPE', 'CALLER', 'TOKEN_EVENT', 'TextPart',
-           'ChatMessage', 'SamplingFields', 'ChatRequest', 'StreamOptions', 'OpenAIChatRequest', 'RequestError',
-           'chat_prompt', 'ServerMetrics', 'error_body', 'error_response', 'BodyTooLarge', 'enable_access_log',
-           'log_access', 'Guard', 'ServerConfig', 'ui_html', 'sse', 'sse_text', 'TicketStream', 'request_tracer',
-           'trace_request', 'Reply', 'ChatService', 'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
+           'ROLES', 'LATENCY_BUCKETS', 'GPU_MEMORY_GAUGES', 'UI_PATH', 'LINE_BREAKS_TO_ESCAPE', 'CALLER', 'TOKEN_EVENT',
+           'TextPart', 'ChatMessage', 'SamplingFields', 'ChatRequest', 'StreamOptions', 'OpenAIChatRequest',
+           'RequestError', 'chat_prompt', 'ServerMetrics', 'cuda_memory', 'GPUMemoryCollector', 'error_body',
+           'error_response', 'BodyTooLarge', 'enable_access_log', 'log_access', 'Guard', 'ServerConfig', 'ui_html',
+           'sse', 'sse_text', 'TicketStream', 'request_tracer', 'trace_request', 'Reply', 'ChatService',
+           'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
 
 # %% ../nbs/21a_server.ipynb #423ab167
 # The chat server: a web page and an HTTP API (nanochat's own and OpenAI's) in front of nanochat.batching. A request
@@ -36,6 +37,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastcore.basics import patch
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                generate_latest)
+from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -173,6 +175,40 @@ class ServerMetrics:
         self.admit_seconds.observe(seconds)
 
     def text(self) -> bytes: return generate_latest(self.registry)
+
+# %% ../nbs/21a_server.ipynb #5e1a7c21
+GPU_MEMORY_GAUGES = {"allocated": "bytes held by tensors now, by device",
+                     "reserved": "bytes the CUDA caching allocator holds from the driver (free blocks included)",
+                     "max_allocated": "peak bytes held by tensors so far, by device"}
+
+
+def cuda_memory(device: str) -> dict[str, int]:
+    "The CUDA allocator's figures for `device`, one per key of `GPU_MEMORY_GAUGES`."
+    import torch
+    d = torch.device(device)
+    return {"allocated": torch.cuda.memory_allocated(d), "reserved": torch.cuda.memory_reserved(d),
+            "max_allocated": torch.cuda.max_memory_allocated(d)}
+
+
+class GPUMemoryCollector:
+    "`nanochat_gpu_<figure>_bytes{device=...}` for `devices`, read by `read` (device -> figures) at each scrape."
+    def __init__(self, devices: list[str], read: Callable[[str], dict[str, int]] = cuda_memory):
+        self.devices, self.read = devices, read
+
+    def collect(self):
+        figures = {d: self.read(d) for d in self.devices}
+        for key, help in GPU_MEMORY_GAUGES.items():
+            family = GaugeMetricFamily(f"nanochat_gpu_{key}_bytes", help, labels=["device"])
+            for device, values in figures.items(): family.add_metric([device], values[key])
+            yield family
+
+
+@patch
+def watch_gpu_memory(self: ServerMetrics, devices, read: Callable[[str], dict[str, int]] = cuda_memory) -> None:
+    "Export the memory of the CUDA devices among `devices` (a worker's `backend.device`); on the CPU, nothing."
+    cuda = sorted({str(d) for d in devices if str(d).startswith("cuda")})
+    if cuda: self.registry.register(GPUMemoryCollector(cuda, read))
+
 
 # %% ../nbs/21a_server.ipynb #7d7abb7b
 def error_body(status: int, message: str, kind: str) -> dict:
@@ -379,6 +415,7 @@ class ChatService:
         self.stop_tokens = set.union(*(set(b.stop_tokens) for b in backends))
         metrics.queue_depth.set_function(lambda: len(self.scheduler))
         for w in self.workers: metrics.active_rows.labels(w.name).set_function(lambda w=w: len(w.active))
+        metrics.watch_gpu_memory(b.device for b in backends)
 
     def start(self):
         self.scheduler.closed = False  # an app may be started again after a stop (each TestClient block does)

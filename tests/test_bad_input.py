@@ -3,6 +3,7 @@ traceback. Each case is listed, with its message, in the contributing appendix."
 import random
 import subprocess
 from dataclasses import asdict
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -122,3 +123,66 @@ def test_profile_that_does_not_parse(run_env, tmp_path):
     clean_refusal(run("tok_train", ["--profile", str(bad)], run_env), str(bad), "is not valid YAML")
     bad.write_text("- just\n- a list\n")
     clean_refusal(run("tok_train", ["--profile", str(bad)], run_env), str(bad), "must map script names to settings")
+
+
+def garble(path):
+    "Overwrite a file with bytes that are not what it should hold, as a bad disk or a wrong copy would leave it."
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+TOKENIZER_USERS = {"chat_cli": CHAT, "base_eval": ["--stage", "sft", "--device-type", "cpu"],
+                   "chat_eval": ["--stage", "sft", "--device-type", "cpu", "--task", "GSM8K", "--max-problems", "1"],
+                   "base_train": ["--profile", "tiny", "--device-type", "cpu"]}
+
+
+@pytest.mark.parametrize("script", TOKENIZER_USERS)
+def test_tokenizer_with_damaged_ranks(tiny_sft, run_env, private_base_dir, script):
+    ranks = private_base_dir / "tokenizer" / "tokenizer.tiktoken"
+    garble(ranks)
+    clean_refusal(run(script, TOKENIZER_USERS[script], run_env), f"{script}: error: {ranks} is damaged",
+                  "python -m nanochat.scripts.tok_train")
+
+
+def test_tokenizer_cut_short(tiny_sft, run_env, private_base_dir):
+    ranks = private_base_dir / "tokenizer" / "tokenizer.tiktoken"
+    text = ranks.read_text()
+    ranks.write_text(text[:text.index(" ", len(text) // 2)])  # stopped in the middle of a line
+    clean_refusal(run("chat_cli", CHAT, run_env), f"{ranks} is damaged: line", "python -m nanochat.scripts.tok_train")
+    ranks.write_text(text[:text.rindex("\n", 0, -1) + 1])  # the last line lost: it parses, and has a token too few
+    clean_refusal(run("chat_cli", CHAT, run_env), f"{ranks} has", "token_bytes.pt", "was saved for",
+                  "python -m nanochat.scripts.tok_train")
+
+
+def test_damaged_validation_shard_stops_base_eval_with_its_name(tiny_sft, shards, run_env):
+    cut_short(shards / "shard_00002.parquet")
+    out = run("base_eval", ["--stage", "sft", "--device-type", "cpu", "--data", str(shards), "--no-core",
+                            "--eval-tokens", "256", "--device-batch-size", "1"], run_env)
+    clean_refusal(out, f"shard {shards / 'shard_00002.parquet'} is unreadable", "delete it and fetch it again")
+
+
+def test_damaged_validation_shard_stops_pretraining_with_its_name(shards, run_env):
+    save_tokenizer(Tokenizer.train(iter(["some text to learn a few merges from"] * 50), vocab_size=300))
+    cut_short(shards / "shard_00002.parquet")
+    out = run("base_train", ["--profile", "tiny", "--data", str(shards), "--device-type", "cpu"], run_env)
+    clean_refusal(out, f"shard {shards / 'shard_00002.parquet'} is unreadable", "delete it and fetch it again")
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut short", "garbage"])
+def test_chat_eval_with_damaged_task_data(tiny_sft, run_env, tmp_path, damage):
+    data = tmp_path / "data"
+    gsm8k = data / "eval" / "gsm8k" / "test.jsonl"
+    gsm8k.parent.mkdir(parents=True)
+    gsm8k.write_text("".join(f'{{"question": "What is {k} + 1?", "answer": "#### {k + 1}"}}\n' for k in range(5)))
+    {"missing": Path.unlink, "cut short": cut_short, "garbage": garble}[damage](gsm8k)
+    out = run("chat_eval", TOKENIZER_USERS["chat_eval"], run_env | {"NANOCHAT_DATA_DIR": str(data)})
+    said = f"{gsm8k} does not exist" if damage == "missing" else f"{gsm8k} cannot be read"
+    clean_refusal(out, "chat_eval: error:", said, "python -m nanochat.data fetch")
+
+
+def test_shard_stats_with_a_damaged_tokenizer(shards, run_env, tmp_path):
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    garble(tok / "tokenizer.tiktoken")
+    out = subprocess.run([PYTHON, "-m", "nanochat.dataset", "stats", "--dir", str(shards), "--tokenizer-dir", str(tok)],
+                         cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=120)
+    clean_refusal(out, f"the tokenizer in {tok} cannot be read", "python -m nanochat.scripts.tok_train")

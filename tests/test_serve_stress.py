@@ -27,3 +27,26 @@ def test_bad_arguments_are_refused():
     run = subprocess.run([sys.executable, "serve_stress.py", "--checks", "stress,chaos"], cwd=ROOT / "bench",
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--checks takes stress, soak, faults" in run.stderr
+
+
+def test_soak_samples_gpu_memory_and_fails_on_its_growth(monkeypatch):
+    "Each sample reads the three GPU gauges when /metrics has them (NaN when not: a CPU server); growth fails the soak."
+    import argparse
+    sys.path.insert(0, str(ROOT / "bench"))
+    import serve_stress
+    exported = {"process_resident_memory_bytes": 2**30, "process_open_fds": 9.0}
+    monkeypatch.setattr(serve_stress, "server_metrics", lambda url, headers: dict(exported))
+    on_cpu = serve_stress.process_figures("http://server", {})
+    assert on_cpu["rss_mb"] == 1024 and all(on_cpu[f"gpu_{f}_mb"] != on_cpu[f"gpu_{f}_mb"] for f in serve_stress.GPU_FIGURES)
+    samples = []
+    for i in range(6):  # allocated memory that keeps growing, 100 MB a sample; reserved and peak steady
+        exported.update(nanochat_gpu_allocated_bytes=(200 + 100 * i) * 2**20, nanochat_gpu_reserved_bytes=2**30,
+                        nanochat_gpu_max_allocated_bytes=2**29)
+        samples.append(serve_stress.process_figures("http://server", {}))
+    assert samples[0]["gpu_allocated_mb"] == 200 and samples[0]["gpu_reserved_mb"] == 1024
+    record = {"kind": "soak", "errors": 0, "rss_growth_mb": 0.0, "fd_growth": 0.0,
+              **{f"gpu_{f}_growth_mb": serve_stress.trend(samples, f"gpu_{f}_mb") for f in serve_stress.GPU_FIGURES}}
+    args = argparse.Namespace(rss_tolerance_mb=50.0, fd_tolerance=8.0, gpu_tolerance_mb=64.0)
+    assert serve_stress.verdicts([record], args) == ["soak: GPU memory (allocated) grew 400.0 MB"]
+    cpu_record = record | {f"gpu_{f}_growth_mb": float("nan") for f in serve_stress.GPU_FIGURES}
+    assert serve_stress.verdicts([cpu_record], args) == []

@@ -17,7 +17,7 @@ from ..config import (ConfigError, RunSettings, SourceRun, format_config, parse_
                              setting)
 from ..report import log_stage, mean_centered, scored
 from ..core_eval import default_core_dir, evaluate_core
-from ..dataloader import validation_batches
+from ..dataloader import DataError, validation_batches
 from ..dataset import default_data_dir, list_shards
 from ..loss_eval import evaluate_bpb
 from ..tokenizer import load_tokenizer, token_byte_lengths
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, sources = parse_config(BaseEvalConfig, "base_eval", argv)
     info = init_distributed(cfg.device_type or None)
     try: return _evaluate(cfg, sources, info)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e: raise SystemExit(f"base_eval: error: {e}") from None
+    except (ConfigError, CheckpointError, DataError, FileNotFoundError) as e:  # the ones a user can fix
+        raise SystemExit(f"base_eval: error: {e}") from None
     finally: cleanup_distributed()
 
 
