@@ -31,7 +31,7 @@ def row_groups(shards: list[Path], skip_corrupt: bool = False) -> list[tuple[Pat
             if not skip_corrupt:
                 raise DataError(f"shard {shard} is unreadable ({e}): delete it and fetch it again "
                                 "(`python -m nanochat.dataset` downloads only the shards that are missing), "
-                                "or pass skip_corrupt=True to go on without it") from None
+                                "or move it out of the folder to go on without it") from None
             warnings.warn(f"skipping unreadable shard {shard}: {e}", stacklevel=2)
             continue
         units += [(shard, g) for g in range(n)]

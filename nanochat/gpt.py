@@ -547,6 +547,7 @@ class MoE(nn.Module):
             return self.dense_forward(x)  # (no host sync), which torch.compile and a CUDA graph can take
         flat = x.reshape(-1, x.size(-1))
         experts, weights = self.route(flat)
+        if capturing: return self.fixed_forward(flat, experts, weights, self.capacity(flat.size(0))).view_as(x)
         # first choices of every token, then second choices: over capacity, later choices are dropped first
         expert_of, gate = experts.T.flatten(), weights.T.flatten()
         token_of = torch.arange(flat.size(0), device=x.device).repeat(self.top_k)
@@ -568,6 +569,33 @@ def dense_forward(self: MoE, x):
     experts, weights = self.route(flat)
     gates = torch.zeros(flat.size(0), self.n_experts, device=x.device).scatter(1, experts, weights)
     return sum(gates[:, i, None] * e(flat) for i, e in enumerate(self.experts)).to(x.dtype).view_as(x)
+
+
+@patch
+def fixed_forward(self: MoE, flat: torch.Tensor, experts: torch.Tensor, weights: torch.Tensor,
+                  cap: int) -> torch.Tensor:
+    """The routed computation in fixed shapes, for training under torch.compile: every expert runs on exactly `cap`
+    rows (its assignments in order, then a zero row that adds nothing), so no size comes from the counts on the host
+    and the layer stays one graph. The same numbers as `forward`'s loop; `dropped` is a tensor here."""
+    n, dev = flat.size(0), flat.device
+    expert_of, gate = experts.T.flatten(), weights.T.flatten()  # first choices, then second ones, as in `forward`
+    token_of = torch.arange(n, device=dev).repeat(self.top_k)
+    order = expert_of.argsort(stable=True)
+    grouped = expert_of[order]
+    starts = self.expert_counts.cumsum(0) - self.expert_counts  # where each expert's assignments begin in `order`
+    rank = torch.arange(order.numel(), device=dev) - starts[grouped]  # each assignment's place among its expert's
+    keep = rank < cap
+    self.dropped = (~keep).sum()
+    trash = self.n_experts * cap  # one place past the table: where assignments over capacity land, never read
+    where = torch.where(keep, grouped * cap + rank, trash)
+    rows = torch.full((trash + 1,), n, device=dev).scatter(0, where, token_of[order])  # row n: zeros
+    gates = torch.zeros(trash + 1, device=dev, dtype=gate.dtype).scatter(0, where, gate[order])
+    padded = torch.cat([flat, flat.new_zeros(1, flat.size(1))])
+    out = torch.zeros_like(padded)
+    for e, expert in enumerate(self.experts):
+        idx, g = rows[e * cap:(e + 1) * cap], gates[e * cap:(e + 1) * cap]
+        out.index_add_(0, idx, (expert(padded[idx]) * g[:, None]).to(out.dtype))
+    return out[:n]
 
 
 @patch
@@ -600,7 +628,8 @@ def moe_balance(model: GPT) -> dict[str, float]:
     assigned = counts.sum(1)
     aux = torch.stack([m.aux_loss.detach().float() for m in layers]).mean()
     max_load = (counts.max(1).values / assigned * counts.size(1)).max()
-    dropped = torch.tensor(float(sum(m.dropped for m in layers)), device=counts.device) / assigned.sum()
+    # `dropped`: a count from the loop, a tensor from the fixed-shape path; summed on the device either way
+    dropped = torch.stack([torch.as_tensor(m.dropped, device=counts.device) for m in layers]).sum() / assigned.sum()
     names = ("moe_aux", "moe_max_load", "moe_dropped")
     return dict(zip(names, torch.stack([aux, max_load, dropped]).tolist()))  # the one host sync
 
