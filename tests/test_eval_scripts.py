@@ -52,6 +52,19 @@ def test_chat_eval_two_ranks_equal_one(trained, private_base_dir):
     assert "ChatCORE" in one.stdout
 
 
+def test_chat_eval_pipelined_gives_the_same_verdicts(trained, private_base_dir):
+    "Generative tasks through an engine that launches each step early: the same replies and verdicts, problem by problem."
+    args = ["-m", "nanochat.scripts.chat_eval", "--stage", "base", "--task", "SpellingBee,GSM8K", "--max-problems", "4",
+            "--max-new-tokens", "12", "--slots", "3"]
+    report = private_base_dir / "eval" / "chat_base_d2_step12.json"
+    results = []
+    for extra in ([], ["--pipeline"]):
+        out = run(args + extra, trained)
+        assert out.returncode == 0, out.stderr
+        results.append([t["records"] for t in json.loads(report.read_text())["tasks"]])
+    assert results[0] == results[1]
+
+
 def test_refusals_are_clear(run_env, trained):
     cases = [(["-m", "nanochat.scripts.chat_eval", "--task", "Jeopardy"], run_env, "unknown task"),
              (["-m", "nanochat.scripts.chat_eval", "--num-samples", "4"], run_env, "needs a temperature"),

@@ -3,6 +3,8 @@ the micro-batch is settled before the run, the estimate is printed, and the tota
 import json
 import subprocess
 
+import pytest
+import torch
 from conftest import PYTHON, ROOT
 
 
@@ -34,3 +36,21 @@ def test_a_micro_batch_that_is_neither_a_number_nor_auto_is_refused(run_env):
     out = run(["nanochat.scripts.base_train", "--profile", "tiny", "--device-batch-size", "most"], run_env, ok=False)
     assert "expected an integer or one of ['auto'], got 'most'" in out.stderr + out.stdout
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_probe_steps_down_under_a_memory_cap_on_cuda():
+    "Under a cap that holds the weights but not the largest micro-batch, auto picks a smaller one that really runs."
+    from nanochat.gpt import GPT, config_for_depth
+    from nanochat.memory import GiB, cap_gpu_memory, choose_micro_batch, estimate_training_memory
+    device = torch.device("cuda")
+    model = GPT.build(config_for_depth(8, 32768, sequence_len=2048), device=device, seed=0)
+    fixed = estimate_training_memory(model, 1, 2048).fixed
+    per_row = estimate_training_memory(model, 1, 2048).activations
+    cap_gpu_memory(device, (torch.cuda.memory_allocated(device) + fixed + 6 * per_row) / GiB)  # room for ~6 rows
+    try:
+        choice = choose_micro_batch(model, "auto", 32, 2048, compiled=False, dtype=torch.bfloat16, device=device)
+        assert 1 <= choice.rows < 32 and 32 % choice.rows == 0 and choice.rows * choice.accumulation == 32
+        assert choice.probed_peak is not None
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)

@@ -178,6 +178,7 @@ class ChatEvalConfig(SourceRun, RunSettings):
     temperature: float = setting(0.0, "sampling temperature (0: greedy)")
     top_k: int = setting(50, "sample only among the k most likely tokens (0: all)")
     slots: int = setting(32, "replies generated at once by the engine")
+    pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
     tool: str = setting("upstream_calculator", "the python tool during generation: upstream_calculator (as upstream "
                                                "grades), calculator, sandbox")
     seed: int = setting(0, "seed of the sampled replies")
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
             for name in cfg.tasks:
                 categorical = name in ("ARC-Easy", "ARC-Challenge", "MMLU")
                 if not categorical and engine is None:
-                    engine = Engine(model, tokenizer, tool=cfg.tool)  # the python tool on
+                    engine = Engine(model, tokenizer, tool=cfg.tool, pipeline=cfg.pipeline)  # the python tool on
                 r = evaluate_chat_task(model, tokenizer, name, cfg.limit(categorical), cfg.batch_size, info.device,
                                        **({} if categorical else dict(engine=engine, **generation)))
                 results.append(r)
