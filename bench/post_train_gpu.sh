@@ -7,7 +7,8 @@
 # Reads what a speedrun would have by then: shards in $NANOCHAT_BASE_DIR/base_data, a tokenizer in
 # $NANOCHAT_BASE_DIR/tokenizer, the chat and eval sets in the data folder ($NANOCHAT_DATA_DIR). The weights start
 # random: the speeds do not depend on what the model knows (a random model's replies run to max_tokens: the worst case).
-# usage, from the repo root: [DEPTH=20] [STEPS=30] [CLIENTS=32,128] [SLOTS=128] [OUT=folder] bash bench/post_train_gpu.sh
+# usage, from the repo root: [DEPTH=20] [STEPS=30] [CLIENTS=32,128] [SLOTS=128] [PIPELINE=1] [OUT=folder] bash bench/post_train_gpu.sh
+# (PIPELINE=1: the load again against `chat_web --pipeline`, into serve_load_<tag>_pipeline-DATE.json)
 # (a CPU smoke run: DEPTH=2 STEPS=3 ROWS=2 SEQ=64 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 OUT=/tmp/x bash ...)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD} OMP_NUM_THREADS=1
@@ -30,6 +31,12 @@ stage chat_sft $PY -m nanochat.scripts.chat_sft --model-tag "$TAG" --max-steps "
 stage serve_load $PY bench/serve_load.py --server-args "--stage sft --model-tag $TAG --device-type $DEVICE --max-len $SEQ" \
   --slots "$SLOTS" --max-queue 512 --modes batched --server-log-dir "$LOGS" --clients "$CLIENTS" --requests 4 \
   --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_$TAG-$TODAY.json"
+if [ -n "${PIPELINE:-}" ]; then  # the same load against a server whose engine launches each step early
+  stage serve_load_pipeline $PY bench/serve_load.py --server-args "--stage sft --model-tag $TAG --device-type $DEVICE \
+    --max-len $SEQ --pipeline" --slots "$SLOTS" --max-queue 512 --modes batched --server-log-dir "$LOGS/pipeline" \
+    --clients "$CLIENTS" --requests 4 --max-tokens "$MAX_TOKENS" --client-procs 4 \
+    --out "$OUT/serve_load_${TAG}_pipeline-$TODAY.json"
+fi
 grep -i "captured\|worker" "$LOGS/chat_web_slots$SLOTS.log"
 if grep -qi "eagerly" "$LOGS/chat_web_slots$SLOTS.log"; then echo "== the server fell back to eager (above)"
 else echo "== no eager fallback in the server's log"; fi

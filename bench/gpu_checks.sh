@@ -1,0 +1,23 @@
+#!/bin/bash
+# What the CPU cannot tell, on one GPU, with random weights (no data needed), in one go of about ten minutes:
+#   1. the GPU-only tests: the engine (CUDA graphs, the compiled sampler at every slot count, int8), the decode
+#      kernels compiled and captured against the default step, the memory probe under a cap;
+#   2. infer_bench at d20, batch 1, 32 and 128: the default step, the pipelined one (`--pipeline`), and at batch 1
+#      the Triton kernels (`--kernels triton`), each into its own JSON;
+#   3. bench/decode_kernels.py: each kernel against cuBLAS / SDPA at the d20 shapes.
+# usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; OUT=${OUT:-bench/results}; TODAY=$(date +%F); mkdir -p "$OUT"
+run() {  # NAME COMMAND...: output into the log, a line with its exit status and wall time here
+  local name=$1 t=$(date +%s); shift
+  echo "== $name" >> "$OUT/gpu_checks.log"; "$@" >> "$OUT/gpu_checks.log" 2>&1
+  echo "== $name: exit $?, $(( $(date +%s) - t )) s"
+}
+run tests $PY -m pytest -q -rs tests/test_engine.py tests/test_engine_int8.py tests/test_decode_kernels.py tests/test_memory.py
+BENCH=(-m nanochat.scripts.infer_bench --depth "$DEPTH" --engine fast --prompt-len 128 --new-tokens 256)
+run decode_default $PY "${BENCH[@]}" --batch-sizes 1,32,128 --out "$OUT/infer_bench_d${DEPTH}_default-$TODAY.json"
+run decode_pipeline $PY "${BENCH[@]}" --batch-sizes 1,32,128 --pipeline --out "$OUT/infer_bench_d${DEPTH}_pipeline-$TODAY.json"
+run decode_kernels_b1 $PY "${BENCH[@]}" --batch-sizes 1 --kernels triton --out "$OUT/infer_bench_d${DEPTH}_triton-$TODAY.json"
+run decode_kernels_bench $PY bench/decode_kernels.py --out "$OUT/decode_kernels-$TODAY.json"
+grep -h '"tok_per_s"' "$OUT"/infer_bench_d"${DEPTH}"_*-"$TODAY".json 2>/dev/null | head -c 4000; echo
