@@ -41,6 +41,7 @@ def test_a_micro_batch_that_is_neither_a_number_nor_auto_is_refused(run_env):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_probe_steps_down_under_a_memory_cap_on_cuda():
     "Under a cap that holds the weights but not the largest micro-batch, auto picks a smaller one that really runs."
+    from nanochat import memory
     from nanochat.gpt import GPT, config_for_depth
     from nanochat.memory import GiB, cap_gpu_memory, choose_micro_batch, estimate_training_memory
     device = torch.device("cuda")
@@ -52,5 +53,6 @@ def test_the_probe_steps_down_under_a_memory_cap_on_cuda():
         choice = choose_micro_batch(model, "auto", 32, 2048, compiled=False, dtype=torch.bfloat16, device=device)
         assert 1 <= choice.rows < 32 and 32 % choice.rows == 0 and choice.rows * choice.accumulation == 32
         assert choice.probed_peak is not None
-    finally:
+    finally:  # the cap lifted, for the tests after this one
         torch.cuda.set_per_process_memory_fraction(1.0, device)
+        memory._CAPS.clear()
