@@ -179,6 +179,14 @@ def test_chat_eval_with_damaged_task_data(tiny_sft, run_env, tmp_path, damage):
     clean_refusal(out, "chat_eval: error:", said, "python -m nanochat.data fetch")
 
 
+def test_chat_eval_with_task_rows_that_lack_their_fields(tiny_sft, run_env, tmp_path):
+    gsm8k = tmp_path / "data" / "eval" / "gsm8k" / "test.jsonl"
+    gsm8k.parent.mkdir(parents=True)
+    gsm8k.write_text("".join(f'{{"query": "What is {k} + 1?"}}\n' for k in range(5)))  # JSON, but not GSM8K's fields
+    out = run("chat_eval", TOKENIZER_USERS["chat_eval"], run_env | {"NANOCHAT_DATA_DIR": str(tmp_path / "data")})
+    clean_refusal(out, "chat_eval: error: GSM8K: row 0 of its data is not in the format expected",
+                  "python -m nanochat.data fetch")
+
 def test_shard_stats_with_a_damaged_tokenizer(shards, run_env, tmp_path):
     tok = tmp_path / "tok"
     tok.mkdir()

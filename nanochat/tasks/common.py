@@ -98,7 +98,12 @@ class Task:
         n = len(self)
         if i < 0: i += n
         if not 0 <= i < n: raise IndexError(f"index {i} out of range: {type(self).__name__} has {n} conversations")
-        return self.get_example(self.start + i * self.step)
+        row = self.start + i * self.step
+        try: return self.get_example(row)
+        except (KeyError, TypeError, AttributeError) as e:  # a row without the fields the task reads: the file is wrong
+            raise DamagedData(f"{type(self).__name__}: row {row} of its data is not in the format expected "
+                              f"({type(e).__name__}: {e}): delete the file and fetch it again "
+                              "(`python -m nanochat.data fetch`)") from None
 
     def __iter__(self) -> Iterator[dict]:
         for i in range(len(self)): yield self[i]
