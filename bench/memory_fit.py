@@ -12,7 +12,6 @@ one JSON line, saved as bench/results/memory_fit-DATE.json.
 import argparse
 import datetime
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,12 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.record import git_commit, save_result  # noqa: E402
-from nanochat.common import autocast_ctx  # noqa: E402
+from nanochat.common import autocast_ctx, get_base_dir  # noqa: E402
 from nanochat.gpt import GPT  # noqa: E402
-from nanochat.memory import GiB, estimate_training_memory  # noqa: E402
+from nanochat.memory import GiB, compiled_model, estimate_training_memory  # noqa: E402
 from nanochat.optim import setup_optimizer  # noqa: E402
 from nanochat.scripts.base_train import BaseTrainConfig, model_config  # noqa: E402
-from nanochat.trainer import compiled_model  # noqa: E402
 
 
 def calibrate(depth: int, rows: int, seq: int = 2048, steps: int = 3) -> dict:
@@ -64,8 +62,7 @@ def capped_run(depth: int, cap_gb: float, steps: int) -> dict:
     chosen = re.search(r"micro-batch: (\d+) row\(s\) × (\d+) accumulation", out.stdout)
     if chosen: record |= {"batch": int(chosen[1]), "accum": int(chosen[2])}
     record["out_of_memory_retries"] = out.stdout.count("ran out of memory; trying fewer")
-    base = Path(os.environ.get("NANOCHAT_BASE_DIR", Path.home() / ".cache" / "nanochat"))
-    summary = base / "checkpoints" / "base" / tag / "summary.json"
+    summary = get_base_dir() / "checkpoints" / "base" / tag / "summary.json"
     if out.returncode == 0 and summary.exists():
         s = json.loads(summary.read_text())
         record |= {"tok_per_s": s.get("tok_per_s"), "mfu": s.get("mfu"), "peak_gib": s.get("peak_memory_gib")}

@@ -296,7 +296,7 @@ class DecodeBatch:
         self._pool = None
         # pipeline: the next step runs on the device while the host hands out this one's tokens (see `step`)
         self.pipeline, self._ahead = pipeline, None
-        self._host = [torch.zeros(slots, dtype=torch.long, pin_memory=dev.type == "cuda") for _ in range(2)]
+        self._host = [torch.zeros(slots, dtype=torch.long, pin_memory=dev.type == "cuda") for _ in range(2 * pipeline)]
 
     # --- what the host sees
     @property
@@ -603,6 +603,15 @@ def _tool_step(self: DecodeBatch, row: _Row, token: int) -> list[int]:
         row.call.append(token)
         if len(row.call) > t.max_call_tokens: row.call = None  # a runaway call: stop following it
     return []
+
+# %% ../nbs/19b_engine.ipynb #70237937
+@patch
+def finish(self: DecodeBatch) -> dict[int, list[int]]:
+    "Step until every row is done (nobody joining meanwhile); the tokens each slot emitted from here on."
+    out: dict[int, list[int]] = {s: [] for s in self.busy}
+    while self.busy:
+        for s, e in self.step().items(): out[s].append(e.token)
+    return out
 
 # %% ../nbs/19b_engine.ipynb #0d24acf3
 def _row_seed(seed: int, row: int) -> int: return hash((seed, row)) & MASK32  # ints hash the same in every process

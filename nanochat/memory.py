@@ -2,21 +2,22 @@
 
 # %% auto #0
 __all__ = ['ACTIVATION_BYTES', 'LOSS_HEAD_BYTES', 'GiB', 'MemoryEstimate', 'estimate_training_memory', 'micro_batch_candidates',
-           'cap_gpu_memory', 'memory_budget', 'probe_micro_batch', 'training_probe', 'MicroBatch', 'choose_micro_batch',
-           'MemorySettings']
+           'cap_gpu_memory', 'memory_budget', 'probe_micro_batch', 'compiled_model', 'training_probe', 'MicroBatch',
+           'choose_micro_batch', 'MemorySettings']
 
 # %% ../nbs/11a_memory.ipynb #d3192bc3
 """How much memory training needs, the largest micro-batch that fits, and a cap that stands in for a smaller GPU."""
 import gc
 import os
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-from .common import autocast_ctx, print0
-from .config import setting
+from .common import autocast_ctx, compute_dtype, print0
+from .config import ConfigError, setting
 from .gpt import GPT
 from .optim import muon_groups
 
@@ -117,6 +118,14 @@ def probe_micro_batch(step: Callable[[int], None], candidates: list[int], device
     raise MemoryError(f"even a micro-batch of {candidates[-1]} row(s) runs out of memory on {device}: shorten the "
                       "rows (--max-seq-len), train a smaller model (--depth), or use a GPU with more memory")
 
+# %% ../nbs/11a_memory.ipynb #2506c33d
+_COMPILED: "weakref.WeakKeyDictionary[GPT, torch.nn.Module]" = weakref.WeakKeyDictionary()
+
+def compiled_model(model: GPT) -> torch.nn.Module:
+    "`torch.compile(model)` with static shapes, made once per model and shared by every caller."
+    if model not in _COMPILED: _COMPILED[model] = torch.compile(model, dynamic=False)
+    return _COMPILED[model]
+
 # %% ../nbs/11a_memory.ipynb #3e970a99
 def training_probe(model: GPT, forward: Callable, seq_len: int, device_type: str,
                    dtype: torch.dtype) -> Callable[[int], None]:
@@ -155,11 +164,10 @@ def _agree(rows: int, device: torch.device) -> int:
 
 # %% ../nbs/11a_memory.ipynb #dc59adaa
 def choose_micro_batch(model: GPT, requested: int | str, rows_per_step: int, seq_len: int, *, compiled: bool,
-                       forward: Callable | None = None, dtype: torch.dtype = torch.float32,
-                       device: torch.device | None = None) -> MicroBatch:
+                       dtype: torch.dtype | None = None, device: torch.device | None = None) -> MicroBatch:
     """The micro-batch for training `model` on rows of `seq_len` tokens, `rows_per_step` of them a device per
     optimizer step: `requested` as given (its estimate printed, with a warning if it will not fit), or for "auto"
-    the largest divisor of `rows_per_step` that fits."""
+    the largest divisor of `rows_per_step` that fits (probed through `compiled_model` when `compiled`)."""
     device = device or model.wte.weight.device
     budget = memory_budget(device)
     if requested != "auto":
@@ -176,8 +184,9 @@ def choose_micro_batch(model: GPT, requested: int | str, rows_per_step: int, seq
     peak = None
     if device.type == "cuda":
         fixed = estimate_training_memory(model, 1, seq_len, compiled)
-        rows, peak = probe_micro_batch(training_probe(model, forward or model, seq_len, "cuda", dtype), candidates,
-                                       device, reserve=fixed.optimizer)
+        forward = compiled_model(model) if compiled else model
+        step = training_probe(model, forward, seq_len, "cuda", dtype or compute_dtype("cuda"))
+        rows, peak = probe_micro_batch(step, candidates, device, reserve=fixed.optimizer)
     else: rows = candidates[0]
     rows = _agree(rows, device)
     choice = MicroBatch(rows, rows_per_step // rows, estimate_training_memory(model, rows, seq_len, compiled),
@@ -193,8 +202,13 @@ class MemorySettings:
     max_memory_gb: float = setting(
         -1.0, "cap this process's GPU memory at this many GiB, as on a smaller card (-1: the whole card)")
 
-    def apply_memory_cap(self, device: torch.device) -> None:
-        "Set the cap on `device` when one is asked for and the device is a GPU."
+    def settle_micro_batch(self, model: GPT, rows_per_step: int, seq_len: int, device: torch.device,
+                           compiled: bool) -> MicroBatch:
+        """The cap set (on a GPU, when asked for), then `choose_micro_batch` for this script's `device_batch_size`;
+        a run that cannot fit even one row is a `ConfigError` (one line, as a bad setting is)."""
         if self.max_memory_gb > 0 and device.type == "cuda":
             cap = cap_gpu_memory(device, self.max_memory_gb)
             print0(f"GPU memory capped at {cap / GiB:.1f} GiB")
+        try: return choose_micro_batch(model, self.device_batch_size, rows_per_step, seq_len, compiled=compiled,
+                                       device=device)
+        except MemoryError as e: raise ConfigError(str(e)) from None

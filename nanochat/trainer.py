@@ -3,14 +3,13 @@
 # %% auto #0
 __all__ = ['B_REF', 'BATCH_EXPONENT', 'scaling_params', 'reference_horizon', 'auto_batch_size', 'TrainingPlan', 'plan_training',
            'derive_total_batch_size', 'lr_multiplier', 'muon_momentum', 'weight_decay_at', 'Callback', 'MetricsLog',
-           'sample_text', 'TokenTensorLoader', 'compiled_model', 'Trainer', 'Schedule']
+           'sample_text', 'TokenTensorLoader', 'Trainer', 'Schedule']
 
 # %% ../nbs/12_trainer.ipynb #cea86924
 import json
 import math
 import signal
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from .common import autocast_ctx, compute_mfu, get_logger, print0
 from .gpt import (
     GPT, GPTConfig, config_for_depth, estimate_flops, generate, inactive_params, moe_balance, parameter_counts)
 from .loss_eval import evaluate_bpb
+from .memory import compiled_model
 
 # %% ../nbs/12_trainer.ipynb #58584e0d
 B_REF = 2**19  # tokens per optimizer step that suit the reference d12 model (upstream's measurement)
@@ -233,14 +233,6 @@ class TokenTensorLoader:
 
     def state_dict(self) -> dict: return {"position": self.position}
     def load_state_dict(self, state: dict) -> None: self.position = state["position"]
-
-# %% ../nbs/12_trainer.ipynb #843b232c
-_COMPILED: "weakref.WeakKeyDictionary[GPT, torch.nn.Module]" = weakref.WeakKeyDictionary()
-
-def compiled_model(model: GPT) -> torch.nn.Module:
-    "`torch.compile(model)` with static shapes, made once per model and shared by every caller."
-    if model not in _COMPILED: _COMPILED[model] = torch.compile(model, dynamic=False)
-    return _COMPILED[model]
 
 # %% ../nbs/12_trainer.ipynb #be5b1ea4
 class Trainer:

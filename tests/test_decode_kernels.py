@@ -102,9 +102,7 @@ def greedy(decoder: DecodeModel, slots: int = 3, steps: int = 4,
     batch = DecodeBatch(decoder, slots=slots, max_len=48, cuda_graph=cuda_graph)
     rows = batch.add_many(PROMPTS[:slots], SamplingParams(temperature=0, max_tokens=steps))
     with torch.no_grad(): logits = batch.decode_logits(batch.span()).float().cpu()
-    out = {s: [] for s in rows}
-    while batch.busy:
-        for s, e in batch.step().items(): out[s].append(e.token)
+    out = batch.finish()
     return [out[s] for s in rows], logits
 
 

@@ -36,9 +36,7 @@ PROMPTS = [[1, 2, 3], list(range(10, 40)), [7] * 17, list(range(100, 105))]
 def decode(batch: DecodeBatch, params: SamplingParams) -> list[list[int]]:
     slots = batch.add_many(PROMPTS, [SamplingParams(params.temperature, params.top_k, params.top_p, seed, params.max_tokens)
                                      for seed in range(len(PROMPTS))])
-    out = {s: [] for s in slots}
-    while batch.busy:
-        for s, e in batch.step().items(): out[s].append(e.token)
+    out = batch.finish()
     return [out[s] for s in slots]
 
 
@@ -150,14 +148,8 @@ def test_compiled_prefill_matches_eager():
             batch.add_many(PROMPTS[2:])
     assert not [m for m in log.messages if "eagerly" in m], log.messages
     for k_eager, k_compiled in zip(eager.k, compiled.k): torch.testing.assert_close(k_compiled, k_eager, atol=1e-5, rtol=1e-4)
-    assert decode_rest(eager) == decode_rest(compiled)
+    assert list(eager.finish().values()) == list(compiled.finish().values())
 
-
-def decode_rest(batch: DecodeBatch) -> list[list[int]]:
-    out = {s: [] for s in batch.busy}
-    while batch.busy:
-        for s, e in batch.step().items(): out[s].append(e.token)
-    return list(out.values())
 
 
 if __name__ == "__main__":

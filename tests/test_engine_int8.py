@@ -29,9 +29,7 @@ def small_model(device="cpu", seed=0) -> GPT:
 def greedy(decoder: DecodeModel, cuda_graph: bool | None = None) -> list[list[int]]:
     batch = DecodeBatch(decoder, slots=len(PROMPTS), max_len=48, cuda_graph=cuda_graph)
     slots = batch.add_many(PROMPTS, SamplingParams(temperature=0, max_tokens=16))
-    out = {s: [] for s in slots}
-    while batch.busy:
-        for s, e in batch.step().items(): out[s].append(e.token)
+    out = batch.finish()
     return [out[s] for s in slots]
 
 

@@ -20,10 +20,10 @@ from ..dataloader import DataError, PretrainLoader, validation_batches
 from ..dataset import default_data_dir, list_shards, shards_from_text
 from ..gpt import MLP_PROVIDERS, GPT, GPTConfig, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
-from ..memory import MemorySettings, choose_micro_batch
+from ..memory import MemorySettings
 from ..optim import setup_optimizer
 from ..tokenizer import load_tokenizer, token_byte_lengths
-from ..trainer import Callback, MetricsLog, Trainer, TrainingPlan, compiled_model, plan_training, sample_text
+from ..trainer import Callback, MetricsLog, Trainer, TrainingPlan, plan_training, sample_text
 
 # %% ../../nbs/12a_base_train.ipynb #81a41437
 @dataclass
@@ -228,15 +228,10 @@ def _run_folder(cfg: BaseTrainConfig, plan: TrainingPlan, sources: dict, info) -
 def fit_micro_batch(cfg: BaseTrainConfig, model: GPT, info, use_compile: bool) -> BaseTrainConfig:
     """`cfg` with its micro-batch settled (`auto`: the most rows that fit, chapter 11a), after printing the memory
     estimate; the total batch per step is the plan's either way."""
-    cfg.apply_memory_cap(info.device)
     try: total = training_plan(replace(cfg, device_batch_size=1), model, info.world_size).total_batch_size
     except ValueError as e: raise ConfigError(str(e)) from None
     rows_per_step = max(1, total // (cfg.max_seq_len * info.world_size))
-    forward = compiled_model(model) if use_compile else model
-    try: choice = choose_micro_batch(model, cfg.device_batch_size, rows_per_step, cfg.max_seq_len,
-                                     compiled=use_compile, forward=forward, dtype=compute_dtype(info.device.type),
-                                     device=info.device)
-    except MemoryError as e: raise ConfigError(str(e)) from None
+    choice = cfg.settle_micro_batch(model, rows_per_step, cfg.max_seq_len, info.device, use_compile)
     return replace(cfg, device_batch_size=choice.rows)
 
 # %% ../../nbs/12a_base_train.ipynb #ac3ee17d

@@ -20,11 +20,11 @@ from ..common import compute_dtype, device_name, get_peak_flops, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
 from ..report import finish_stage, steady_throughput
-from ..memory import MemorySettings, choose_micro_batch
+from ..memory import MemorySettings
 from ..optim import setup_optimizer
 from ..tasks.common import ConversationFileError, JSONLConversations, Task, TaskMixture, TaskSample
 from ..tokenizer import load_tokenizer, render_conversation
-from ..trainer import MetricsLog, Trainer, compiled_model, plan_training
+from ..trainer import MetricsLog, Trainer, plan_training
 
 # %% ../../nbs/18_chat_sft.ipynb #41eedf90
 def collate_conversations(tokenizer, conversations: list[dict], max_len: int,
@@ -329,14 +329,9 @@ def fit_sft_micro_batch(cfg: ChatSFTConfig, model, max_len: int, info) -> ChatSF
     """`cfg` with its micro-batch settled after printing the memory estimate (chapter 11a; rows of `max_len`, the
     longest a padded batch gets); for `auto`, the most that fit, and the accumulation that keeps `auto_rows` ×
     `grad_accum` a step."""
-    cfg.apply_memory_cap(info.device)
     auto = cfg.device_batch_size == "auto"
     rows = cfg.auto_rows * cfg.grad_accum if auto else cfg.device_batch_size
-    use_compile = cfg.use_compile(info.device.type)
-    forward = compiled_model(model) if use_compile else model
-    try: choice = choose_micro_batch(model, cfg.device_batch_size, rows, max_len, compiled=use_compile,
-                                     forward=forward, dtype=compute_dtype(info.device.type), device=info.device)
-    except MemoryError as e: raise ConfigError(str(e)) from None
+    choice = cfg.settle_micro_batch(model, rows, max_len, info.device, cfg.use_compile(info.device.type))
     return replace(cfg, device_batch_size=choice.rows, grad_accum=rows // choice.rows) if auto else cfg
 
 # %% ../../nbs/18_chat_sft.ipynb #813cb961

@@ -18,12 +18,12 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
                              save_config, setting)
 from ..report import finish_stage, steady_throughput
 from ..dataloader import BestFitPacker
-from ..memory import MemorySettings, choose_micro_batch
+from ..memory import MemorySettings
 from ..optim import setup_optimizer
 from ..tasks.common import ConversationFileError
 from ..gpt import generate
 from ..tokenizer import SPECIAL_TOKENS, load_tokenizer, render_conversation, render_for_completion
-from ..trainer import MetricsLog, Trainer, TrainingPlan, compiled_model, plan_training
+from ..trainer import MetricsLog, Trainer, TrainingPlan, plan_training
 
 # %% ../../nbs/17_mid_train.ipynb #6daeea3b
 def pack_conversation(ids: list[int], mask: list[int]) -> list[int]:
@@ -223,17 +223,13 @@ def mid_plan(cfg: MidTrainConfig, model, size: int, seq_len: int, world_size: in
 def fit_mid_micro_batch(cfg: MidTrainConfig, model, seq_len: int, info, use_compile: bool) -> MidTrainConfig:
     """`cfg` with its micro-batch settled after printing the memory estimate (chapter 11a); for `auto`, the most rows
     that fit and the total batch they accumulate to (the given one, or 32 rows a device) written out."""
-    cfg.apply_memory_cap(info.device)
     per_row = seq_len * info.world_size
     if cfg.total_batch_size > 0 and cfg.total_batch_size % per_row:
         raise ConfigError(f"total_batch_size {cfg.total_batch_size:,} is not a whole number of rows of {seq_len} "
                           f"tokens on {info.world_size} device(s)")
     rows = cfg.total_batch_size // per_row if cfg.total_batch_size > 0 else None
     if rows is None: rows = 32 if cfg.device_batch_size == "auto" else cfg.device_batch_size
-    forward = compiled_model(model) if use_compile else model
-    try: choice = choose_micro_batch(model, cfg.device_batch_size, rows, seq_len, compiled=use_compile,
-                                     forward=forward, dtype=compute_dtype(info.device.type), device=info.device)
-    except MemoryError as e: raise ConfigError(str(e)) from None
+    choice = cfg.settle_micro_batch(model, rows, seq_len, info.device, use_compile)
     if cfg.device_batch_size != "auto": return cfg
     return replace(cfg, device_batch_size=choice.rows, total_batch_size=rows * per_row)
 
