@@ -76,13 +76,18 @@ def main():
     ap.add_argument("--rows", default="4,16", help="micro-batches to calibrate at")
     ap.add_argument("--cap-gb", type=float, default=24.0)
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps of each capped run")
-    ap.add_argument("--skip-calibration", action="store_true")
+    ap.add_argument("--skip-calibration", action="store_true", help="only the capped runs (the calibration compiles "
+                    "a model per depth and micro-batch: several minutes)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if not torch.cuda.is_available(): sys.exit("memory_fit needs a CUDA GPU")
     depths, rows = [int(d) for d in args.depths.split(",")], [int(r) for r in args.rows.split(",")]
-    records = [] if args.skip_calibration else [calibrate(d, r) for d in depths for r in rows]
-    records += [capped_run(d, args.cap_gb, args.steps) for d in depths]
+    runs = [] if args.skip_calibration else [lambda d=d, r=r: calibrate(d, r) for d in depths for r in rows]
+    runs += [lambda d=d: capped_run(d, args.cap_gb, args.steps) for d in depths]
+    records = []
+    for run in runs:  # each record as soon as it exists: a run stopped by a time limit keeps what it measured
+        records.append(run())
+        print(json.dumps(records[-1]), flush=True)
     print(f"{'kind':<7} {'depth':>5} {'rows':>5} {'accum':>5} {'peak GiB':>9} {'estimate':>9} {'tok/s':>9}")
     for r in records:
         print(f"{r['kind']:<7} {r['depth']:>5} {r.get('rows', r.get('batch', '-')):>5} {r.get('accum', '-'):>5} "

@@ -151,7 +151,8 @@ def test_bench_script_smoke_run(tmp_path):
     import triton
     from conftest import ROOT
     site = str(Path(triton.__file__).resolve().parents[1])  # wherever Triton is installed, for the child process
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), site]), "NANOCHAT_BASE_DIR": str(tmp_path)}
+    paths = [str(ROOT), site, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]  # keep the caller's
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "NANOCHAT_BASE_DIR": str(tmp_path)}
     out = tmp_path / "decode_kernels.json"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "decode_kernels.py"), "--device", "cpu", "--interpret",
                           "--batch-sizes", "1", "--out", str(out)], env=env, capture_output=True, text=True, timeout=120)

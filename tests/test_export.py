@@ -110,3 +110,16 @@ def test_force_writes_into_a_used_folder(tiny_sft, run_env, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert (used / "notes.txt").read_text() == "mine"  # --force never deletes what is not ours
     assert "nanochat_config" in json.loads((used / "config.json").read_text())
+
+
+def test_export_check_bench_on_a_checkpoint(tiny_sft, run_env, tmp_path):
+    "bench/export_check.py, the same round trip on any checkpoint (a d12 on a GPU): here the tiny one, on the CPU."
+    out = tmp_path / "export_check.json"
+    done = subprocess.run([PYTHON, str(ROOT / "bench" / "export_check.py"), "--stage", "sft", "--model-tag", "tiny",
+                           "--device", "cpu", "--tokens", "20", "--new-tokens", "8", "--out", str(out)], cwd=ROOT,
+                          env=run_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    (record,) = result["records"]
+    assert result["passed"] and record["greedy_match"] and record["roundtrip_equal"] and record["template_match"]
+    assert record["max_abs_logit_diff"] < 1e-4 and record["argmax_agree"] == 1.0

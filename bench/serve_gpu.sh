@@ -1,0 +1,45 @@
+#!/bin/bash
+# Serving a real checkpoint on one GPU, then pushing it: a d$DEPTH base checkpoint written by base_train itself
+# (STEPS optimizer steps: serving speed does not depend on what the weights know, and a model that never says
+# <|assistant_end|> replies to max_tokens, the worst case) -> bench/serve_load.py at CLIENTS streaming clients against
+# chat_web, with and without `--pipeline` -> bench/serve_stress.py against a chat_web of that checkpoint (stress at
+# STRESS_CLIENTS at once, a SOAK_MIN-minute soak sampling RSS, open files and GPU memory, and the faults).
+# Reads a tokenizer and shards where base_train looks ($NANOCHAT_BASE_DIR).
+# (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x bash ...)
+# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [OUT=folder] bash bench/serve_gpu.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
+PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-1}; SLOTS=${SLOTS:-128}; CLIENTS=${CLIENTS:-32,128}
+MAX_TOKENS=${MAX_TOKENS:-256}; DEVICE=${DEVICE:-cuda}; STRESS_CLIENTS=${STRESS_CLIENTS:-1000}; SOAK_MIN=${SOAK_MIN:-2}
+OUT=${OUT:-bench/results}; TAG=d$DEPTH; TODAY=$(date +%F); LOGS=$OUT/serve_gpu_$TAG-logs; mkdir -p "$LOGS"
+export NANOCHAT_GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+step() {  # NAME COMMAND...: output into $LOGS/NAME.log; exit status and wall time here
+  local name=$1 t=$(date +%s); shift
+  "$@" > "$LOGS/$name.log" 2>&1; echo "== $name: exit $?, $(( $(date +%s) - t )) s"; tail -n 4 "$LOGS/$name.log"
+}
+step checkpoint $PY -m nanochat.scripts.base_train --depth "$DEPTH" --num-iterations "$STEPS" --device-batch-size 4 \
+  --total-batch-size 8192 --max-seq-len 2048 --compile off --eval-every -1 --sample-every -1 --model-tag "$TAG" --device-type "$DEVICE"
+SERVER=(--stage base --model-tag "$TAG" --device-type "$DEVICE" --max-len 2048)
+for mode in default pipeline; do
+  extra=(); [ "$mode" = pipeline ] && extra=(--pipeline)
+  step "serve_load_$mode" $PY bench/serve_load.py --server-args "${SERVER[*]} ${extra[*]}" --slots "$SLOTS" \
+    --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests 4 \
+    --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_${TAG}_$mode-$TODAY.json"
+  if grep -qi "eagerly" "$LOGS/$mode"/chat_web_slots*.log; then echo "== $mode: the server fell back to eager"; fi
+done
+# the stress run: one server, kept up through the three checks
+PORT=8765
+$PY -m nanochat.scripts.chat_web "${SERVER[@]}" --slots "$SLOTS" --max-queue 256 --port $PORT \
+  > "$LOGS/chat_web_stress.log" 2>&1 &
+SERVER_PID=$!
+$PY -c "import time, httpx
+for _ in range(240):
+    try:
+        if httpx.get('http://127.0.0.1:$PORT/ready', timeout=2).status_code == 200: break
+    except httpx.HTTPError: pass
+    time.sleep(1)"
+step serve_stress $PY bench/serve_stress.py --url "http://127.0.0.1:$PORT" --checks stress,soak,faults \
+  --clients "$STRESS_CLIENTS" --slots "$SLOTS" --max-queue 256 --minutes "$SOAK_MIN" --sample-s 10 --timeout 120 \
+  --out "$OUT/serve_stress_gpu_$TAG-$TODAY.json"
+kill $SERVER_PID; wait $SERVER_PID 2>/dev/null
+grep -h '"tok_per_s"\|passed' "$OUT"/serve_*-"$TODAY".json | head -c 3000; echo
