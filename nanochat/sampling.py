@@ -43,17 +43,23 @@ def blocked_cumsum(x: torch.Tensor, block: int = 256) -> torch.Tensor:
     return (within + (totals.cumsum(-1) - totals)[..., None]).view(rows, n)
 
 
-def top_k_top_p_filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+def top_k_top_p_filter(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                       width: int | None = None) -> torch.Tensor:
     """`logits` (rows, vocab) with everything outside each row's top-k, then outside its top-p nucleus, set to -inf.
-    `top_k` (rows,) long, 0 = no limit; `top_p` (rows,) float, 1 = no limit. Ties with the last kept logit are kept."""
-    V = logits.size(-1)
-    ranked = logits.sort(dim=-1, descending=True).values
-    k = torch.where(top_k > 0, top_k.clamp(max=V), V)
-    ranked = ranked.masked_fill(torch.arange(V, device=logits.device) >= k[:, None], float("-inf"))
+    `top_k` (rows,) long, 0 = no limit; `top_p` (rows,) float, 1 = no limit. Ties with the last kept logit are kept.
+    `width`: when every row's top_k is between 1 and `width`, only the `width` largest logits of a row are ranked (a
+    selection, `torch.topk`) instead of the whole vocabulary sorted: no row keeps more, so the result is the same."""
+    if width and width < logits.size(-1): ranked = logits.topk(width, dim=-1).values
+    else: ranked = logits.sort(dim=-1, descending=True).values  # a vocabulary no wider than `width`: sorted whole
+    n = ranked.size(-1)
+    k = torch.where(top_k > 0, top_k.clamp(max=n), n)
+    ranked = ranked.masked_fill(torch.arange(n, device=logits.device) >= k[:, None], float("-inf"))
     probs = ranked.softmax(dim=-1)
     mass_before = blocked_cumsum(probs) - probs  # the probability of all better-ranked tokens
-    # a prefix of the ranking, at least one token (a top_p that underflows to 0 in float32 still keeps the best one)
-    kept = torch.minimum((mass_before < top_p[:, None]).sum(dim=-1), k).clamp(min=1)
+    # a prefix of the ranking, at least one token (a top_p that underflows to 0 in float32 still keeps the best one);
+    # top_p 1 keeps all k: a cumulative sum that rounds to 1 before the end must not cut the last few
+    nucleus = torch.minimum((mass_before < top_p[:, None]).sum(dim=-1), k)
+    kept = torch.where(top_p < 1, nucleus, k).clamp(min=1)
     threshold = ranked.gather(-1, (kept - 1)[:, None])
     return logits.masked_fill(logits < threshold, float("-inf"))
 
@@ -79,11 +85,12 @@ def uniform_noise(seeds: torch.Tensor, counters: torch.Tensor, columns: torch.Te
 
 def sample_next(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
                 seeds: torch.Tensor, counters: torch.Tensor, filtered: bool = True,
-                columns: torch.Tensor | None = None) -> torch.Tensor:
+                columns: torch.Tensor | None = None, filter_width: int | None = None) -> torch.Tensor:
     """One token per row of `logits` (rows, vocab): the argmax where `temperature` is 0, else a draw from
-    softmax(logits / temperature) restricted by top-k/top-p (skipped when `filtered` is False), seeded per row."""
+    softmax(logits / temperature) restricted by top-k/top-p (skipped when `filtered` is False), seeded per row.
+    `filter_width`: the filter's `width`, for a batch whose every row has a top_k between 1 and it."""
     scaled = logits / temperature.clamp(min=1e-5)[:, None]
-    if filtered: scaled = top_k_top_p_filter(scaled, top_k, top_p)
+    if filtered: scaled = top_k_top_p_filter(scaled, top_k, top_p, filter_width)
     if columns is None: columns = torch.arange(logits.size(-1), device=logits.device)
     gumbel = -torch.log(-torch.log(uniform_noise(seeds, counters, columns)))
     return torch.where(temperature > 0, (scaled + gumbel).argmax(dim=-1), logits.argmax(dim=-1))

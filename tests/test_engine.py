@@ -113,11 +113,13 @@ def test_compiled_sampler_at_every_slot_count():
     with _Warnings() as log:
         for slots in (1, 4, 32, 64, 128):
             batch = DecodeBatch(decoder, slots, 64)
-            rows = min(slots, 4)  # filtered and unfiltered rows (one filtered row makes the step sort)
+            rows = min(slots, 4)  # filtered and unfiltered rows (a row without a top-k makes the step sort)
             params = [SamplingParams(temperature=0.7, max_tokens=3), SamplingParams(temperature=1.0, top_k=50, top_p=0.9, max_tokens=3)]
             batch.add_many([[1, 2, 3]] * rows, (params * 2)[:rows])
             while batch.busy: batch.step()
             batch.add_many([[1, 2, 3]] * rows, [params[0]] * rows)  # and unfiltered only
+            while batch.busy: batch.step()
+            batch.add_many([[1, 2, 3]] * rows, [params[1]] * rows)  # and top-k rows only: the selection, not the sort
             while batch.busy: batch.step()
     assert not [m for m in log.messages if "eagerly" in m], log.messages
 
