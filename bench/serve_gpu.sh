@@ -7,7 +7,8 @@
 # sampling RSS, open files and GPU memory, and the faults). On an H200 at d20: about 9 minutes, the first compilations
 # included.
 # Reads a tokenizer and shards where base_train looks ($NANOCHAT_BASE_DIR).
-# (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x bash ...)
+# (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x \
+#  bash ...)
 # usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [OUT=folder] bash bench/serve_gpu.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -20,10 +21,12 @@ step() {  # NAME COMMAND...: output into $LOGS/NAME.log; exit status and wall ti
   "$@" > "$LOGS/$name.log" 2>&1; echo "== $name: exit $?, $(( $(date +%s) - t )) s"; tail -n 4 "$LOGS/$name.log"
 }
 step checkpoint $PY -m nanochat.scripts.base_train --depth "$DEPTH" --num-iterations "$STEPS" --device-batch-size 4 \
-  --total-batch-size 8192 --max-seq-len 2048 --compile off --eval-every -1 --sample-every -1 --model-tag "$TAG" --device-type "$DEVICE"
+  --total-batch-size 8192 --max-seq-len 2048 --compile off --eval-every -1 --sample-every -1 --model-tag "$TAG" \
+  --device-type "$DEVICE"
 # the engine alone at the server's rows per step and sampling (temperature 0.8, top-k 50), the reference of the ratio
 step infer_bench $PY -m nanochat.scripts.infer_bench --depth "$DEPTH" --engine fast --prompt-len 128 --new-tokens \
-  "$MAX_TOKENS" --batch-sizes "$CLIENTS" --temperature 0.8 --top-k 50 --out "$OUT/infer_bench_${TAG}_server_sampling-$TODAY.json"
+  "$MAX_TOKENS" --batch-sizes "$CLIENTS" --temperature 0.8 --top-k 50 \
+  --out "$OUT/infer_bench_${TAG}_server_sampling-$TODAY.json"
 SERVER=(--stage base --model-tag "$TAG" --device-type "$DEVICE" --max-len 2048)
 for mode in default pipeline; do
   extra=(); [ "$mode" = pipeline ] && extra=(--pipeline)

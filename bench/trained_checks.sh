@@ -4,12 +4,15 @@
 # and greedy reply with ours; base_train writes a d$LARGE one (STEPS_LARGE steps) and bench/int8_quality.py measures
 # int8 weight-only inference against bf16 on it (weights, decode tok/s at batch 1 and 32, val bpb, CORE).
 # Reads shards and a tokenizer where base_train looks ($NANOCHAT_BASE_DIR), the CORE bundle where base_eval does.
-# usage, from the repo root: [SMALL=12] [LARGE=20] [STEPS_SMALL=60] [STEPS_LARGE=150] [OUT=folder] bash bench/trained_checks.sh
-# (a CPU smoke run: SMALL=2 LARGE=2 STEPS_SMALL=2 STEPS_LARGE=2 ROWS=2 SEQ=64 DEVICE=cpu CORE_PER_TASK=0 PROMPT=16 NEW=16 OUT=/tmp/x bash ...)
+# usage, from the repo root: [SMALL=12] [LARGE=20] [STEPS_SMALL=60] [STEPS_LARGE=150] [OUT=folder] \
+#   bash bench/trained_checks.sh
+# (a CPU smoke run: SMALL=2 LARGE=2 STEPS_SMALL=2 STEPS_LARGE=2 ROWS=2 SEQ=64 DEVICE=cpu CORE_PER_TASK=0 PROMPT=16 \
+#  NEW=16 OUT=/tmp/x bash ...)
 # On an H200: about 6 minutes, the compilations included.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
-PY=${PYTHON:-python3}; SMALL=${SMALL:-12}; LARGE=${LARGE:-20}; STEPS_SMALL=${STEPS_SMALL:-60}; STEPS_LARGE=${STEPS_LARGE:-150}
+PY=${PYTHON:-python3}; SMALL=${SMALL:-12}; LARGE=${LARGE:-20}
+STEPS_SMALL=${STEPS_SMALL:-60}; STEPS_LARGE=${STEPS_LARGE:-150}
 ROWS=${ROWS:-32}; SEQ=${SEQ:-2048}; DEVICE=${DEVICE:-cuda}; CORE_PER_TASK=${CORE_PER_TASK:-50}
 PROMPT=${PROMPT:-128}; NEW=${NEW:-128}
 OUT=${OUT:-bench/results}; TODAY=$(date +%F); LOGS=$OUT/trained_checks-logs; mkdir -p "$LOGS"
@@ -18,9 +21,9 @@ step() {  # NAME COMMAND...: output into $LOGS/NAME.log; exit status and wall ti
   "$@" > "$LOGS/$name.log" 2>&1; echo "== $name: exit $?, $(( $(date +%s) - t )) s"; tail -n 5 "$LOGS/$name.log"
 }
 train() {  # DEPTH STEPS: a base checkpoint tagged d<DEPTH>, batches of 2 micro-steps of ROWS × SEQ
-  step "base_train_d$1" $PY -m nanochat.scripts.base_train --depth "$1" --num-iterations "$2" --device-batch-size "$ROWS" \
-    --total-batch-size $((2 * ROWS * SEQ)) --max-seq-len "$SEQ" --eval-every -1 --sample-every -1 --model-tag "d$1" \
-    --device-type "$DEVICE"
+  step "base_train_d$1" $PY -m nanochat.scripts.base_train --depth "$1" --num-iterations "$2" \
+    --device-batch-size "$ROWS" --total-batch-size $((2 * ROWS * SEQ)) --max-seq-len "$SEQ" --eval-every -1 \
+    --sample-every -1 --model-tag "d$1" --device-type "$DEVICE"
 }
 train "$SMALL" "$STEPS_SMALL"
 step export_check $PY bench/export_check.py --stage base --model-tag "d$SMALL" --device "$DEVICE" \
