@@ -1,5 +1,6 @@
 #!/bin/bash
-# What the CPU cannot tell, on one GPU, with random weights (no data needed), in one go of about ten minutes:
+# What the CPU cannot tell, on one GPU, with random weights (no data needed), in one go of about ten minutes (each part cut at LIMIT s, default 240;
+# an infer_bench batch size takes 40-50 s to compile and capture on an H200):
 #   1. the GPU-only tests: the engine (CUDA graphs, the compiled sampler at every slot count, int8), the decode
 #      kernels compiled and captured against the default step, the memory probe under a cap;
 #   2. infer_bench at d20, batch 1, 32 and 128: the default step, the pipelined one (`--pipeline`), and at batch 1
@@ -9,9 +10,9 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; OUT=${OUT:-bench/results}; TODAY=$(date +%F); mkdir -p "$OUT"
-run() {  # NAME COMMAND...: output into the log, a line with its exit status and wall time here
+run() {  # NAME COMMAND...: output into the log, a line with its exit status (124: cut at LIMIT s) and wall time here
   local name=$1 t=$(date +%s); shift
-  echo "== $name" >> "$OUT/gpu_checks.log"; "$@" >> "$OUT/gpu_checks.log" 2>&1
+  echo "== $name" >> "$OUT/gpu_checks.log"; timeout "${LIMIT:-240}" "$@" >> "$OUT/gpu_checks.log" 2>&1
   echo "== $name: exit $?, $(( $(date +%s) - t )) s"
 }
 run tests $PY -m pytest -q -rs tests/test_engine.py tests/test_engine_int8.py tests/test_decode_kernels.py tests/test_memory.py

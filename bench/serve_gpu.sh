@@ -9,7 +9,8 @@
 # Reads a tokenizer and shards where base_train looks ($NANOCHAT_BASE_DIR).
 # (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x \
 #  bash ...)
-# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [OUT=folder] bash bench/serve_gpu.sh
+# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default pipeline pipeline_wait10"]
+#   [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-1}; SLOTS=${SLOTS:-128}; CLIENTS=${CLIENTS:-32,128}
@@ -28,13 +29,19 @@ step infer_bench $PY -m nanochat.scripts.infer_bench --depth "$DEPTH" --engine f
   "$MAX_TOKENS" --batch-sizes "$CLIENTS" --temperature 0.8 --top-k 50 \
   --out "$OUT/infer_bench_${TAG}_server_sampling-$TODAY.json"
 SERVER=(--stage base --model-tag "$TAG" --device-type "$DEVICE" --max-len 2048)
-for mode in default pipeline; do
-  extra=(); [ "$mode" = pipeline ] && extra=(--pipeline)
+for mode in ${MODES:-default pipeline}; do  # pipeline_waitN: --pipeline and newcomers gathered up to N ms
+  case $mode in
+    default) extra=() ;;
+    pipeline) extra=(--pipeline) ;;
+    pipeline_wait*) extra=(--pipeline --admit-wait-ms "${mode#pipeline_wait}") ;;
+    *) echo "unknown mode $mode (default, pipeline, pipeline_waitN)"; exit 2 ;;
+  esac
   step "serve_load_$mode" $PY bench/serve_load.py --server-args "${SERVER[*]} ${extra[*]}" --slots "$SLOTS" \
     --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests 4 \
     --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_${TAG}_$mode-$TODAY.json"
   if grep -qi "eagerly" "$LOGS/$mode"/chat_web_slots*.log; then echo "== $mode: the server fell back to eager"; fi
 done
+[ "${STRESS:-1}" = 0 ] && exit 0
 # the stress run: one server, kept up through the three checks
 PORT=8765
 $PY -m nanochat.scripts.chat_web "${SERVER[@]}" --slots "$SLOTS" --max-queue 256 --port $PORT \
