@@ -1,6 +1,6 @@
 #!/bin/bash
-# What the CPU cannot tell, on one GPU, with random weights (no data needed), in one go of about ten minutes (each part cut at LIMIT s, default 240;
-# an infer_bench batch size takes 40-50 s to compile and capture on an H200):
+# What the CPU cannot tell, on one GPU, with random weights (no data needed), in one go of about ten minutes (each
+# part cut at LIMIT s, default 240; an infer_bench batch size takes 40-50 s to compile and capture on an H200):
 #   1. the GPU-only tests: the engine (CUDA graphs, the compiled sampler at every slot count, int8), the decode
 #      kernels compiled and captured against the default step, the memory probe under a cap;
 #   2. infer_bench at d20, batch 1, 32 and 128: the default step, the pipelined one (`--pipeline`), and at batch 1
