@@ -42,19 +42,8 @@ for mode in ${MODES:-default pipeline}; do  # pipeline_waitN: --pipeline and new
   if grep -qi "eagerly" "$LOGS/$mode"/chat_web_slots*.log; then echo "== $mode: the server fell back to eager"; fi
 done
 [ "${STRESS:-1}" = 0 ] && exit 0
-# the stress run: one server, kept up through the three checks
-PORT=8765
-$PY -m nanochat.scripts.chat_web "${SERVER[@]}" --slots "$SLOTS" --max-queue 256 --port $PORT \
-  > "$LOGS/chat_web_stress.log" 2>&1 &
-SERVER_PID=$!
-$PY -c "import time, httpx
-for _ in range(240):
-    try:
-        if httpx.get('http://127.0.0.1:$PORT/ready', timeout=2).status_code == 200: break
-    except httpx.HTTPError: pass
-    time.sleep(1)"
-step serve_stress $PY bench/serve_stress.py --url "http://127.0.0.1:$PORT" --checks stress,soak,faults \
-  --clients "$STRESS_CLIENTS" --slots "$SLOTS" --max-queue 256 --minutes "$SOAK_MIN" --sample-s 10 --timeout 120 \
-  --out "$OUT/serve_stress_gpu_$TAG-$TODAY.json"
-kill $SERVER_PID; wait $SERVER_PID 2>/dev/null
+# the stress run: one server of that checkpoint, started by serve_stress and kept up through the three checks
+step serve_stress $PY bench/serve_stress.py --server-args "${SERVER[*]}" --server-log "$LOGS/chat_web_stress.log" \
+  --checks stress,soak,faults --clients "$STRESS_CLIENTS" --slots "$SLOTS" --max-queue 256 --minutes "$SOAK_MIN" \
+  --sample-s 10 --timeout 120 --out "$OUT/serve_stress_gpu_$TAG-$TODAY.json"
 grep -h '"tok_per_s"\|passed' "$OUT"/serve_*-"$TODAY".json | head -c 3000; echo

@@ -1,7 +1,8 @@
 """Stress, soak and faults: what a chat server does when it is pushed, left running, and mistreated.
 
 Three checks, against a running server (`--url`, any host) or one this script starts on 127.0.0.1 (`chat_web
---tiny-random` on the CPU, or the scripted stand-in engine for the faults that need a step that fails):
+--tiny-random` on the CPU, `chat_web` with `--server-args` such as a checkpoint on a GPU, or the scripted stand-in
+engine for the faults that need a step that fails):
 
 - **stress**: `--clients` streaming requests sent at once (1,000 by default). Refusals the server means (503 when its
   queue is full, 429 over a rate limit) are counted apart; anything else (another status, a broken stream, a timeout)
@@ -28,6 +29,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import subprocess
 import sys
 import time
@@ -43,12 +45,12 @@ CHECKS = ("stress", "soak", "faults")
 
 class Started:
     "A server process on a free port of 127.0.0.1 (`command` gets `--port`), stopped on exit; `url` once it answers."
-    def __init__(self, command: list[str], timeout: float = 120):
+    def __init__(self, command: list[str], timeout: float = 120, log: str | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
         env.setdefault("OMP_NUM_THREADS", "1")
-        self.log = open(os.devnull, "w")
+        self.log = open(log or os.devnull, "w")  # `log`: keep the server's output there
         self.proc = subprocess.Popen([*command, "--port", str(self.port)], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -67,9 +69,12 @@ class Started:
         self.log.close()
 
 
-def tiny_server(slots: int, max_queue: int, extra: list[str] = ()) -> Started:
-    return Started([sys.executable, "-m", "nanochat.scripts.chat_web", "--tiny-random", "--device-type", "cpu",
-                    "--slots", str(slots), "--max-queue", str(max_queue), "--log-level", "warning", *extra])
+def chat_web_server(slots: int, max_queue: int, model: list[str] | None = None, log: str | None = None) -> Started:
+    """chat_web serving `model` (its command-line arguments; default: the tiny random model on the CPU). A checkpoint's
+    server gets 300 s to answer: on a GPU it compiles and captures its graphs before it opens."""
+    command = [sys.executable, "-m", "nanochat.scripts.chat_web", *(model or ["--tiny-random", "--device-type", "cpu"]),
+               "--slots", str(slots), "--max-queue", str(max_queue), "--log-level", "warning"]
+    return Started(command, timeout=300 if model else 120, log=log)
 
 
 def stand_in_server(slots: int, max_queue: int, fail_every: int) -> Started:
@@ -288,6 +293,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checks", default="stress,soak,faults", help="which: stress, soak, faults (comma-separated)")
     p.add_argument("--url", help="a running server (default: start chat_web --tiny-random on the CPU)")
+    p.add_argument("--server-args", help="start chat_web with these arguments instead of --tiny-random "
+                   "(e.g. '--stage sft --device-type cuda')")
+    p.add_argument("--server-log", help="keep a started server's output in this file")
     p.add_argument("--api-key", default=os.environ.get("NANOCHAT_API_KEY"), help="sent as a Bearer key")
     p.add_argument("--clients", type=int, default=1000, help="stress: requests sent at once")
     p.add_argument("--max-tokens", type=int, default=16, help="stress: reply length")
@@ -308,7 +316,8 @@ def main(argv=None):
         p.error(f"--checks takes {', '.join(CHECKS)} (comma-separated), got {args.checks!r}")
     if args.clients < 1 or args.minutes <= 0 or args.sample_s <= 0: p.error("--clients, --minutes and --sample-s must be positive")
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    server = None if args.url else tiny_server(args.slots, args.max_queue)
+    model = shlex.split(args.server_args) if args.server_args else None
+    server = None if args.url else chat_web_server(args.slots, args.max_queue, model, args.server_log)
     url = args.url or server.url
     records, samples = [], []
     try:
@@ -329,7 +338,7 @@ def main(argv=None):
     print("\n".join(f"FAILED {b}" for b in bad) if bad else "every check passed")
     result = {"name": "serve_stress", "date": date.today().isoformat(), "commit": git_commit(),
               "cpu": platform.machine(), "cpus": os.cpu_count(), "gpu": os.environ.get("NANOCHAT_GPU"),
-              "server": args.url or "chat_web --tiny-random (cpu)", "records": records,
+              "server": args.url or f"chat_web {args.server_args or '--tiny-random (cpu)'}", "records": records,
               "soak_samples": samples, "passed": not bad}
     save_result(result, Path(args.out) if args.out else None)
     sys.exit(1 if bad else 0)

@@ -515,8 +515,8 @@ def _capture(self: DecodeBatch, filtering: str, span: int) -> "torch.cuda.CUDAGr
 def warm_up(self: DecodeBatch, filterings: tuple[str, ...] = ("none", "top_k")) -> int:
     """Compile and capture the step for every span and each of `filterings` (a step that must sort is captured when
     one first comes), and compile the prefill, now, on an empty batch, so that no request later waits for it (a
-    server does this before it opens). Returns how many graphs
-    it captured: 0 without CUDA graphs, where there is nothing to prepare."""
+    server does this before it opens). Returns how many graphs it captured: 0 without CUDA graphs, where there is
+    nothing to prepare."""
     if self.busy: raise RuntimeError("warm_up needs an empty batch: its steps run over every row")
     if self.model.compiled:  # the admissions' forward too: one prompt, then two (a size of 1 is compiled on its own)
         for n in sorted({1, min(2, self.slots)}):
