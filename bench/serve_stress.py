@@ -10,8 +10,10 @@ engine for the faults that need a step that fails):
 - **soak**: `--soak-clients` clients sending requests of mixed sizes back to back for `--minutes`; every
   `--sample-s` seconds the server's resident memory and open file descriptors are read from its `/metrics`, and its
   GPU memory (allocated, reserved by the allocator, peak allocated) where the server exports it (a model on CUDA). A
-  leak is a trend: the growth from the first third of the samples to the last must stay under `--rss-tolerance-mb`,
-  `--fd-tolerance` and, for each GPU figure present, `--gpu-tolerance-mb`.
+  leak is a trend: the growth from the first third of the samples to the last (all taken under load, the ramp-up
+  excluded) must stay under `--rss-tolerance-mb` and, for each GPU figure present, `--gpu-tolerance-mb`. Open files
+  rise and fall with the connections in flight, so they are compared at rest: before the soak and once its clients
+  have hung up, the difference under `--fd-tolerance`.
 - **faults**: clients that disconnect mid-stream, a reader that sleeps between events, a burst larger than the slots
   and the queue together, and (with the stand-in engine, or a server started with a failing step) a step that raises.
   Afterwards every row must be free and a plain request must be answered.
@@ -148,6 +150,15 @@ def trend(samples: list[dict], key: str) -> float:
     return sum(values[-third:]) / third - sum(values[:third]) / third
 
 
+async def fds_at_rest(url: str, headers: dict, baseline: float, settle_s: float = 5.0) -> float:
+    "The server's open files once the clients' sockets have closed: polled until back to `baseline` or `settle_s`."
+    deadline = time.monotonic() + settle_s
+    while True:
+        fds = process_figures(url, headers)["fds"]
+        if not fds > baseline or time.monotonic() >= deadline: return fds  # NaN (not exported) returns at once
+        await asyncio.sleep(0.2)
+
+
 async def soak(url: str, clients: int, minutes: float, sample_s: float, headers: dict, timeout: float) -> tuple[dict, list]:
     "Clients sending mixed requests back to back for `minutes`, the server's memory and descriptors sampled."
     outcome, samples, end = new_outcome(), [], time.monotonic() + 60 * minutes
@@ -160,18 +171,21 @@ async def soak(url: str, clients: int, minutes: float, sample_s: float, headers:
             await stream_once(client, url, body, outcome)
             j += 1
 
-    async def sampler():
-        while time.monotonic() < end:
+    async def sampler():  # the first sample one interval in: the clients are connected and the load is steady
+        while True:
+            await asyncio.sleep(min(sample_s, max(0.0, end - time.monotonic())))
             samples.append({"t": round(time.monotonic() - (end - 60 * minutes), 1), **process_figures(url, headers)})
-            await asyncio.sleep(sample_s)
-        samples.append({"t": round(60 * minutes, 1), **process_figures(url, headers)})
+            if time.monotonic() >= end: return
 
+    fds_before = process_figures(url, headers)["fds"]
     async with client_for(clients, headers, timeout) as client:
         await asyncio.gather(sampler(), *(one_client(i, client) for i in range(clients)))
+    fds_after = await fds_at_rest(url, headers, fds_before)
     record = {"kind": "soak", "clients": clients, "minutes": minutes, "served": outcome["served"],
               "errors": outcome["errors"], "refused_503": outcome["refused_503"], "samples": len(samples),
               "rss_mb_first": round(samples[0]["rss_mb"], 1), "rss_mb_last": round(samples[-1]["rss_mb"], 1),
-              "rss_growth_mb": round(trend(samples, "rss_mb"), 1), "fd_growth": round(trend(samples, "fds"), 1),
+              "rss_growth_mb": round(trend(samples, "rss_mb"), 1), "fds_before": fds_before, "fds_after": fds_after,
+              "fd_growth": fds_after - fds_before,
               **{f"gpu_{f}_growth_mb": round(trend(samples, f"gpu_{f}_mb"), 1) for f in GPU_FIGURES},
               "error_samples": outcome["samples"][:3]}
     return record, samples

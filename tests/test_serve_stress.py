@@ -50,3 +50,18 @@ def test_soak_samples_gpu_memory_and_fails_on_its_growth(monkeypatch):
     assert serve_stress.verdicts([record], args) == ["soak: GPU memory (allocated) grew 400.0 MB"]
     cpu_record = record | {f"gpu_{f}_growth_mb": float("nan") for f in serve_stress.GPU_FIGURES}
     assert serve_stress.verdicts([cpu_record], args) == []
+
+
+def test_open_files_are_compared_at_rest(monkeypatch):
+    "Sockets still closing after the soak are waited for; a count that stays up is what the check reports."
+    import asyncio
+    sys.path.insert(0, str(ROOT / "bench"))
+    import serve_stress
+    counts = iter([25.0, 19.0, 12.0, 9.0])  # the clients' connections closing one poll after another
+    monkeypatch.setattr(serve_stress, "server_metrics", lambda url, headers: {"process_open_fds": next(counts)})
+    assert asyncio.run(serve_stress.fds_at_rest("http://server", {}, baseline=9.0)) == 9.0
+    monkeypatch.setattr(serve_stress, "server_metrics", lambda url, headers: {"process_open_fds": 30.0})  # a leak
+    assert asyncio.run(serve_stress.fds_at_rest("http://server", {}, baseline=9.0, settle_s=0.3)) == 30.0
+    monkeypatch.setattr(serve_stress, "server_metrics", lambda url, headers: {})  # not exported: NaN, no waiting
+    nan = asyncio.run(serve_stress.fds_at_rest("http://server", {}, baseline=9.0))
+    assert nan != nan
