@@ -59,6 +59,8 @@ def main(argv=None):
     p.add_argument("--fail-every", type=int, default=0, help="the scripted engine's step raises every N steps (0: never)")
     p.add_argument("--admit-wait-ms", type=float, default=0.0,
                    help="as chat_web's: newcomers wait to be prefilled together")
+    p.add_argument("--stream-interval-ms", type=float, default=0.0,
+                   help="as chat_web's: a reply's writes at least this far apart (0: one per step)")
     p.add_argument("--device", default="cuda", help="the random GPT's device")
     p.add_argument("--window", default="SSSL", help="the random GPT's window pattern")
     p.add_argument("--slots", type=int, default=128)
@@ -70,7 +72,8 @@ def main(argv=None):
     backend = backend_for(args, tok)
     name = "scripted" if args.depth == 0 else f"random-d{args.depth}"
     print(f"{name}: {backend.slots} rows, ready in {time.time() - start:.0f} s", flush=True)
-    config = ServerConfig(model_name=name, max_queue=args.max_queue, admit_wait_s=args.admit_wait_ms / 1000)
+    config = ServerConfig(model_name=name, max_queue=args.max_queue, admit_wait_s=args.admit_wait_ms / 1000,
+                          stream_interval_s=args.stream_interval_ms / 1000)
     uvicorn.run(create_app(backend, tok, config), host="127.0.0.1", port=args.port, log_level="warning")
 
 

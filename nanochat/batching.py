@@ -132,6 +132,7 @@ class Ticket:
     taken: float | None = None  # when a worker took it from the queue: its prefill starts
     admitted: float | None = None
     worker: str | None = None
+    wake: asyncio.Future | None = None  # set while the reader pauses between writes; the reply's end resolves it
 
     def deliver(self, event: "Emitted | Exception") -> None:
         "From the worker's thread: hand `event` to the request's event loop."
@@ -139,7 +140,11 @@ class Ticket:
 
 
 def _put_all(items: list) -> None:
-    for ticket, event in items: ticket.events.put_nowait(event)
+    for ticket, event in items:
+        ticket.events.put_nowait(event)
+        # a reader pausing between writes is woken by the reply's last token (or its failure): the end is not held back
+        if ticket.wake is not None and (isinstance(event, Exception) or event.done) and not ticket.wake.done():
+            ticket.wake.set_result(None)
 
 
 def deliver_all(items: list[tuple[Ticket, "Emitted | Exception"]]) -> None:

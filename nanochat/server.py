@@ -300,6 +300,7 @@ class ServerConfig:
     max_tokens: int = 512
     max_tokens_cap: int = MAX_NEW_TOKENS  # a request asking for more is cut to this (finish_reason "length")
     admit_wait_s: float = 0.0  # while rows decode, newcomers wait up to this long to be prefilled together
+    stream_interval_s: float = 0.0  # a reply's writes at least this far apart (its tokens gathered); 0: every wake-up
     api_keys: dict[str, str] = field(default_factory=dict)  # {key: name}, e.g. from `load_api_keys`; with `api_key`
     rate_limit: float | None = None  # requests a second per caller (a key's name, or an address); None: no limit
     rate_burst: int = 10  # requests a caller may send at once before the rate applies
@@ -480,10 +481,21 @@ async def batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncItera
     finally: trace_request(self.tracer, ticket, reply)  # ended, failed or cancelled: its spans, when tracing is on
 
 
+async def _pause(ticket: Ticket, seconds: float) -> None:
+    "Wait `seconds`, or less: the reply's last token (or its failure) wakes the reader at once."
+    loop = asyncio.get_running_loop()
+    ticket.wake = loop.create_future()
+    timer = loop.call_later(seconds, lambda wake: wake.done() or wake.set_result(None), ticket.wake)
+    try: await ticket.wake
+    finally: timer.cancel(); ticket.wake = None
+
+
 @patch
 async def _batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[list[str]]:
-    stream, events = TextStream(self.tokenizer), ticket.events
+    stream, events, interval, wrote = TextStream(self.tokenizer), ticket.events, self.config.stream_interval_s, 0.0
     while True:
+        if interval and (pause := wrote + interval - time.perf_counter()) > 0:
+            await _pause(ticket, pause)  # the tokens of the steps meanwhile pile up in the queue: one write for them all
         received = [await events.get()]
         received += [events.get_nowait() for _ in range(events.qsize())]
         if reply.first_token is None and not isinstance(received[0], Exception):
@@ -507,7 +519,9 @@ async def _batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIter
         if tokens:
             self.metrics.completion_tokens.inc(tokens)
             if reply.caller: self.metrics.key_tokens.labels(reply.caller).inc(tokens)
-        if texts or reply.finish_reason: yield texts  # the tokens before a failure are the client's too
+        if texts or reply.finish_reason:
+            yield texts  # the tokens before a failure are the client's too
+            wrote = time.perf_counter()
         if isinstance(failure, WorkerStopped): raise RequestError(503, str(failure), "server_busy") from failure
         if failure is not None: raise failure
         if reply.finish_reason: return

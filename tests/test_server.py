@@ -263,6 +263,21 @@ def test_a_reader_that_falls_behind_gets_every_token_once_in_order():
             assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == tokens
 
 
+def test_a_stream_interval_gathers_writes_and_keeps_the_text():
+    "With writes at least 20 ms apart, a reply of ~80 tokens at 2 ms a step arrives whole, in a handful of writes."
+    reply = "Ünïcode 🙂, then plain words. " * 3
+    config = ServerConfig(stream_interval_s=0.02)
+    with serve_in_thread(create_app(scripted(slots=2, step_s=0.002, reply=reply), TOK, config)) as url, \
+            httpx.Client(timeout=30) as client:
+        with client.stream("POST", url + "/chat/completions", json=USER) as r:
+            writes = list(r.iter_raw())  # a chunk per write of the server (or fewer, when the socket merges them)
+        native = [json.loads(e) for e in events(b"".join(writes).decode())]
+        assert "".join(e.get("token", "") for e in native) == reply and native[-1]["finish_reason"] == "stop"
+        assert len(writes) < len(TOK.encode(reply)) / 4, len(writes)
+        whole = client.post(url + "/v1/chat/completions", json=USER).json()  # not streamed: the same text
+        assert whole["choices"][0]["message"]["content"] == reply
+
+
 # --- the openai client, over a socket
 
 def test_openai_client_stream_and_not(tmp_path):

@@ -68,11 +68,14 @@ class NGramModel:
         return cls(saved["state"], saved["max_seq_len"])
 
     def digest(self) -> dict:
-        "A few numbers that identify the fitted counts (for a fixture: the CI rebuild must give the same model)."
+        "A few numbers that identify the fitted model, its contexts and counts (a fixture: the CI rebuild must give the same)."
         s = self.state
         return {"order": self.order, "vocab_size": self.vocab_size, "tokens": int(s["unigram"].sum()),
                 **{f"contexts{c}": int(s[f"ctx{c}"]["keys"].numel()) for c in range(1, self.order)},
-                "key_checksum": int(sum(int(s[f"ctx{c}"]["keys"].remainder(1_000_003).sum()) for c in range(1, self.order)))}
+                "key_checksum": int(sum(int(s[f"ctx{c}"]["keys"].remainder(1_000_003).sum()) for c in range(1, self.order))),
+                # the counts too, weighted by place: a change in what the model learned, not only in which contexts
+                "count_checksum": int(sum(int((s[f"ctx{c}"]["count"] * (torch.arange(s[f"ctx{c}"]["count"].numel()) % 1009 + 1)).sum())
+                                          for c in range(1, self.order))) + int(s["unigram"].long().sum())}
 
     @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:

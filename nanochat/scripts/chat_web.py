@@ -52,6 +52,8 @@ class ChatWebConfig(SourceRun, RunSettings):
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
     admit_wait_ms: float = setting(
         0.0, "while rows decode, how long newcomers may wait for others to be prefilled with them (0: admit at once)")
+    stream_interval_ms: float = setting(
+        0.0, "a streamed reply's writes at least this far apart, its tokens gathered (0: a write per decode step)")
     api_keys_file: str | None = setting(None, "a file of named keys, one 'name key' per line (with api_key or alone)")
     rate_limit: float = setting(0.0, "requests a second per key (or per address without keys); 0: no limit")
     rate_burst: int = setting(10, "requests a caller may send at once before rate_limit applies")
@@ -60,7 +62,8 @@ class ChatWebConfig(SourceRun, RunSettings):
     def __post_init__(self):
         for name in ("slots", "max_tokens", "max_body_bytes", "rate_burst"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_queue", "workers", "max_len", "gil_switch_ms", "admit_wait_ms", "rate_limit"):
+        for name in ("max_queue", "workers", "max_len", "gil_switch_ms", "admit_wait_ms", "stream_interval_ms",
+                     "rate_limit"):
             if getattr(self, name) < 0: raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.tool not in ("calculator", "none"):
@@ -136,6 +139,7 @@ def build_app(cfg: ChatWebConfig):
     config = ServerConfig(model_name=cfg.model_name or name, api_key=cfg.api_key, cors_origins=list(cfg.cors),
                           max_queue=cfg.max_queue, max_body_bytes=cfg.max_body_bytes, temperature=cfg.temperature,
                           top_k=cfg.top_k, max_tokens=cfg.max_tokens, admit_wait_s=cfg.admit_wait_ms / 1000,
+                          stream_interval_s=cfg.stream_interval_ms / 1000,
                           api_keys=api_keys, rate_limit=cfg.rate_limit or None, rate_burst=cfg.rate_burst,
                           access_log=cfg.access_log)
     return create_app(backends, tokenizer, config)
