@@ -471,6 +471,17 @@ def submit(self: ChatService, req: SamplingFields, max_tokens: int | None = None
     self.metrics.prompt_tokens.inc(len(prompt))
     return ticket, Reply(len(prompt), caller=CALLER.get())
 
+# %% ../nbs/21a_server.ipynb #a55333b2
+async def _pause(ticket: Ticket, seconds: float) -> None:
+    "Wait `seconds`, or less: the reply's last token (or its failure) wakes the reader at once."
+    loop = asyncio.get_running_loop()
+    ticket.wake = loop.create_future()
+    timer = loop.call_later(seconds, lambda wake: wake.done() or wake.set_result(None), ticket.wake)
+    try: await ticket.wake
+    finally:
+        timer.cancel()
+        ticket.wake = None
+
 # %% ../nbs/21a_server.ipynb #8a96f12c
 @patch
 async def batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[list[str]]:
@@ -481,21 +492,13 @@ async def batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncItera
     finally: trace_request(self.tracer, ticket, reply)  # ended, failed or cancelled: its spans, when tracing is on
 
 
-async def _pause(ticket: Ticket, seconds: float) -> None:
-    "Wait `seconds`, or less: the reply's last token (or its failure) wakes the reader at once."
-    loop = asyncio.get_running_loop()
-    ticket.wake = loop.create_future()
-    timer = loop.call_later(seconds, lambda wake: wake.done() or wake.set_result(None), ticket.wake)
-    try: await ticket.wake
-    finally: timer.cancel(); ticket.wake = None
-
-
 @patch
 async def _batches(self: ChatService, ticket: Ticket, reply: Reply) -> AsyncIterator[list[str]]:
-    stream, events, interval, wrote = TextStream(self.tokenizer), ticket.events, self.config.stream_interval_s, 0.0
+    stream, events = TextStream(self.tokenizer), ticket.events
+    interval, wrote = self.config.stream_interval_s, 0.0  # with an interval, a write waits until the last is that old
     while True:
         if interval and (pause := wrote + interval - time.perf_counter()) > 0:
-            await _pause(ticket, pause)  # the tokens of the steps meanwhile pile up in the queue: one write for them all
+            await _pause(ticket, pause)  # the tokens of the steps meanwhile pile up in the queue: one write for all
         received = [await events.get()]
         received += [events.get_nowait() for _ in range(events.qsize())]
         if reply.first_token is None and not isinstance(received[0], Exception):
