@@ -9,7 +9,7 @@
 # Reads a tokenizer and shards where base_train looks ($NANOCHAT_BASE_DIR).
 # (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x \
 #  bash ...)
-# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default pipeline pipeline_wait10"]
+# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default stream20 pipeline_stream20"]
 #   [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -29,13 +29,17 @@ step infer_bench $PY -m nanochat.scripts.infer_bench --depth "$DEPTH" --engine f
   "$MAX_TOKENS" --batch-sizes "$CLIENTS" --temperature 0.8 --top-k 50 \
   --out "$OUT/infer_bench_${TAG}_server_sampling-$TODAY.json"
 SERVER=(--stage base --model-tag "$TAG" --device-type "$DEVICE" --max-len 2048)
-for mode in ${MODES:-default pipeline}; do  # pipeline_waitN: --pipeline and newcomers gathered up to N ms
-  case $mode in
-    default) extra=() ;;
-    pipeline) extra=(--pipeline) ;;
-    pipeline_wait*) extra=(--pipeline --admit-wait-ms "${mode#pipeline_wait}") ;;
-    *) echo "unknown mode $mode (default, pipeline, pipeline_waitN)"; exit 2 ;;
-  esac
+for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, waitN (admissions), streamN (writes)
+  extra=()
+  for part in ${mode//_/ }; do
+    case $part in
+      default) ;;
+      pipeline) extra+=(--pipeline) ;;
+      wait[0-9]*) extra+=(--admit-wait-ms "${part#wait}") ;;
+      stream[0-9]*) extra+=(--stream-interval-ms "${part#stream}") ;;
+      *) echo "unknown mode part $part of $mode (default, pipeline, waitN, streamN, joined by _)"; exit 2 ;;
+    esac
+  done
   step "serve_load_$mode" $PY bench/serve_load.py --server-args "${SERVER[*]} ${extra[*]}" --slots "$SLOTS" \
     --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests 4 \
     --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_${TAG}_$mode-$TODAY.json"
