@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,8 +27,7 @@ from pathlib import Path
 
 import httpx
 from record import git_commit, save_result
-
-ROOT = Path(__file__).resolve().parents[1]
+from serve_load import ROOT, free_port
 
 
 def numbers(kind):
@@ -39,12 +37,6 @@ def numbers(kind):
         if not values or min(values) < 0: raise argparse.ArgumentTypeError(f"expected numbers >= 0, got {text!r}")
         return values
     return parse
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(step_ms: float, interval_ms: float, args) -> tuple[subprocess.Popen, str]:
