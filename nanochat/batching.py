@@ -133,6 +133,7 @@ class Ticket:
     admitted: float | None = None
     worker: str | None = None
     wake: asyncio.Future | None = None  # set while the reader pauses between writes; the reply's end resolves it
+    ended: bool = False  # the reply's last token (or its failure) is in `events`: a reader has no reason to pause
 
     def deliver(self, event: "Emitted | Exception") -> None:
         "From the worker's thread: hand `event` to the request's event loop."
@@ -142,9 +143,9 @@ class Ticket:
 def _put_all(items: list) -> None:
     for ticket, event in items:
         ticket.events.put_nowait(event)
-        # a reader pausing between writes is woken by the reply's last token (or its failure): the end is not held back
-        if ticket.wake is not None and (isinstance(event, Exception) or event.done) and not ticket.wake.done():
-            ticket.wake.set_result(None)
+        if isinstance(event, Exception) or event.done:  # the end is not held back by a reader pausing between writes
+            ticket.ended = True
+            if ticket.wake is not None and not ticket.wake.done(): ticket.wake.set_result(None)
 
 
 def deliver_all(items: list[tuple[Ticket, "Emitted | Exception"]]) -> None:

@@ -473,7 +473,8 @@ def submit(self: ChatService, req: SamplingFields, max_tokens: int | None = None
 
 # %% ../nbs/21a_server.ipynb #a55333b2
 async def _pause(ticket: Ticket, seconds: float) -> None:
-    "Wait `seconds`, or less: the reply's last token (or its failure) wakes the reader at once."
+    "Wait `seconds`, or less: the reply's last token (or its failure), come already or meanwhile, ends the wait."
+    if ticket.ended: return
     loop = asyncio.get_running_loop()
     ticket.wake = loop.create_future()
     timer = loop.call_later(seconds, lambda wake: wake.done() or wake.set_result(None), ticket.wake)
