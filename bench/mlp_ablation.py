@@ -140,9 +140,14 @@ def main():
     token_bytes = torch.tensor(token_byte_lengths(tokenizer), dtype=torch.long, device=args.device)
 
     records = []
-    for mlp in args.mlp:
+    for mlp in args.mlp:  # the table, plot and JSON are rewritten after each MLP: a run cut short keeps what finished
         print(f"== {mlp}", flush=True)
         records.append(train_one(mlp, args, tokenizer, shards, token_bytes))
+        report(records, args, tokenizer.vocab_size)
+
+
+def report(records: list[dict], args, vocab_size: int) -> None:
+    "Print the table of `records`, plot their curves (`--plot`) and save them as one JSON (`--out`)."
     relu2 = next((r for r in records if r["mlp"] == "relu2"), records[0])
     print(f"\n{'mlp':<7} {'block params':>12} {'scaling':>10} {'FLOPs/token':>12} {'vs relu2':>8} {'val bpb':>8} "
           f"{'tok/s':>9} {'s':>6}  experts max/even, dropped")
@@ -155,9 +160,8 @@ def main():
     where = device_name(kind) if kind != "cpu" else f"CPU ({device_name(kind)}), {torch.get_num_threads()} thread(s)"
     if args.plot: plot(records, args.plot, f"d{args.depth}, {args.steps} steps of {records[0]['tokens_per_step']:,} tokens")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "plot")}
-    save_result({"name": "mlp_ablation", "date": date.today().isoformat(), "device": where, "commit": git_commit(),
-                 "vocab_size": tokenizer.vocab_size, "config": config, "records": records}, args.out)
-
+    save_result({"name": "mlp_ablation", "date": date.today().isoformat(), "device": where,
+                 "gpu" if kind == "cuda" else kind: where, "commit": git_commit(), "vocab_size": vocab_size, "config": config, "records": records}, args.out)
 
 if __name__ == "__main__":
     main()
