@@ -13,6 +13,7 @@ saved as bench/results/int8_quality-DATE.json.
 import argparse
 import datetime
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -29,19 +30,26 @@ from nanochat.tokenizer import load_tokenizer  # noqa: E402
 
 
 def measure(model, variant: str, tokenizer, cfg: BaseEvalConfig, info, args) -> dict:
-    "One row: the engine's copy of `model` in the compute dtype (`none`) or int8, measured."
-    device = info.device
+    """One row: the engine's copy of `model` in the compute dtype (`none`) or int8, measured: quality first (bpb, CORE),
+    then decode speed (a CUDA graph per batch size and span, the slow part on a GPU), each printed as it comes."""
+    device, start = info.device, time.perf_counter()
+    def note(what: str): print(f"[{variant}] {what} ({time.perf_counter() - start:.0f} s)", flush=True)
     decoder = DecodeModel(model, compile=device.type == "cuda", quantize=None if variant == "none" else variant)
     record = {"kind": "int8_quality", "quantize": variant, "depth": model.config.n_layer,
               "weight_bytes": weight_bytes(decoder.net)}
+    note(f"weights {record['weight_bytes'] / 1e6:,.1f} MB")
+    with torch.no_grad(), autocast_ctx(device.type, compute_dtype(device.type)):
+        record |= {k: round(v, 5) for k, v in _evaluate_bpb(cfg, decoder.net, tokenizer, info).items()}
+        note(f"val bpb {record['val_bpb']:.5f}")
+        if not args.no_core:
+            record["core"] = round(_evaluate_core(cfg, decoder.net, tokenizer, device)["core"], 5)
+            note(f"CORE {record['core']:.5f}")
     greedy = SamplingParams(temperature=0.0)
     with torch.no_grad():
         for batch in args.batch_sizes:
             r = bench_engine(decoder, batch, args.prompt_len, args.new_tokens, greedy)
             record[f"decode_b{batch}_tok_per_s"] = round(r["tok_per_s"], 1)
-    with torch.no_grad(), autocast_ctx(device.type, compute_dtype(device.type)):
-        record |= {k: round(v, 5) for k, v in _evaluate_bpb(cfg, decoder.net, tokenizer, info).items()}
-        if not args.no_core: record["core"] = round(_evaluate_core(cfg, decoder.net, tokenizer, device)["core"], 5)
+            note(f"decode at batch {batch}: {r['tok_per_s']:,.0f} tok/s")
     del decoder
     if device.type == "cuda": torch.cuda.empty_cache()
     return record
@@ -69,7 +77,13 @@ def main():
     tokenizer = load_tokenizer(None)
     cfg = BaseEvalConfig(stage=args.stage, eval_tokens=args.eval_tokens, device_batch_size=args.device_batch_size,
                          max_per_task=args.max_per_task, data=args.data)
-    records = [measure(model, v, tokenizer, cfg, info, args) for v in ("none", "int8")]
+    gpu = device_name(info.device.type)
+    header = {"name": "int8_quality", "date": datetime.date.today().isoformat(),
+              ("gpu" if info.device.type == "cuda" else "cpu"): gpu, "commit": git_commit(), "run": str(run)}
+    records = []
+    for variant in ("none", "int8"):  # saved after each, so a run cut short keeps the first
+        records.append(measure(model, variant, tokenizer, cfg, info, args))
+        if len(records) == 1: save_result(header | {"records": records, "complete": False}, args.out)
     base, int8 = records
     delta = {"kind": "int8_delta", "depth": model.config.n_layer,
              "weight_ratio": round(int8["weight_bytes"] / base["weight_bytes"], 4),
@@ -86,10 +100,7 @@ def main():
               + " ".join(f"{r[f'decode_b{b}_tok_per_s']:>11,.0f}" for b in args.batch_sizes)
               + f" {r['val_bpb']:>8.4f} {r.get('core', float('nan')):>7.4f}")
     print(delta)
-    gpu = device_name(info.device.type)
-    save_result({"name": "int8_quality", "date": datetime.date.today().isoformat(),
-                 ("gpu" if info.device.type == "cuda" else "cpu"): gpu, "commit": git_commit(), "run": str(run),
-                 "records": records}, args.out)
+    save_result(header | {"records": records, "complete": True}, args.out)
 
 
 if __name__ == "__main__": main()
