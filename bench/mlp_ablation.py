@@ -160,8 +160,9 @@ def report(records: list[dict], args, vocab_size: int) -> None:
     where = device_name(kind) if kind != "cpu" else f"CPU ({device_name(kind)}), {torch.get_num_threads()} thread(s)"
     if args.plot: plot(records, args.plot, f"d{args.depth}, {args.steps} steps of {records[0]['tokens_per_step']:,} tokens")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "plot")}
-    save_result({"name": "mlp_ablation", "date": date.today().isoformat(), "device": where,
-                 "gpu" if kind == "cuda" else kind: where, "commit": git_commit(), "vocab_size": vocab_size, "config": config, "records": records}, args.out)
+    save_result({"name": "mlp_ablation", "date": date.today().isoformat(), ("gpu" if kind == "cuda" else "cpu"): where,
+                 "commit": git_commit(), "vocab_size": vocab_size, "config": config, "records": records}, args.out)
+
 
 if __name__ == "__main__":
     main()
