@@ -8,8 +8,10 @@
 #   [OUT=folder] bash bench/trained_checks.sh        (PARTS: either check alone, say within a 10-minute limit)
 # (a CPU smoke run: SMALL=2 LARGE=2 STEPS_SMALL=2 STEPS_LARGE=2 ROWS=2 SEQ=64 DEVICE=cpu CORE_PER_TASK=0 PROMPT=16 \
 #  NEW=16 OUT=/tmp/x bash ...)
-# On an H100: the d12 run 113 s, the export check 52 s, the d20 run 282 s (150 steps, 154k tok/s), int8_quality more
-# than 290 s (two copies × CORE, bpb, and a CUDA graph per batch size and span): over ten minutes in all.
+# On an H100: the d12 run 113 s, the export check 52 s, the d20 run 282 s (150 steps, 154k tok/s; 188 s at 60), and
+# int8_quality ~265 s a copy at CORE_PER_TASK=20 (bpb 9 s, CORE 60 s the first time, decode ~80 s at batch 1 and ~120
+# s at 32: a compilation and graph capture each): over ten minutes in all; PARTS=int8 STEPS_LARGE=60 gets the quality
+# of both copies and bf16's speed inside ten.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 PY=${PYTHON:-python3}; SMALL=${SMALL:-12}; LARGE=${LARGE:-20}

@@ -117,7 +117,7 @@ def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.
     "`x @ (q * scale[:, None]).T` in x's dtype, `q` int8 (out, in), `scale` fp32 (out,), without a dequantized copy."
     if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and not torch.compiler.is_compiling():
         return torch._weight_int8pack_mm(x.reshape(-1, x.size(-1)), q, scale.to(x.dtype)).view(*x.shape[:-1], -1)
-    return (F.linear(x, q.to(x.dtype)) * scale).to(x.dtype)  # inductor folds the widening into the product
+    return (F.linear(x, q.to(x.dtype)) * scale).to(x.dtype)  # compiled on a GPU too, the widening is a copy of its own
 
 
 class Int8Weight(torch.Tensor):
