@@ -33,6 +33,10 @@ def test_base_eval_two_ranks_equal_one(trained, private_base_dir):
     for task, r in single["core"]["tasks"].items(): assert r["accuracy"] == double["core"]["tasks"][task]["accuracy"], task
     assert 0 < double["val_bpb"] < 10  # ranks read different row groups, so bits per byte is over other text
     assert "CORE is over 20 of 22 tasks" in one.stderr  # the subset is said out loud
+    packed = run([*args, "--core-batch-tokens", "4096"], trained)  # several examples a forward: the same accuracies
+    assert packed.returncode == 0, packed.stderr
+    for task, r in json.loads(report.read_text())["core"]["tasks"].items():
+        assert r["accuracy"] == single["core"]["tasks"][task]["accuracy"], task
 
 
 def test_chat_eval_two_ranks_equal_one(trained, private_base_dir):
@@ -71,7 +75,8 @@ def test_refusals_are_clear(run_env, trained):
              (["-m", "nanochat.scripts.chat_eval", "--max-generative", "0"], run_env, "max_generative must be"),
              (["-m", "nanochat.scripts.chat_eval", "--stage", "sft"], trained, "no SFT checkpoint yet"),
              (["-m", "nanochat.scripts.base_eval", "--model-tag", "nope"], trained, "no checkpoints in"),
-             (["-m", "nanochat.scripts.base_eval", "--max-per-task", "0"], run_env, "max_per_task must be")]
+             (["-m", "nanochat.scripts.base_eval", "--max-per-task", "0"], run_env, "max_per_task must be"),
+             (["-m", "nanochat.scripts.base_eval", "--core-batch-tokens", "-5"], run_env, "core_batch_tokens must be")]
     for args, env, message in cases:
         out = run(args, env)
         assert out.returncode != 0 and message in out.stderr, (args, out.stderr[-1500:])

@@ -34,6 +34,8 @@ class BaseEvalConfig(SourceRun, RunSettings):
     max_per_task: int = setting(
         -1, "CORE examples per task, the first of its shuffled list, also its few-shot pool (-1: all)")
     core_dir: str | None = setting(None, "folder of the CORE task files (default: the shared data's eval/core)")
+    core_batch_tokens: int = setting(
+        0, "CORE tokens per forward, examples packed and padded to multiples of 64 (0: one example a forward)")
     bpb: bool = setting(True, "evaluate bits per byte on training and validation text")
     eval_tokens: int = setting(10 * 524288, "tokens for each bits-per-byte evaluation")
     device_batch_size: int = setting(32, "rows per batch for bits per byte")
@@ -43,6 +45,8 @@ class BaseEvalConfig(SourceRun, RunSettings):
     def __post_init__(self):
         if self.eval_tokens < 1 or self.device_batch_size < 1:
             raise ConfigError("eval_tokens and device_batch_size must be positive")
+        if self.core_batch_tokens < 0:
+            raise ConfigError(f"core_batch_tokens must be 0 (one example a forward) or more, got {self.core_batch_tokens}")
         if self.max_per_task == 0 or self.max_per_task < -1:
             raise ConfigError(f"max_per_task must be -1 (all) or positive, got {self.max_per_task}")
 
@@ -81,7 +85,8 @@ def _evaluate_core(cfg: BaseEvalConfig, model, tokenizer, device) -> dict:
     "CORE (chapter 15) on `cfg.max_per_task` examples a task, prompts cropped at `longest_input`."
     core = evaluate_core(model, tokenizer, cfg.core_dir or default_core_dir(),
                          None if cfg.max_per_task < 0 else cfg.max_per_task,
-                         max_len=longest_input(model), device=device)
+                         max_len=longest_input(model), device=device, batch_tokens=cfg.core_batch_tokens,
+                         pad_multiple=64)
     missing = "" if core["complete"] else f" (missing: {', '.join(core['missing'])})"
     print0(f"CORE {core['core']:.4f} over {len(core['tasks'])} tasks" + missing)
     return core
