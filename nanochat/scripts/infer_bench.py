@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
         for batch in cfg.batch_sizes:
             with torch.no_grad(): _profile(decoder, batch, cfg, params, out.parent / "profiles")
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    result = {"name": "infer_bench", "date": date.today().isoformat(), "commit": git_state()["commit"], "device": name,
+    result = {"name": "infer_bench", "date": date.today().isoformat(), "commit": git_state()["commit"],
+              ("gpu" if device.type == "cuda" else "cpu"): name,
               "torch": torch.__version__, "dtype": str(decoder.dtype).removeprefix("torch."), "quantize": cfg.quantize,
               "kernels": cfg.kernels,
               "weight_bytes": weights, "peak_bandwidth": peak,
