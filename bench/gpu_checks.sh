@@ -5,7 +5,9 @@
 #      kernels compiled and captured against the default step, the memory probe under a cap;
 #   2. infer_bench at d20, batch 1, 32 and 128: the default step, the pipelined one (`--pipeline`), and at batch 1
 #      the Triton kernels (`--kernels triton`), each into its own JSON;
-#   3. bench/decode_kernels.py: each kernel against cuBLAS / SDPA at the d20 shapes.
+#   3. bench/decode_kernels.py: each kernel against cuBLAS / SDPA at the d20 shapes;
+#   4. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
+#      looks; TOKENIZER=folder for a real tokenizer's lengths).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -21,4 +23,5 @@ run decode_default $PY "${BENCH[@]}" --batch-sizes 1,32,128 --out "$OUT/infer_be
 run decode_pipeline $PY "${BENCH[@]}" --batch-sizes 1,32,128 --pipeline --out "$OUT/infer_bench_d${DEPTH}_pipeline-$TODAY.json"
 run decode_kernels_b1 $PY "${BENCH[@]}" --batch-sizes 1 --kernels triton --out "$OUT/infer_bench_d${DEPTH}_triton-$TODAY.json"
 run decode_kernels_bench $PY bench/decode_kernels.py --out "$OUT/decode_kernels-$TODAY.json"
+run core_pack $PY bench/core_pack.py --depth "$DEPTH" ${TOKENIZER:+--tokenizer "$TOKENIZER"} --out "$OUT/core_pack-$TODAY.json"
 grep -h '"tok_per_s"' "$OUT"/infer_bench_d"${DEPTH}"_*-"$TODAY".json 2>/dev/null | head -c 4000; echo

@@ -205,3 +205,22 @@ def test_serve_load_drives_a_running_server(tmp_path):
         assert all(not isinstance(v, (dict, list)) for v in r.values()), r  # flat
         assert r["tok_per_s"] > 0 and r["engine_tok_per_s"] > 0 and 1 <= r["mean_rows_per_step"] <= 4
         assert r["p99_ms"] >= r["p50_ms"] > 0 and r["ttft_p99_ms"] >= r["ttft_p50_ms"] > 0 and 0 < r["engine_busy"] <= 1.1
+
+
+def test_core_pack_runs_and_agrees(tmp_path):
+    "bench/core_pack.py on a tiny CPU model: both ways of scoring CORE give the same verdict for every example."
+    import json
+    import subprocess
+
+    from nanochat.common import shared_data_dir
+    data = shared_data_dir()
+    if data is None or not (data / "eval" / "core" / "core_tasks.csv").exists(): pytest.skip("no CORE data here")
+    out = tmp_path / "core_pack.json"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "core_pack.py"),
+                           "--device", "cpu", "--depth", "1", "--aspect-ratio", "64", "--head-dim", "64", "--per-task", "4",
+                           "--tasks", "arc_easy,lambada_openai", "--threads", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = json.loads(out.read_text())["records"]
+    assert [r["task"] for r in records] == ["arc_easy", "lambada_openai"]
+    assert all(r["same_verdicts"] == r["examples"] == 4 for r in records)
