@@ -224,3 +224,17 @@ def test_core_pack_runs_and_agrees(tmp_path):
     records = json.loads(out.read_text())["records"]
     assert [r["task"] for r in records] == ["arc_easy", "lambada_openai"]
     assert all(r["same_verdicts"] == r["examples"] == 4 for r in records)
+
+
+def test_int8_matvec_runs(tmp_path):
+    "bench/int8_matvec.py on the CPU, one small shape: a record with the three products' times."
+    import json
+    import subprocess
+    out = tmp_path / "int8_matvec.json"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "int8_matvec.py"),
+                           "--device", "cpu", "--rows", "1", "--copies", "1", "--repeats", "1", "--shapes", "attn_proj",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and "CppCompileError" in done.stderr: pytest.skip("inductor cannot compile C++ here")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = json.loads(out.read_text())["records"]
+    assert record["matrix"] == "attn_proj" and min(record["bf16_us"], record["plain_us"], record["fused_us"]) > 0
