@@ -274,6 +274,7 @@ def score_example(model, task: CoreTask, toks: Options, gold: int, pad_id: int, 
     return score_examples(model, task, [(toks, gold)], pad_id, device)[0]
 
 
+# %% ../nbs/15_core_eval.ipynb #40a536d3
 def pack_examples(sizes: list[tuple[int, int]], batch_tokens: int, pad_multiple: int = 1) -> list[list[int]]:
     """Group examples for `score_examples`: `sizes` holds each one's (rows, longest row). Sorted by length, so that a
     batch pads little, and cut so that rows × padded width stays within `batch_tokens` (an example over it goes alone;
@@ -283,11 +284,14 @@ def pack_examples(sizes: list[tuple[int, int]], batch_tokens: int, pad_multiple:
     for i in sorted(range(len(sizes)), key=lambda i: sizes[i][1]):
         width = -(-sizes[i][1] // pad_multiple) * pad_multiple  # the longest so far: sorted, this one
         if current and (rows + sizes[i][0]) * width > batch_tokens:
-            groups.append(current); current, rows = [], 0
-        current.append(i); rows += sizes[i][0]
+            groups.append(current)
+            current, rows = [], 0
+        current.append(i)
+        rows += sizes[i][0]
     return groups + ([current] if current else [])
 
 
+# %% ../nbs/15_core_eval.ipynb #2719ffa2
 def example_label(task: CoreTask, item: dict, idx: int) -> str:
     "How errors name one example: its task, its place in the evaluated list and the start of its text."
     text = item.get("query") or item.get("context") or (item.get("context_options") or [""])[0]

@@ -46,7 +46,8 @@ class BaseEvalConfig(SourceRun, RunSettings):
         if self.eval_tokens < 1 or self.device_batch_size < 1:
             raise ConfigError("eval_tokens and device_batch_size must be positive")
         if self.core_batch_tokens < 0:
-            raise ConfigError(f"core_batch_tokens must be 0 (one example a forward) or more, got {self.core_batch_tokens}")
+            raise ConfigError(f"core_batch_tokens must be 0 (one example a forward) or more, "
+                              f"got {self.core_batch_tokens}")
         if self.max_per_task == 0 or self.max_per_task < -1:
             raise ConfigError(f"max_per_task must be -1 (all) or positive, got {self.max_per_task}")
 
