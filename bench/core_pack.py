@@ -14,13 +14,12 @@ Prints a table and one JSON line, saved as bench/results/core_pack-DATE.json (or
 import argparse
 import json
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
-from record import git_commit, save_result
+from record import args_config, result_header, save_result
 
-from nanochat.common import autocast_ctx, compute_dtype, device_name
+from nanochat.common import autocast_ctx, compute_dtype
 from nanochat.core_eval import default_core_dir, load_core_tasks, load_items, task_verdicts
 from nanochat.gpt import GPT, config_for_depth
 from nanochat.tokenizer import Tokenizer, load_tokenizer
@@ -83,12 +82,7 @@ def main():
     total_one, total_packed = sum(r["one_s"] for r in records), sum(r["packed_s"] for r in records)
     print(f"{'all':<22} {sum(r['examples'] for r in records):>8} {total_one:>16.2f} {total_packed:>9.2f} "
           f"{total_one / total_packed:>7.2f}x {sum(r['same_verdicts'] for r in records):>5}")
-    kind = device.type
-    where = device_name(kind) if kind != "cpu" else f"CPU ({device_name(kind)}), {torch.get_num_threads()} thread(s)"
-    save_result({"name": "core_pack", "date": date.today().isoformat(), ("gpu" if kind == "cuda" else "cpu"): where,
-                 "commit": git_commit(), "config": {k: (str(v) if isinstance(v, Path) else v)
-                                                    for k, v in vars(args).items() if k != "out"},
-                 "records": records}, args.out)
+    save_result(result_header("core_pack", device.type) | {"config": args_config(args, "out"), "records": records}, args.out)
 
 
 if __name__ == "__main__":

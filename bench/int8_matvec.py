@@ -14,14 +14,12 @@ Prints a table and one JSON line, saved as bench/results/int8_matvec-DATE.json (
 import argparse
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from record import git_commit, save_result
+from record import args_config, result_header, save_result
 
-from nanochat.common import device_name
 from nanochat.engine import int8_quantize
 
 SHAPES = {"qkv": (3840, 1280), "attn_proj": (1280, 1280), "mlp_fc": (5120, 1280), "mlp_proj": (1280, 5120),
@@ -81,12 +79,7 @@ def main():
                             "fused_us": round(t["fused"] * 1e6, 2), "fused_gb_per_s": round(gbps, 1)})
             print(f"{name:<10} {rows:>4} {t['bf16'] * 1e6:>9.1f} {t['plain'] * 1e6:>9.1f} {t['fused'] * 1e6:>9.1f} "
                   f"{gbps:>10.1f} {t['plain'] / t['fused']:>13.2f}x {t['bf16'] / t['fused']:>12.2f}x", flush=True)
-    kind = device.type
-    where = device_name(kind) if kind != "cpu" else f"CPU ({device_name(kind)}), {torch.get_num_threads()} thread(s)"
-    save_result({"name": "int8_matvec", "date": date.today().isoformat(), ("gpu" if kind == "cuda" else "cpu"): where,
-                 "commit": git_commit(), "config": {k: (str(v) if isinstance(v, Path) else v)
-                                                    for k, v in vars(args).items() if k != "out"},
-                 "records": records}, args.out)
+    save_result(result_header("int8_matvec", device.type) | {"config": args_config(args, "out"), "records": records}, args.out)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ Prints a table and one JSON line, saved as bench/results/mlp_ablation-DATE.json 
 """
 import argparse
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
-from record import git_commit, save_result
+from record import args_config, result_header, save_result
 
-from nanochat.common import compute_dtype, device_name
+from nanochat.common import compute_dtype
 from nanochat.dataloader import PretrainLoader, validation_batches
 from nanochat.dataset import iter_documents, list_shards
 from nanochat.gpt import GPT, config_for_depth, estimate_flops, parameter_counts
@@ -156,12 +155,9 @@ def report(records: list[dict], args, vocab_size: int) -> None:
         print(f"{r['mlp']:<7} {r['block_params']:>12,} {r['scaling_params']:>10,} {r['flops_per_token']:>12,.0f} "
               f"{r['flops_per_token'] / relu2['flops_per_token']:>8.3f} {r['val_bpb']:>8.4f} {r['tok_per_s']:>9,} "
               f"{r['seconds']:>6.0f}{experts}")
-    kind = torch.device(args.device).type
-    where = device_name(kind) if kind != "cpu" else f"CPU ({device_name(kind)}), {torch.get_num_threads()} thread(s)"
     if args.plot: plot(records, args.plot, f"d{args.depth}, {args.steps} steps of {records[0]['tokens_per_step']:,} tokens")
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "plot")}
-    save_result({"name": "mlp_ablation", "date": date.today().isoformat(), ("gpu" if kind == "cuda" else "cpu"): where,
-                 "commit": git_commit(), "vocab_size": vocab_size, "config": config, "records": records}, args.out)
+    save_result(result_header("mlp_ablation", torch.device(args.device).type)
+                | {"vocab_size": vocab_size, "config": args_config(args, "out", "plot"), "records": records}, args.out)
 
 
 if __name__ == "__main__":

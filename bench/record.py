@@ -29,6 +29,25 @@ def git_commit() -> str:
     except OSError: return "unknown"
 
 
+def result_header(name: str, device_type: str) -> dict:
+    """The fields every result starts with: name, date, the machine (under `gpu`, or `cpu` with its thread count) and
+    the commit measured."""
+    import datetime
+
+    import torch
+
+    from nanochat.common import device_name
+    where = device_name(device_type)
+    if device_type == "cpu": where = f"CPU ({where}), {torch.get_num_threads()} thread(s)"
+    return {"name": name, "date": datetime.date.today().isoformat(), ("gpu" if device_type == "cuda" else "cpu"): where,
+            "commit": git_commit()}
+
+
+def args_config(args, *leave_out: str) -> dict:
+    "A script's parsed arguments as a result's `config` (paths as strings), without those named in `leave_out`."
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in leave_out}
+
+
 def save_result(result: dict, out: Path | None = None) -> Path:
     "Print `result` as one JSON line and write it to `out` (default bench/results/NAME-DATE.json); returns the path."
     line = json.dumps(result)
