@@ -315,11 +315,12 @@ def task_verdicts(model, tokenizer, task: CoreTask, items: list[dict], max_len: 
             get_logger().warning(f"{e}: scored as wrong")
             continue
         mine.append((idx, toks, gold_index(task, items[idx])))
-    multiple = pad_multiple if not max_len or max_len % pad_multiple == 0 else 1  # padding never past the window
+    # padding only when packing, and never past the window
+    packing_pad = pad_multiple if batch_tokens > 0 and (not max_len or max_len % pad_multiple == 0) else 1
     sizes = [(len(toks), max(len(ids) for ids, _, _ in toks)) for _, toks, _ in mine]
-    for group in pack_examples(sizes, batch_tokens, multiple):
+    for group in pack_examples(sizes, batch_tokens, packing_pad):
         verdicts = score_examples(model, task, [mine[i][1:] for i in group], tokenizer.get_bos_token_id(), device,
-                                  multiple if batch_tokens > 0 else 1)
+                                  packing_pad)
         for i, verdict in zip(group, verdicts): correct[mine[i][0]] = float(verdict)
     if world > 1: dist.all_reduce(correct)
     return [bool(c) for c in correct.tolist()]

@@ -207,34 +207,33 @@ def test_serve_load_drives_a_running_server(tmp_path):
         assert r["p99_ms"] >= r["p50_ms"] > 0 and r["ttft_p99_ms"] >= r["ttft_p50_ms"] > 0 and 0 < r["engine_busy"] <= 1.1
 
 
-def test_core_pack_runs_and_agrees(tmp_path):
-    "bench/core_pack.py on a tiny CPU model: both ways of scoring CORE give the same verdict for every example."
+def run_bench(tmp_path, script: str, *args: str):
+    "Run bench/`script` with `args` and `--out` in tmp_path: the finished process and its JSON's records (or None)."
     import json
     import subprocess
+    out = tmp_path / "result.json"
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / script), *args,
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    return done, json.loads(out.read_text())["records"] if out.exists() else None
 
+
+def test_core_pack_runs_and_agrees(tmp_path):
+    "bench/core_pack.py on a tiny CPU model: both ways of scoring CORE give the same verdict for every example."
     from nanochat.common import shared_data_dir
     data = shared_data_dir()
     if data is None or not (data / "eval" / "core" / "core_tasks.csv").exists(): pytest.skip("no CORE data here")
-    out = tmp_path / "core_pack.json"
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "core_pack.py"),
-                           "--device", "cpu", "--depth", "1", "--aspect-ratio", "64", "--head-dim", "64", "--per-task", "4",
-                           "--tasks", "arc_easy,lambada_openai", "--threads", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    done, records = run_bench(tmp_path, "core_pack.py", "--device", "cpu", "--depth", "1", "--aspect-ratio", "64",
+                              "--head-dim", "64", "--per-task", "4", "--tasks", "arc_easy,lambada_openai", "--threads", "1")
     assert done.returncode == 0, done.stderr[-2000:]
-    records = json.loads(out.read_text())["records"]
     assert [r["task"] for r in records] == ["arc_easy", "lambada_openai"]
     assert all(r["same_verdicts"] == r["examples"] == 4 for r in records)
 
 
 def test_int8_matvec_runs(tmp_path):
     "bench/int8_matvec.py on the CPU, one small shape: a record with the three products' times."
-    import json
-    import subprocess
-    out = tmp_path / "int8_matvec.json"
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "bench" / "int8_matvec.py"),
-                           "--device", "cpu", "--rows", "1", "--copies", "1", "--repeats", "1", "--shapes", "attn_proj",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    done, records = run_bench(tmp_path, "int8_matvec.py", "--device", "cpu", "--rows", "1", "--copies", "1",
+                              "--repeats", "1", "--shapes", "attn_proj")
     if done.returncode != 0 and "CppCompileError" in done.stderr: pytest.skip("inductor cannot compile C++ here")
     assert done.returncode == 0, done.stderr[-2000:]
-    (record,) = json.loads(out.read_text())["records"]
+    (record,) = records
     assert record["matrix"] == "attn_proj" and min(record["bf16_us"], record["plain_us"], record["fused_us"]) > 0
