@@ -9,7 +9,8 @@
 # usage, from the repo root: [NANOCHAT_COMMIT=<commit>] [BUDGET_S=580] [OUT=folder] bash bench/mini_speedrun.sh
 #   -> $OUT/report/ (report.md, plots), $OUT/speedrun.log, $OUT/pipeline.json; OUT defaults to
 #      bench/results/mini_speedrun-DATE (NANOCHAT_COMMIT names the commit where the copy's .git is missing or stale)
-# The horizon: BASE_STEPS (default 120) optimizer steps of 524,288 tokens; the later stages sized to fit 10 minutes.
+# The horizon: BASE_STEPS (default 240) optimizer steps of BASE_BATCH (default 131,072) tokens, 31M in all (the
+# learning rates scale with the batch); the later stages sized so that every stage fits 10 minutes on one H100.
 # Validation reads 2M tokens (the default, 42M, re-tokenizes the small validation shard ~70 times per evaluation:
 # most of the 220 s of its 353 s that one H200 spent outside the steps), once, at the end.
 set -uo pipefail
@@ -19,9 +20,9 @@ export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_
 mkdir -p "$NANOCHAT_BASE_DIR/base_data" "${OUT:=bench/results/mini_speedrun-$(date +%F)}"
 cp "$GPUDATA"/shards/*.parquet "$NANOCHAT_BASE_DIR/base_data/"  # also where the spelling tasks derive their word list
 PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=1 RL=1 \
-  BASE_ARGS="--num-iterations ${BASE_STEPS:-120} --eval-every 0 --eval-tokens 2097152 --sample-every -1" \
-  BASE_EVAL_ARGS="--max-per-task ${CORE_PER_TASK:-30} --eval-tokens 1048576" MID_ARGS="--max-steps ${MID_STEPS:-60}" \
-  SFT_ARGS="--max-steps ${SFT_STEPS:-60}" CHAT_EVAL_ARGS="--max-problems ${CHAT_PROBLEMS:-50} --max-new-tokens 128" \
+  BASE_ARGS="--num-iterations ${BASE_STEPS:-240} --total-batch-size ${BASE_BATCH:-131072} --eval-every 0 --eval-tokens 2097152 --sample-every -1" \
+  BASE_EVAL_ARGS="--max-per-task ${CORE_PER_TASK:-20} --eval-tokens 1048576" MID_ARGS="--max-steps ${MID_STEPS:-60}" \
+  SFT_ARGS="--max-steps ${SFT_STEPS:-30}" CHAT_EVAL_ARGS="--max-problems ${CHAT_PROBLEMS:-24} --max-new-tokens 128" \
   RL_ARGS="--num-steps ${RL_STEPS:-8} --prompts-per-step 16 --num-samples 8 --max-new-tokens 128 --eval-every -1" \
   TOK_EVAL_ARGS="--no-compare-hf" CLI_ARGS="--max-tokens 64 --no-compile" \
   timeout "${BUDGET_S:-580}" bash runs/speedrun_1gpu.sh > "$OUT/speedrun.log" 2>&1
@@ -29,4 +30,5 @@ echo "speedrun.sh exit status $?" >> "$OUT/speedrun.log"
 ${PYTHON:-python3} -m nanochat.report generate >> "$OUT/speedrun.log" 2>&1  # again, so a run cut by the budget still has its report
 ${PYTHON:-python3} bench/pipeline_table.py --name mini_speedrun --depth 12 --out "$OUT/pipeline.json"
 # keep only report.md and the plots beside the log
+cp "$NANOCHAT_BASE_DIR/speedrun_times.tsv" "$OUT/" 2>/dev/null  # the stage clock, seconds since the start
 mkdir -p "$OUT/report" && cp "$NANOCHAT_BASE_DIR"/report/report.md "$NANOCHAT_BASE_DIR"/report/*.png "$OUT/report/"
