@@ -3,8 +3,9 @@ scale`: inductor widens the matrix into a bf16 copy, then the library multiplies
 `int8_linear` uses for at most INT8_MATVEC_ROWS rows (`(x[..., None, :] * q).sum(-1) * scale` in fp32: one reduction
 kernel over the int8 weights). Also bf16's `F.linear`, the product int8 is meant to beat.
 
-Each time is the median of --repeats calls over enough copies of the weights that they do not sit in the cache
-(each call reads from memory, as in a decode step); GB/s counts the weight bytes a call must read (int8: one a weight).
+Each time is the median of --repeats passes over enough copies of the weights that they do not sit in the cache
+(each call reads from memory, as in a decode step), on CUDA replayed as one CUDA graph (kernel time only, as in the
+engine's step); GB/s counts the weight bytes a call must read (int8: one a weight).
 
     python bench/int8_matvec.py                       # CUDA, rows 1 and 4
     python bench/int8_matvec.py --device cpu --rows 1 --copies 2 --repeats 5
@@ -32,16 +33,28 @@ def bf16(x, w, _scale): return F.linear(x, w)
 
 
 def time_calls(fn, operands: list[tuple], repeats: int, device: torch.device) -> float:
-    "Median seconds of one call, cycling through `operands` (each a tuple of fn's arguments)."
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Median seconds of one call, cycling through `operands` (each a tuple of fn's arguments). On CUDA the calls are
+    captured once as a CUDA graph and replayed, as a decode step replays them: the time is the kernels', not the
+    ~50 us of Python and launch around each call that a loop of separate calls would measure."""
     for ops in operands: fn(*ops)  # compile and warm
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    if device.type != "cuda":
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for ops in operands: fn(*ops)
+            times.append((time.perf_counter() - start) / len(operands))
+        return statistics.median(times)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
         for ops in operands: fn(*ops)
-        sync()
-        times.append((time.perf_counter() - start) / len(operands))
+    begin, end, times = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True), []
+    for _ in range(repeats):
+        begin.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(begin.elapsed_time(end) / 1000 / len(operands))
     return statistics.median(times)
 
 
@@ -57,6 +70,7 @@ def main():
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available(): p.error("--device cuda: no CUDA GPU here")
     if unknown := set(args.shapes.split(",")) - set(SHAPES): p.error(f"unknown shapes {sorted(unknown)}")
+    torch._dynamo.config.recompile_limit = 64  # static shapes: one variant per matrix shape and row count
     compiled = {name: torch.compile(fn, fullgraph=True, dynamic=False) for name, fn in
                 (("plain", plain), ("fused", fused), ("bf16", bf16))}
     records = []

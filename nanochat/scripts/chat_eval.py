@@ -17,7 +17,7 @@ from ..checkpoint import CheckpointError, find_run, load_gpt
 from ..common import autocast_ctx, cleanup_distributed, compute_dtype, get_base_dir, init_distributed, print0
 from ..config import (ConfigError, RunSettings, SourceRun, format_config, parse_config, register_config,
                              setting)
-from ..engine import Engine
+from ..engine import Engine, compile_pays, decode_steps
 from ..sampling import SamplingParams
 from ..report import best_constant, log_stage, mean_centered, scored, shows_learning
 from ..tasks.gsm8k import extract_answer
@@ -179,6 +179,8 @@ class ChatEvalConfig(SourceRun, RunSettings):
     top_k: int = setting(50, "sample only among the k most likely tokens (0: all)")
     slots: int = setting(32, "replies generated at once by the engine")
     pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
+    compile: str = setting("auto", "torch.compile the decode step: on, off, or auto (on CUDA when the run decodes "
+                                   "at least ENGINE_COMPILE_MIN_STEPS steps, chapter 19b)")
     tool: str = setting("upstream_calculator", "the python tool during generation: upstream_calculator (as upstream "
                                                "grades), calculator, sandbox")
     seed: int = setting(0, "seed of the sampled replies")
@@ -194,6 +196,8 @@ class ChatEvalConfig(SourceRun, RunSettings):
         if self.temperature < 0 or self.top_k < 0: raise ConfigError("temperature and top_k must not be negative")
         if self.num_samples > 1 and self.temperature == 0:
             raise ConfigError("num_samples > 1 needs a temperature above 0 (greedy replies are all the same)")
+        if self.compile not in ("auto", "on", "off"): raise ConfigError(f"compile must be auto, on or off, got "
+                                                                        f"{self.compile!r}")
         if self.tool not in ("upstream_calculator", "calculator", "sandbox"):
             raise ConfigError(f"tool must be upstream_calculator, calculator or sandbox, got {self.tool!r}")
 
@@ -205,6 +209,13 @@ class ChatEvalConfig(SourceRun, RunSettings):
         "How many problems a task gets: max_problems, or for open tasks max_generative where set (None: all)."
         n = self.max_problems if categorical or self.max_generative < 0 else self.max_generative
         return None if n < 0 else n
+
+    def decode_steps(self) -> int | None:
+        "About how many decode steps the open-ended tasks take (None: a whole task, open-ended)."
+        generative = [t for t in self.tasks if t not in ("ARC-Easy", "ARC-Challenge", "MMLU")]
+        if self.limit(False) is None and generative: return None
+        return len(generative) * decode_steps((self.limit(False) or 0) * self.num_samples, self.slots,
+                                              self.max_new_tokens)
 
 # %% ../../nbs/19d_chat_eval.ipynb #e4c905fc
 def _summary(r: dict) -> str:
@@ -234,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
             for name in cfg.tasks:
                 categorical = name in ("ARC-Easy", "ARC-Challenge", "MMLU")
                 if not categorical and engine is None:
-                    engine = Engine(model, tokenizer, tool=cfg.tool, pipeline=cfg.pipeline)  # the python tool on
+                    compiled = compile_pays(cfg.decode_steps(), info.device.type, cfg.compile)
+                    engine = Engine(model, tokenizer, tool=cfg.tool, pipeline=cfg.pipeline, compile=compiled)
                 r = evaluate_chat_task(model, tokenizer, name, cfg.limit(categorical), cfg.batch_size, info.device,
                                        **({} if categorical else dict(engine=engine, **generation)))
                 results.append(r)

@@ -22,7 +22,7 @@ from ..common import autocast_ctx, compute_dtype, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
 from ..report import finish_stage
-from ..engine import Engine
+from ..engine import Engine, compile_pays, decode_steps
 from ..optim import setup_optimizer
 from ..tokenizer import load_tokenizer, render_for_completion
 
@@ -172,6 +172,9 @@ class ChatRLConfig(OptimizerSettings, RunSettings):
     save_every: int = setting(60, "checkpoint every N steps (-1: only at the end)")
     log_every: int = setting(1, "print a progress line every N steps")
     seed: int = setting(0, "seed of the problem order and the sampling")
+    compile: Literal["auto", "on", "off"] = setting(
+        "auto", "torch.compile the sampling engine's decode step (auto: on CUDA for a run of at least "
+                "ENGINE_COMPILE_MIN_STEPS decode steps, chapter 19b)")
     resume: Literal["off", "on", "auto"] = setting(
         "off", "continue from the newest valid checkpoint of this tag (auto: when there is one, else from scratch)",
         alone="on")
@@ -187,6 +190,13 @@ class ChatRLConfig(OptimizerSettings, RunSettings):
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive (RL needs varied replies), got {self.temperature}")
         if self.top_k < 0: raise ConfigError(f"top_k must be 0 (off) or positive, got {self.top_k}")
+
+    def decode_steps(self, world_size: int) -> int | None:
+        "About how many decode steps a rank samples: a wave per problem, in training and in evaluations (None: a pass)."
+        if self.num_steps < 0: return None
+        evaluations = self.num_steps // self.eval_every + 1 if self.eval_every > 0 else 0
+        problems = self.num_steps * self.prompts_per_step + evaluations * self.eval_examples
+        return decode_steps(problems, world_size, self.max_new_tokens)
 
 # %% ../../nbs/20_chat_rl.ipynb #66cbc35a
 def problem_indices(num_problems: int, step: int, per_step: int, rank: int, world_size: int,
@@ -280,7 +290,7 @@ def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
     run = find_run("sft", cfg.model_tag)
     model, _ = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    engine = Engine(model, tokenizer)
+    engine = Engine(model, tokenizer, compile=compile_pays(cfg.decode_steps(info.world_size), device_type, cfg.compile))
     train, test = GSM8K("train"), GSM8K("test")
     steps = cfg.num_steps if cfg.num_steps > 0 else len(train) // cfg.prompts_per_step
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
