@@ -2,9 +2,10 @@
 
 # %% auto #0
 __all__ = ['SAMPLER_VARIANTS', 'TOP_K_WIDTH', 'INT8_MATVEC_ROWS', 'QUANTIZE_CHOICES', 'KERNEL_CHOICES', 'PREFILL_BUCKET',
-           'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering', 'default_prefill_attention', 'inference_copy',
-           'int8_quantize', 'int8_dequantize', 'int8_linear', 'Int8Weight', 'quantize_int8', 'load_int8_state',
-           'weight_bytes', 'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
+           'ROW_BUCKET_MIN', 'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering', 'default_prefill_attention',
+           'inference_copy', 'int8_quantize', 'int8_dequantize', 'int8_linear', 'Int8Weight', 'quantize_int8',
+           'load_int8_state', 'weight_bytes', 'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps',
+           'compile_pays']
 
 # %% ../nbs/19b_engine.ipynb #16f1b996
 # The inference engine: a static KV cache with a position per row, one decode step that a CUDA graph can replay,
@@ -284,7 +285,7 @@ class DecodeBatch:
     elsewhere)."""
 
     def __init__(self, model: GPT | DecodeModel, slots: int, max_len: int, stop_tokens=(), tools: ToolUse | None = None,
-                 cuda_graph: bool | None = None, pipeline: bool = False):
+                 cuda_graph: bool | None = None, pipeline: bool = False, row_buckets: bool = False):
         self.model = model if isinstance(model, DecodeModel) else DecodeModel(model)
         m, c = self.model, self.model.config
         if not 1 <= max_len <= m.max_len:
@@ -309,7 +310,8 @@ class DecodeBatch:
         self.windows = [min(c.window(i), max_len) for i in range(c.n_layer)]
         self.rows: list[_Row | None] = [None] * slots
         self.cuda_graph = dev.type == "cuda" and cuda_graph is not False  # graphs exist only on CUDA
-        self._graphs: dict[tuple[str, int], torch.cuda.CUDAGraph] = {}  # by (filtering, span)
+        self._graphs: dict[tuple[str, int, int], torch.cuda.CUDAGraph] = {}  # by (filtering, span, rows)
+        self.row_buckets = row_buckets  # step only the leading slots that hold every busy row (see `rows_to_step`)
         self._pool = None
         # pipeline: the next step runs on the device while the host hands out this one's tokens (see `step`)
         self.pipeline, self._ahead = pipeline, None
@@ -341,9 +343,9 @@ class _StepCache:
     """What `GPT.forward` sees of a batch during a decode step: one token per slot at the row's own position, keys and
     values written by index, attention over the first `span` positions under a mask per window size."""
 
-    def __init__(self, batch: "DecodeBatch", span: int):
-        b, pos = batch, batch.pos
-        self.batch, keys = b, b._key_ids[None, :span]
+    def __init__(self, batch: "DecodeBatch", span: int, rows: int):
+        b, pos = batch, batch.pos[:rows]
+        self.batch, self.rows, self.pos, keys = b, rows, pos, b._key_ids[None, :span]
         self.masks = {}  # window -> additive mask (slots, 1, 1, span): 0 where a row may attend, -inf elsewhere
         for w in set(b.windows):
             allowed = ((keys <= pos[:, None]) & (keys > pos[:, None] - w))[:, None, None]
@@ -353,23 +355,25 @@ class _StepCache:
             # torch.compile would otherwise compile the first span alone, then again for all the others
             torch._dynamo.maybe_mark_dynamic(self.masks[w], 3)
         wte = b.model.net.wte.weight  # smear: each row's previous token, none (zeros) at position 0
-        self.prev = norm(F.embedding(b.prev, wte))[:, None] * (pos > 0).to(wte.dtype)[:, None, None]
+        self.prev = norm(F.embedding(b.prev[:rows], wte))[:, None] * (pos > 0).to(wte.dtype)[:, None, None]
 
-    def positions(self, n: int) -> torch.Tensor: return self.batch.pos[:, None]  # (slots, 1): a position per row
+    def positions(self, n: int) -> torch.Tensor: return self.pos[:, None]  # (rows, 1): a position per row
     def advance(self, n: int) -> None: pass  # the step moves the positions after sampling
 
     def attend(self, layer: int, q, k, v, window: int, attend: Callable) -> torch.Tensor:
         b, (S, _, H, D), Hkv = self.batch, q.shape, k.size(2)
         mask = self.masks[min(window, b.max_len)]
-        b.k[layer].index_put_((b._row_ids, b.pos), k[:, 0])
-        b.v[layer].index_put_((b._row_ids, b.pos), v[:, 0])
+        rows = b._row_ids[: self.rows]  # written into the whole tensor by index, not through a view of its rows
+        b.k[layer].index_put_((rows, self.pos), k[:, 0])
+        b.v[layer].index_put_((rows, self.pos), v[:, 0])
         span = mask.size(-1)  # a symbolic size under torch.compile: the kernel below takes it as it is
+        cache_k, cache_v = b.k[layer][: self.rows], b.v[layer][: self.rows]
         if S <= b.model.kernel_rows:  # chapter 84's split-KV attention: the same mask, computed inside the kernel
-            y = torch.ops.nanochat.decode_attention(q.reshape(S, H, D), b.k[layer], b.v[layer], b.pos,
+            y = torch.ops.nanochat.decode_attention(q.reshape(S, H, D), cache_k, cache_v, self.pos,
                                                     min(window, b.max_len), span)
             return y.view(S, 1, H, D)
         q = q.reshape(S, Hkv, H // Hkv, D)  # grouped query heads as queries of their key/value head
-        keys, values = b.k[layer][:, :span].transpose(1, 2), b.v[layer][:, :span].transpose(1, 2)
+        keys, values = cache_k[:, :span].transpose(1, 2), cache_v[:, :span].transpose(1, 2)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask).reshape(S, 1, H, D)
 
 # %% ../nbs/19b_engine.ipynb #171ff8df
@@ -474,63 +478,85 @@ def spans(self: DecodeBatch) -> list[int]:
     return sorted({min(self.max_len, k * self.span_bucket) for k in range(1, -(-self.max_len // self.span_bucket) + 1)})
 
 
+ROW_BUCKET_MIN = 8  # with row_buckets, the narrowest step: fewer rows gain little and would add graphs
+
+
 @patch
-def decode_logits(self: DecodeBatch, span: int) -> torch.Tensor:
-    ("The decode forward for every slot: feed `tokens` at `pos`, store their keys and values, "
-     "return logits (slots, vocab).")
-    if self.slots <= self.model.kernel_rows:  # chapter 84: the products of a narrow step through the split-K kernel
+def row_counts(self: DecodeBatch) -> list[int]:
+    """The row counts a step may take: every slot, and with `row_buckets` also a quarter and a half of them (from
+    `ROW_BUCKET_MIN` rows on), each its own graph."""
+    if not self.row_buckets: return [self.slots]
+    return sorted({n for n in (self.slots // 4, self.slots // 2) if n >= ROW_BUCKET_MIN} | {self.slots})
+
+
+@patch
+def rows_to_step(self: DecodeBatch) -> int:
+    """How many leading slots the next step computes: the smallest row count that holds every busy slot. Rows are
+    admitted into the lowest free slots, so at a light load the busy ones sit at the front."""
+    top = max((s for s, r in enumerate(self.rows) if r is not None), default=0)
+    return next(n for n in self.row_counts() if n > top)
+
+
+@patch
+def decode_logits(self: DecodeBatch, span: int, rows: int | None = None) -> torch.Tensor:
+    ("The decode forward for the first `rows` slots (default: all): feed `tokens` at `pos`, store their keys and "
+     "values, return logits (rows, vocab).")
+    rows = rows or self.slots
+    if rows <= self.model.kernel_rows:  # chapter 84: the products of a narrow step through the split-K kernel
         from nanochat.decode_kernels import DecodeKernels
         mode = DecodeKernels()
     else: mode = nullcontext()
-    with mode: return self.model.step_forward(self.tokens[:, None], kv_cache=_StepCache(self, span))[:, 0]
+    with mode: return self.model.step_forward(self.tokens[:rows, None], kv_cache=_StepCache(self, span, rows))[:, 0]
 
 # %% ../nbs/19b_engine.ipynb #de5b74fe
 @patch
-def _step(self: DecodeBatch, filtering: str, span: int) -> None:
-    "One step for all slots, touching only the batch's own tensors (so that a CUDA graph can replay it)."
-    width = TOP_K_WIDTH if filtering == "top_k" else None
-    token = self.model.sample(self.decode_logits(span), self.temperature, self.top_k, self.top_p, self.seeds, self.pos,
-                             filtering != "none", self._columns, width)
-    self.sampled.copy_(token)
-    self.prev.copy_(self.tokens)
-    self.tokens.copy_(token)
-    self.pos.add_(self.active).clamp_(max=self.max_len - 1)
+def _step(self: DecodeBatch, filtering: str, span: int, rows: int | None = None) -> None:
+    ("One step for the first `rows` slots (default: all), touching only the batch's own tensors (so that a CUDA graph "
+     "can replay it).")
+    n, width = rows or self.slots, TOP_K_WIDTH if filtering == "top_k" else None
+    token = self.model.sample(self.decode_logits(span, n), self.temperature[:n], self.top_k[:n], self.top_p[:n],
+                              self.seeds[:n], self.pos[:n], filtering != "none", self._columns, width)
+    self.sampled[:n].copy_(token)
+    self.prev[:n].copy_(self.tokens[:n])
+    self.tokens[:n].copy_(token)
+    self.pos[:n].add_(self.active[:n]).clamp_(max=self.max_len - 1)
 
 
 @patch
-def _capture(self: DecodeBatch, filtering: str, span: int) -> "torch.cuda.CUDAGraph":
+def _capture(self: DecodeBatch, filtering: str, span: int, rows: int | None = None) -> "torch.cuda.CUDAGraph":
     "Capture `_step` as a CUDA graph. Warm-up and capture run the step, so the tokens and positions are put back after."
     saved = self.tokens.clone(), self.pos.clone(), self.prev.clone()  # the cache writes they make are the real step's
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # the first runs choose kernels, allocate workspaces (and compile), outside the graph
-        for _ in range(2): self._step(filtering, span)
+        for _ in range(2): self._step(filtering, span, rows)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     self._pool = self._pool or torch.cuda.graph_pool_handle()  # all variants share one memory pool
-    with torch.cuda.graph(graph, pool=self._pool): self._step(filtering, span)
+    with torch.cuda.graph(graph, pool=self._pool): self._step(filtering, span, rows)
     self.tokens.copy_(saved[0])
     self.pos.copy_(saved[1])
     self.prev.copy_(saved[2])
-    self._graphs[filtering, span] = graph
+    self._graphs[filtering, span, rows or self.slots] = graph
     return graph
 
 
 @patch
 @torch.no_grad()
 def warm_up(self: DecodeBatch, filterings: tuple[str, ...] = ("none", "top_k")) -> int:
-    """Compile and capture the step for every span and each of `filterings` (a step that must sort is captured when
-    one first comes), and compile the prefill, now, on an empty batch, so that no request later waits for it (a
-    server does this before it opens). Returns how many graphs it captured: 0 without CUDA graphs, where there is
-    nothing to prepare."""
+    """Compile and capture the step for every span, row count and each of `filterings` (a step that must sort is
+    captured when one first comes), and compile the prefill, now, on an empty batch, so that no request later waits
+    for it (a server does this before it opens). Returns how many graphs it captured: 0 without CUDA graphs, where
+    there is nothing to prepare."""
     if self.busy: raise RuntimeError("warm_up needs an empty batch: its steps run over every row")
     if self.model.compiled:  # the admissions' forward too: one prompt, then two (a size of 1 is compiled on its own)
         for n in sorted({1, min(2, self.slots)}):
             for slot in self.add_many([[0, 0]] * n): self.release(slot)
     if not self.cuda_graph: return 0
-    todo = [(f, s) for f in filterings for s in self.spans() if (f, s) not in self._graphs]
+    todo = [(f, s, n) for n in self.row_counts() for f in filterings for s in self.spans()
+            if (f, s, n) not in self._graphs]
     with torch.autocast(self.model.device.type, enabled=False):
-        for f, s in todo: self._capture(f, s)
+        for f, s, n in todo: self._capture(f, s, n)
     return len(todo)
 
 # %% ../nbs/19b_engine.ipynb #0f0c743a
@@ -557,10 +583,10 @@ def _launch(self: DecodeBatch, ahead: int = 0) -> _Launch:
     "Start one step of every busy row on the device (`ahead`: the host's record is a step behind the device's)."
     busy = self.busy
     filtering = sampler_filtering([self.rows[s].params for s in busy])  # the vocabulary sorted only when a row needs it
-    span = self.span(ahead)
+    span, rows = self.span(ahead), self.rows_to_step()
     with torch.autocast(self.model.device.type, enabled=False):  # the weights are already in the compute dtype
-        if self.cuda_graph: (self._graphs.get((filtering, span)) or self._capture(filtering, span)).replay()
-        else: self._step(filtering, span)
+        if self.cuda_graph: (self._graphs.get((filtering, span, rows)) or self._capture(filtering, span, rows)).replay()
+        else: self._step(filtering, span, rows)
     host = None
     if self.pipeline: host, self._host = self._host[0], self._host[::-1]  # two buffers, in turn
     return _Launch({s: self.rows[s] for s in busy}, self.sampled, host)
@@ -641,13 +667,14 @@ class Engine:
     token columns; `generate_batch` returns whole sequences and masks. `tool`: 'calculator', 'upstream_calculator' (as
     upstream's engine answers), 'sandbox', None, or a function code -> output text (None: write nothing back).
     `quantize`: None or 'int8' (weight-only int8 matrices, see `DecodeModel`); `pipeline`: launch each step before
-    the last one's tokens are handed out (see `DecodeBatch.step`)."""
+    the last one's tokens are handed out (see `DecodeBatch.step`); `row_buckets`: step only the leading slots that
+    hold every busy row (see `DecodeBatch.rows_to_step`)."""
 
     def __init__(self, model: GPT, tokenizer, tool: str | Callable | None = "calculator", sandbox_timeout: float = 2.0,
                  cuda_graph: bool | None = None, dtype: torch.dtype | None = None, compile: bool = True,
-                 quantize: str | None = None, pipeline: bool = False):
+                 quantize: str | None = None, pipeline: bool = False, row_buckets: bool = False):
         self.model, self.tokenizer, self.cuda_graph, self.pipeline = model, tokenizer, cuda_graph, pipeline
-        self.decoder = DecodeModel(model, dtype, compile, quantize)
+        self.decoder, self.row_buckets = DecodeModel(model, dtype, compile, quantize), row_buckets
         self.stop_tokens = {tokenizer.encode_special("<|assistant_end|>"), tokenizer.get_bos_token_id()}
         if tool == "calculator": run = calculator_tool
         elif tool == "upstream_calculator": run = upstream_calculator
@@ -668,7 +695,7 @@ class Engine:
         if b is not None and not b.busy and b.slots == slots and b.max_len == max_len: return b
         self._batch = None  # let the old cache go before allocating the new one
         self._batch = DecodeBatch(self.decoder, slots, max_len, self.stop_tokens, self.tools, self.cuda_graph,
-                                  self.pipeline)
+                                  self.pipeline, self.row_buckets)
         return self._batch
 
 # %% ../nbs/19b_engine.ipynb #f6d8b2f3

@@ -205,6 +205,7 @@ def test_serve_load_drives_a_running_server(tmp_path):
         assert all(not isinstance(v, (dict, list)) for v in r.values()), r  # flat
         assert r["tok_per_s"] > 0 and r["engine_tok_per_s"] > 0 and 1 <= r["mean_rows_per_step"] <= 4
         assert r["p99_ms"] >= r["p50_ms"] > 0 and r["ttft_p99_ms"] >= r["ttft_p50_ms"] > 0 and 0 < r["engine_busy"] <= 1.1
+        assert 1 <= r["admissions"] <= r["requests"] and r["admit_ms"] > 0  # a round admits every request waiting
 
 
 def run_bench(tmp_path, script: str, *args: str):

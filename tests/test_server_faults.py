@@ -50,8 +50,8 @@ def server(monkeypatch):
     batch, real_step = backend.batch, backend.batch._step
     fault = {"armed": False, "steps": 0, "from_step": 4, "raised": 0}
 
-    def faulty_step(filtered, span):
-        real_step(filtered, span)
+    def faulty_step(filtered, span, rows=None):
+        real_step(filtered, span, rows)
         if fault["armed"]:
             fault["steps"] += 1
             if fault["steps"] >= fault["from_step"]:

@@ -47,6 +47,8 @@ class ChatWebConfig(SourceRun, RunSettings):
     tool: str = setting("calculator", "the tool the model may call: calculator or none")
     quantize: str = setting("none", "the model's matrices: none (the compute dtype) or int8 (weight-only, chapter 19b)")
     pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
+    row_buckets: bool = setting(False, "step only the leading slots that hold every busy row, a quarter, a half or all "
+                                       "of them (chapter 19b; three times the graphs to capture at start)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
     gil_switch_ms: float = setting(
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
@@ -131,7 +133,8 @@ def build_app(cfg: ChatWebConfig):
     for device in serving_devices(cfg.device_type, cfg.workers):
         model, tokenizer, name = load_chat_model(cfg, device)
         engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool,
-                        quantize=None if cfg.quantize == "none" else cfg.quantize, pipeline=cfg.pipeline)
+                        quantize=None if cfg.quantize == "none" else cfg.quantize, pipeline=cfg.pipeline,
+                        row_buckets=cfg.row_buckets)
         backend = EngineSlots(engine, cfg.slots, cfg.max_len or None)
         warm_up(backend, tokenizer)
         backends.append(backend)
