@@ -9,7 +9,7 @@
 # usage, from the repo root: [NANOCHAT_COMMIT=<commit>] [BUDGET_S=580] [OUT=folder] bash bench/mini_speedrun.sh
 #   -> $OUT/report/ (report.md, plots), $OUT/speedrun.log, $OUT/pipeline.json; OUT defaults to
 #      bench/results/mini_speedrun-DATE (NANOCHAT_COMMIT names the commit where the copy's .git is missing or stale)
-# The horizon: BASE_STEPS (default 200) optimizer steps of BASE_BATCH (default 131,072) tokens, 26M in all (the
+# The horizon: BASE_STEPS (default 160) optimizer steps of BASE_BATCH (default 131,072) tokens, 21M in all (the
 # learning rates scale with the batch); the later stages sized so that every stage fits 10 minutes on one H100.
 # Each stage is a process of its own, and on a short horizon compiling costs more than it saves: midtraining (one
 # epoch of the small chat mixture, 5 steps) and SFT run eagerly, and chat_eval and chat_rl decode through the eager
@@ -25,9 +25,9 @@ export NANOCHAT_BASE_DIR=${NANOCHAT_BASE_DIR:-/tmp/nanochat_mini} NANOCHAT_DATA_
 mkdir -p "$NANOCHAT_BASE_DIR/base_data" "${OUT:=bench/results/mini_speedrun-$(date +%F)}"
 cp "$GPUDATA"/shards/*.parquet "$NANOCHAT_BASE_DIR/base_data/"  # also where the spelling tasks derive their word list
 PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=1 RL=1 \
-  BASE_ARGS="--num-iterations ${BASE_STEPS:-200} --total-batch-size ${BASE_BATCH:-131072} --eval-every 0 --eval-tokens 2097152 --sample-every -1" \
+  BASE_ARGS="--num-iterations ${BASE_STEPS:-160} --total-batch-size ${BASE_BATCH:-131072} --eval-every 0 --eval-tokens 2097152 --sample-every -1" \
   BASE_EVAL_ARGS="--max-per-task ${CORE_PER_TASK:-12} --eval-tokens 1048576" MID_ARGS="--max-steps ${MID_STEPS:-60} --compile off" \
-  SFT_ARGS="--max-steps ${SFT_STEPS:-30} --compile off" CHAT_EVAL_ARGS="--max-problems ${CHAT_PROBLEMS:-24} --max-new-tokens 128" \
+  SFT_ARGS="--max-steps ${SFT_STEPS:-20} --compile off" CHAT_EVAL_ARGS="--max-problems ${CHAT_PROBLEMS:-16} --max-new-tokens 128" \
   RL_ARGS="--num-steps ${RL_STEPS:-4} --prompts-per-step 16 --num-samples 8 --max-new-tokens 128 --eval-every -1" \
   TOK_EVAL_ARGS="--no-compare-hf" CLI_ARGS="--max-tokens 64 --no-compile" \
   timeout "${BUDGET_S:-580}" bash runs/speedrun_1gpu.sh > "$OUT/speedrun.log" 2>&1
