@@ -2,13 +2,14 @@
 # What the CPU cannot tell, on one GPU, with random weights (no data needed but CORE's), in one go of about fifteen
 # minutes (each part cut at LIMIT s, default 240; an infer_bench batch size takes 40-50 s to compile and capture on an
 # H200; ONLY="int8_matvec decode_int8" runs the parts named, by the names below):
-#   1. the GPU-only tests: the engine (CUDA graphs, the compiled sampler at every slot count, int8), the decode
-#      kernels compiled and captured against the default step, the memory probe under a cap;
+#   1. the GPU-only tests: the engine (CUDA graphs, the compiled sampler at every slot count, row buckets, int8), the
+#      decode kernels compiled and captured against the default step, the memory probe under a cap, compiled AdamW;
 #   2. infer_bench at d20, batch 1, 32 and 128: the default step, the pipelined one (`--pipeline`), and at batch 1
 #      the Triton kernels (`--kernels triton`), each into its own JSON;
 #   3. bench/decode_kernels.py: each kernel against cuBLAS / SDPA at the d20 shapes;
 #   4. bench/int8_matvec.py (the int8 decode product, plain against fused, bf16 beside) and infer_bench --quantize int8;
-#   5. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
+#   5. bench/optim_step.py: the optimizer step by part (AdamW compiled against written out, Muon, PyTorch's fused AdamW);
+#   6. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
 #      looks; TOKENIZER=folder for a real tokenizer's lengths).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
 set -uo pipefail
@@ -20,7 +21,8 @@ run() {  # NAME COMMAND...: output into the log, a line with its exit status (12
   echo "== $name" >> "$OUT/gpu_checks.log"; timeout "${LIMIT:-240}" "$@" >> "$OUT/gpu_checks.log" 2>&1
   echo "== $name: exit $?, $(( $(date +%s) - t )) s"
 }
-run tests $PY -m pytest -q -rs tests/test_engine.py tests/test_engine_int8.py tests/test_decode_kernels.py tests/test_memory.py
+run tests $PY -m pytest -q -rs tests/test_engine.py tests/test_engine_int8.py tests/test_decode_kernels.py tests/test_memory.py \
+  tests/test_optim_cuda.py
 BENCH=(-m nanochat.scripts.infer_bench --depth "$DEPTH" --engine fast --prompt-len 128 --new-tokens 256)
 run decode_default $PY "${BENCH[@]}" --batch-sizes 1,32,128 --out "$OUT/infer_bench_d${DEPTH}_default-$TODAY.json"
 run decode_pipeline $PY "${BENCH[@]}" --batch-sizes 1,32,128 --pipeline --out "$OUT/infer_bench_d${DEPTH}_pipeline-$TODAY.json"
@@ -28,5 +30,6 @@ run decode_kernels_b1 $PY "${BENCH[@]}" --batch-sizes 1 --kernels triton --out "
 run decode_kernels_bench $PY bench/decode_kernels.py --out "$OUT/decode_kernels-$TODAY.json"
 run int8_matvec $PY bench/int8_matvec.py --out "$OUT/int8_matvec-$TODAY.json"
 run decode_int8 $PY "${BENCH[@]}" --batch-sizes 1,32 --quantize int8 --out "$OUT/infer_bench_d${DEPTH}_int8-$TODAY.json"
+run optim_step $PY bench/optim_step.py --out "$OUT/optim_step-$TODAY.json"
 run core_pack $PY bench/core_pack.py --depth "$DEPTH" ${TOKENIZER:+--tokenizer "$TOKENIZER"} --out "$OUT/core_pack-$TODAY.json"
 grep -h '"tok_per_s"' "$OUT"/infer_bench_d"${DEPTH}"_*-"$TODAY".json 2>/dev/null | head -c 4000; echo

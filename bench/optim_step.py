@@ -1,7 +1,9 @@
 """Where an optimizer step's time goes: our AdamW and Muon (chapter 09) on a real GPT's parameters, with the parts that
 a faster step could not remove beside them (Muon's batched orthogonalisation alone, in bf16 where the step casts to
-it; PyTorch's fused AdamW on the same tensors). Muon's step includes MuonEq, Muon+ and NorMuon (chapter 09). The difference is elementwise passes and launch overhead, the share of each step that a fused or compiled
-optimizer would win back; it matters most where a step has few micro-steps (many GPUs, small batches).
+it; PyTorch's fused AdamW on the same tensors). Muon's step includes MuonEq, Muon+ and NorMuon (chapter 09). The
+difference is elementwise passes and launch overhead, the share of each step that a fused or compiled optimizer would
+win back; it matters most where a step has few micro-steps (many GPUs, small batches). Our AdamW is compiled on a GPU
+(one kernel a parameter); `adamw_written_out` is the same step uncompiled, as the CPU runs it.
 
     python bench/optim_step.py                       # d12 and d20 on the GPU
     python bench/optim_step.py --depths 2 --steps 2  # the machinery, on a CPU
@@ -20,7 +22,7 @@ from record import git_commit, save_result
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nanochat.common import compute_dtype  # noqa: E402
 from nanochat.gpt import GPT, config_for_depth  # noqa: E402
-from nanochat.optim import group_by_shape, orthogonalize, setup_optimizer  # noqa: E402
+from nanochat.optim import AdamW, group_by_shape, orthogonalize, setup_optimizer  # noqa: E402
 
 
 def timed_ms(fn, steps: int, device: torch.device) -> float:
@@ -46,12 +48,13 @@ def measure(depth: int, steps: int, device: torch.device) -> list[dict]:
     adamw, muon = setup_optimizer(model, weight_decay=0.1).optimizers
     adam_params = [p for g in adamw.param_groups for p in g["params"]]
     reference = torch.optim.AdamW(adam_params, lr=1e-4, betas=(0.8, 0.95), eps=1e-10, fused=device.type == "cuda")
+    written = AdamW(adam_params, lr=1e-4, betas=(0.8, 0.95), eps=1e-10, compiled=False)  # our step, not compiled
     matrices = [p for g in muon.param_groups for p in g["params"]]
     groups = group_by_shape(matrices)
     ortho = torch.bfloat16 if compute_dtype(device.type) == torch.bfloat16 else None  # as Muon's step casts
     parts = {"total": lambda: (adamw.step(), muon.step()), "adamw": adamw.step, "muon": muon.step,
              "muon_orthogonalize": lambda: [orthogonalize(torch.stack([p.grad for p in ps]), dtype=ortho) for ps in groups],
-             "torch_fused_adamw": reference.step}
+             "torch_fused_adamw": reference.step, "adamw_written_out": written.step}
     common = {"kind": "optim_step", "depth": depth, "adamw_params": sum(p.numel() for p in adam_params),
               "muon_params": sum(p.numel() for p in matrices)}
     return [common | {"part": name, "ms": round(timed_ms(fn, steps, device), 3)} for name, fn in parts.items()]

@@ -2,9 +2,10 @@
 
 # %% auto #0
 __all__ = ['NS_COEFFS', 'POLAR_EXPRESS_COEFFS', 'ORTHOGONALIZERS', 'SMEAR_PARAMETERS', 'EARLIER_OPTIMIZER', 'scalar',
-           'adamw_step_', 'adamw_update_', 'AdamW', 'orthogonalize', 'equilibrate_rows', 'renormalize', 'neuron_dim',
-           'normalize_neurons_', 'muon_step_', 'group_by_shape', 'Muon', 'world_size', 'DistAdamW', 'DistMuon',
-           'CombinedOptimizer', 'adamw_groups', 'muon_groups', 'setup_optimizer']
+           'adamw_step_', 'adamw_update_', 'AdamW', 'adamw_scalars', 'adamw_math_', 'fused_adamw_', 'orthogonalize',
+           'equilibrate_rows', 'renormalize', 'neuron_dim', 'normalize_neurons_', 'muon_step_', 'group_by_shape',
+           'Muon', 'world_size', 'DistAdamW', 'DistMuon', 'CombinedOptimizer', 'adamw_groups', 'muon_groups',
+           'setup_optimizer']
 
 # %% ../nbs/09_optim.ipynb #f71dd334
 from collections import Counter, defaultdict
@@ -14,7 +15,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
 
-from .common import compute_dtype
+from .common import compute_dtype, get_logger
 from .gpt import GPT
 
 # %% ../nbs/09_optim.ipynb #4e7838b6
@@ -44,22 +45,63 @@ def adamw_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None:
     first use)."""
     if not state: state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
     state["step"] += 1
+    if p.is_cuda and group.get("compiled", True) and fused_adamw_(p, grad, state["m"], state["v"], state["step"],
+                                                                  group): return  # one kernel (below)
     adamw_step_(p, grad, state["m"], state["v"], state["step"], group["lr"], group["betas"], group["eps"],
                 group["weight_decay"])
 
 
 class AdamW(torch.optim.Optimizer):
-    "AdamW written out: decoupled weight decay, bias-corrected first and second moments."
+    """AdamW written out: decoupled weight decay, bias-corrected first and second moments. `compiled`: on a GPU,
+    each parameter's update is one compiled kernel (`fused_adamw_`); the CPU always takes the written-out steps."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+                 weight_decay: float = 0.0, compiled: bool = True):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, compiled=compiled))
 
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is not None: adamw_update_(p, p.grad, self.state[p], group)
+
+# %% ../nbs/09_optim.ipynb #e5d9ca29
+def adamw_scalars(step: int, lr: float, betas: tuple[float, float], eps: float,
+                  weight_decay: float) -> tuple[Tensor, ...]:
+    """The step's hyperparameters as 0-D float32 tensors, rounded as `adamw_step_` rounds them: the decay factor,
+    1 - β1, 1 - β2, the second moment's bias correction, eps, and the step size (lr over the first moment's bias
+    correction)."""
+    lr, beta1, beta2, eps, wd, t = map(scalar, (lr, betas[0], betas[1], eps, weight_decay, step))
+    return 1 - lr * wd, 1 - beta1, 1 - beta2, 1 - beta2 ** t, eps, lr / (1 - beta1 ** t)
+
+
+def adamw_math_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, decay: Tensor, one_minus_beta1: Tensor,
+                one_minus_beta2: Tensor, bias2: Tensor, eps: Tensor, step_size: Tensor) -> None:
+    "`adamw_step_`'s arithmetic with tensors for the hyperparameters (`adamw_scalars`): what compiles into one kernel."
+    p32, m32, v32, g32 = p.float(), m.float(), v.float(), grad.float()
+    m32 = m32 + one_minus_beta1 * (g32 - m32)
+    v32 = v32 + one_minus_beta2 * (g32.square() - v32)
+    p32 = p32 * decay - step_size * (m32 / ((v32 / bias2).sqrt() + eps))
+    p.copy_(p32)
+    m.copy_(m32)
+    v.copy_(v32)
+
+
+_fused_adamw = {"fn": None, "failed": False}  # compiled on first use, once per process
+
+
+def fused_adamw_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, group: dict) -> bool:
+    "One AdamW step of `p` as a compiled kernel; False (the caller steps it written out) where compiling failed."
+    if _fused_adamw["failed"]: return False
+    if _fused_adamw["fn"] is None: _fused_adamw["fn"] = torch.compile(adamw_math_, dynamic=True, fullgraph=True)
+    scalars = adamw_scalars(step, group["lr"], group["betas"], group["eps"], group["weight_decay"])
+    try: _fused_adamw["fn"](p, grad, m, v, *scalars)
+    except Exception as e:  # a compiler error happens before the kernel writes anything: the written-out step is safe
+        _fused_adamw["failed"] = True
+        get_logger().warning(f"compiling the AdamW step failed, stepping it written out: {type(e).__name__}: "
+                             f"{str(e)[:200]}")
+        return False
+    return True
 
 # %% ../nbs/09_optim.ipynb #d24bff3c
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # one quintic, used at every step: tuned to push singular values into [0.7, 1.2]
@@ -345,11 +387,12 @@ def muon_groups(model: GPT, matrix_lr: float, weight_decay: float) -> list[dict]
 # %% ../nbs/09_optim.ipynb #fdf7a715
 def setup_optimizer(model: GPT, embedding_lr: float = 0.3, unembedding_lr: float = 0.008, scalar_lr: float = 0.5,
                     matrix_lr: float = 0.02, weight_decay: float = 0.0, adamw_settings: str = "tuned",
-                    distributed: bool | None = None, **muon_options) -> CombinedOptimizer:
+                    distributed: bool | None = None, compile_adamw: bool = True, **muon_options) -> CombinedOptimizer:
     """AdamW for the embeddings, head and scalars (see `adamw_groups`); Muon for the block matrices (`muon_options`:
     Muon's switches). Every parameter must land in exactly one group. The defaults are the rates pretraining uses at
     the reference batch; `distributed` (default: whether torch.distributed runs several ranks) picks the sharded
-    variants."""
+    variants; `compile_adamw`: AdamW's update one compiled kernel a parameter on a GPU (off: written out, as a stage
+    that does not compile its model has no compiler time to spend)."""
     if distributed is None: distributed = world_size() > 1
     adamw_class, muon_class = (DistAdamW, DistMuon) if distributed else (AdamW, Muon)
     adamw = adamw_groups(model, embedding_lr, unembedding_lr, scalar_lr, adamw_settings)
@@ -361,7 +404,7 @@ def setup_optimizer(model: GPT, embedding_lr: float = 0.3, unembedding_lr: float
     if missing or repeated:
         raise ValueError(f"every parameter must be in exactly one optimizer group; in none: {missing}, "
                          f"in several: {repeated}")
-    optimizers = adamw_class(adamw), muon_class(muon, **muon_options)
+    optimizers = adamw_class(adamw, compiled=compile_adamw), muon_class(muon, **muon_options)
     for opt in optimizers:
         for group in opt.param_groups: group["initial_lr"] = group["lr"]  # schedules scale from here
     return CombinedOptimizer(*optimizers)

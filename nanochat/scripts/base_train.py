@@ -154,11 +154,12 @@ def training_plan(cfg: BaseTrainConfig, model: GPT, world_size: int) -> Training
                          reference=model_config(cfg, model.config.vocab_size, depth=12))
 
 
-def build_optimizer(model: GPT, cfg: BaseTrainConfig, plan: TrainingPlan):
+def build_optimizer(model: GPT, cfg: BaseTrainConfig, plan: TrainingPlan, compile_adamw: bool = True):
     "AdamW + Muon with `cfg`'s base learning rates times the plan's batch-size factor, and the plan's weight decay."
     s = plan.lr_scale
     return setup_optimizer(model, embedding_lr=cfg.embedding_lr * s, unembedding_lr=cfg.unembedding_lr * s,
-                           scalar_lr=cfg.scalar_lr * s, matrix_lr=cfg.matrix_lr * s, weight_decay=plan.weight_decay)
+                           scalar_lr=cfg.scalar_lr * s, matrix_lr=cfg.matrix_lr * s, weight_decay=plan.weight_decay,
+                           compile_adamw=compile_adamw)
 
 
 SAMPLE_PROMPTS = ["The capital of France is", "The chemical symbol of gold is",
@@ -284,7 +285,7 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
            f"attention {model.attention_backend.name}, {device_type} {str(dtype).removeprefix('torch.')}, "
            f"{info.world_size} process(es)")
     print0(plan.describe(), flush=True)
-    optimizer = build_optimizer(model, cfg, plan)
+    optimizer = build_optimizer(model, cfg, plan, compile_adamw=use_compile)
 
     loader = PretrainLoader(tokenizer, list_shards(folder, "train"), cfg.device_batch_size, cfg.max_seq_len, info.rank,
                             info.world_size, device)

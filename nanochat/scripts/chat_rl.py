@@ -290,11 +290,12 @@ def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
     run = find_run("sft", cfg.model_tag)
     model, _ = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    engine = Engine(model, tokenizer, compile=compile_pays(cfg.decode_steps(info.world_size), device_type, cfg.compile))
+    compiled = compile_pays(cfg.decode_steps(info.world_size), device_type, cfg.compile)  # the engine, and AdamW
+    engine = Engine(model, tokenizer, compile=compiled)
     train, test = GSM8K("train"), GSM8K("test")
     steps = cfg.num_steps if cfg.num_steps > 0 else len(train) // cfg.prompts_per_step
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
-                                matrix_lr=cfg.matrix_lr)
+                                matrix_lr=cfg.matrix_lr, compile_adamw=compiled)
     out_dir = checkpoint_dir("rl", run.name)
     log_path = out_dir / "metrics.jsonl"
     step = resumed_from = _resume(cfg, model, optimizer, out_dir, info)

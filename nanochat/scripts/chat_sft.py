@@ -363,7 +363,7 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
                          scale_lr_with_batch=False)
     plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
-                                matrix_lr=cfg.matrix_lr)
+                                matrix_lr=cfg.matrix_lr, compile_adamw=cfg.use_compile(info.device.type))
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("sft", run.name)
     resuming = wants_resume(cfg.resume, out_dir)

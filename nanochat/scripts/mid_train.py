@@ -260,7 +260,7 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     size = mixture_tokens(mixture, tokenizer, seq_len + 1)
     plan = mid_plan(cfg, model, size, seq_len, info.world_size)
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
-                                matrix_lr=cfg.matrix_lr)
+                                matrix_lr=cfg.matrix_lr, compile_adamw=use_compile)
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("mid", run.name)
     resuming = wants_resume(cfg.resume, out_dir)
