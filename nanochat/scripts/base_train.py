@@ -21,7 +21,7 @@ from ..dataset import default_data_dir, list_shards, shards_from_text
 from ..gpt import MLP_PROVIDERS, GPT, GPTConfig, config_for_depth, enable_fp8
 from ..loss_eval import unigram_bpb
 from ..memory import MemorySettings
-from ..optim import setup_optimizer
+from ..optim import compile_updates_pays, setup_optimizer
 from ..tokenizer import load_tokenizer, token_byte_lengths
 from ..trainer import Callback, MetricsLog, Trainer, TrainingPlan, plan_training, sample_text
 
@@ -154,12 +154,12 @@ def training_plan(cfg: BaseTrainConfig, model: GPT, world_size: int) -> Training
                          reference=model_config(cfg, model.config.vocab_size, depth=12))
 
 
-def build_optimizer(model: GPT, cfg: BaseTrainConfig, plan: TrainingPlan, compile_adamw: bool = True):
+def build_optimizer(model: GPT, cfg: BaseTrainConfig, plan: TrainingPlan, compile_updates: bool = True):
     "AdamW + Muon with `cfg`'s base learning rates times the plan's batch-size factor, and the plan's weight decay."
     s = plan.lr_scale
     return setup_optimizer(model, embedding_lr=cfg.embedding_lr * s, unembedding_lr=cfg.unembedding_lr * s,
                            scalar_lr=cfg.scalar_lr * s, matrix_lr=cfg.matrix_lr * s, weight_decay=plan.weight_decay,
-                           compile_adamw=compile_adamw)
+                           compile_updates=compile_updates)
 
 
 SAMPLE_PROMPTS = ["The capital of France is", "The chemical symbol of gold is",
@@ -285,7 +285,7 @@ def _train(cfg: BaseTrainConfig, sources: dict, info) -> dict:
            f"attention {model.attention_backend.name}, {device_type} {str(dtype).removeprefix('torch.')}, "
            f"{info.world_size} process(es)")
     print0(plan.describe(), flush=True)
-    optimizer = build_optimizer(model, cfg, plan, compile_adamw=use_compile)
+    optimizer = build_optimizer(model, cfg, plan, compile_updates_pays(plan.num_iterations, use_compile))
 
     loader = PretrainLoader(tokenizer, list_shards(folder, "train"), cfg.device_batch_size, cfg.max_seq_len, info.rank,
                             info.world_size, device)

@@ -23,7 +23,7 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
                              save_config, setting)
 from ..report import finish_stage
 from ..engine import Engine, compile_pays, decode_steps
-from ..optim import setup_optimizer
+from ..optim import compile_updates_pays, setup_optimizer
 from ..tokenizer import load_tokenizer, render_for_completion
 
 # %% ../../nbs/20_chat_rl.ipynb #7907863f
@@ -290,12 +290,12 @@ def _train(cfg: ChatRLConfig, sources: dict, info) -> dict:
     run = find_run("sft", cfg.model_tag)
     model, _ = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    compiled = compile_pays(cfg.decode_steps(info.world_size), device_type, cfg.compile)  # the engine, and AdamW
+    compiled = compile_pays(cfg.decode_steps(info.world_size), device_type, cfg.compile)  # the engine (and optimizer)
     engine = Engine(model, tokenizer, compile=compiled)
     train, test = GSM8K("train"), GSM8K("test")
     steps = cfg.num_steps if cfg.num_steps > 0 else len(train) // cfg.prompts_per_step
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
-                                matrix_lr=cfg.matrix_lr, compile_adamw=compiled)
+                                matrix_lr=cfg.matrix_lr, compile_updates=compile_updates_pays(steps, compiled))
     out_dir = checkpoint_dir("rl", run.name)
     log_path = out_dir / "metrics.jsonl"
     step = resumed_from = _resume(cfg, model, optimizer, out_dir, info)

@@ -21,7 +21,7 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
                              save_config, setting)
 from ..report import finish_stage, steady_throughput
 from ..memory import MemorySettings
-from ..optim import setup_optimizer
+from ..optim import compile_updates_pays, setup_optimizer
 from ..tasks.common import ConversationFileError, JSONLConversations, Task, TaskMixture, TaskSample
 from ..tokenizer import load_tokenizer, render_conversation
 from ..trainer import MetricsLog, Trainer, plan_training
@@ -349,7 +349,7 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     mixture = training_mixture(cfg)  # before the model: a bad file of yours stops the run at once
     model, meta = load_gpt(run, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
-    max_len = min(cfg.max_len, model.cos.size(0) - 1)
+    max_len, compiled = min(cfg.max_len, model.cos.size(0) - 1), cfg.use_compile(info.device.type)
     cfg = fit_sft_micro_batch(cfg, model, max_len, info)
     try: loader = sft_loader(cfg, mixture, tokenizer, max_len, info)
     except ValueError as e: raise ConfigError(f"{e}: lower device_batch_size or give more conversations") from None
@@ -363,7 +363,7 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
                          scale_lr_with_batch=False)
     plan.lr_scale = cfg.init_lr_frac  # recorded with the plan; applied to every group here
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
-                                matrix_lr=cfg.matrix_lr, compile_adamw=cfg.use_compile(info.device.type))
+                                matrix_lr=cfg.matrix_lr, compile_updates=compile_updates_pays(steps, compiled))
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("sft", run.name)
     resuming = wants_resume(cfg.resume, out_dir)
@@ -371,10 +371,10 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     unit = f"rows of {max_len} tokens" if cfg.layout == "packed" else "conversations"
     print0(f"SFT of {run} ({len(loader.task):,} conversations, {cfg.layout}): {steps} steps of {cfg.grad_accum} × "
            f"{cfg.device_batch_size} {unit} × {info.world_size} rank(s); learning rates × {cfg.init_lr_frac}, "
-           f"down to 0; compiled: {cfg.use_compile(info.device.type)}", flush=True)
+           f"down to 0; compiled: {compiled}", flush=True)
     peak_flops = get_peak_flops(device_name("cuda")) if info.device.type == "cuda" else None  # for MFU
     trainer = Trainer(model, optimizer, loader, plan, device_type=info.device.type,
-                      dtype=compute_dtype(info.device.type), compile=cfg.use_compile(info.device.type),
+                      dtype=compute_dtype(info.device.type), compile=compiled,
                       rank=info.rank, world_size=info.world_size, eval_every=-1, sample_every=-1,
                       log_every=cfg.log_every, checkpoint_dir=out_dir,
                       save_every=cfg.save_every, keep_last=cfg.keep_last,

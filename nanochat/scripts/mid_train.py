@@ -19,7 +19,7 @@ from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config
 from ..report import finish_stage, steady_throughput
 from ..dataloader import BestFitPacker
 from ..memory import MemorySettings
-from ..optim import setup_optimizer
+from ..optim import compile_updates_pays, setup_optimizer
 from ..tasks.common import ConversationFileError
 from ..gpt import generate
 from ..tokenizer import SPECIAL_TOKENS, load_tokenizer, render_conversation, render_for_completion
@@ -260,7 +260,8 @@ def _train(cfg: MidTrainConfig, sources: dict, info) -> dict:
     size = mixture_tokens(mixture, tokenizer, seq_len + 1)
     plan = mid_plan(cfg, model, size, seq_len, info.world_size)
     optimizer = setup_optimizer(model, embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr,
-                                matrix_lr=cfg.matrix_lr, compile_adamw=use_compile)
+                                matrix_lr=cfg.matrix_lr,
+                                compile_updates=compile_updates_pays(plan.num_iterations, use_compile))
     for group in optimizer.param_groups: group["lr"] = group["initial_lr"] = group["initial_lr"] * cfg.init_lr_frac
     out_dir = checkpoint_dir("mid", run.name)
     resuming = wants_resume(cfg.resume, out_dir)
