@@ -34,6 +34,6 @@ PYTHON=${PYTHON:-python3} NPROC=1 NANOCHAT_PROFILE=d12 SKIP_DOWNLOAD=1 MID=1 RL=
 echo "speedrun.sh exit status $?" >> "$OUT/speedrun.log"
 ${PYTHON:-python3} -m nanochat.report generate >> "$OUT/speedrun.log" 2>&1  # again, so a run cut by the budget still has its report
 ${PYTHON:-python3} bench/pipeline_table.py --name mini_speedrun --depth 12 --out "$OUT/pipeline.json"
-# keep only report.md and the plots beside the log
 cp "$NANOCHAT_BASE_DIR/speedrun_times.tsv" "$OUT/" 2>/dev/null  # the stage clock, seconds since the start
+# keep only report.md and the plots beside the log
 mkdir -p "$OUT/report" && cp "$NANOCHAT_BASE_DIR"/report/report.md "$NANOCHAT_BASE_DIR"/report/*.png "$OUT/report/"

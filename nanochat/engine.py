@@ -493,8 +493,10 @@ def row_counts(self: DecodeBatch) -> list[int]:
 def rows_to_step(self: DecodeBatch) -> int:
     """How many leading slots the next step computes: the smallest row count that holds every busy slot. Rows are
     admitted into the lowest free slots, so at a light load the busy ones sit at the front."""
+    counts = self.row_counts()
+    if len(counts) == 1: return counts[0]  # without row buckets: no scan of the rows on every step
     top = max((s for s, r in enumerate(self.rows) if r is not None), default=0)
-    return next(n for n in self.row_counts() if n > top)
+    return next(n for n in counts if n > top)
 
 
 @patch
