@@ -273,6 +273,7 @@ class _Row:
     forced: deque = field(default_factory=deque)  # tokens the engine will emit next instead of sampling
     call: list[int] | None = None  # the tokens of an open python call
     prev: int = 0  # the token before `last` (at pos - 1; none at pos 0): smear mixes in its embedding
+    feed: deque = field(default_factory=deque)  # prompt tokens still to go in through the steps (never emitted)
 
 
 def _index(values: list[int], device) -> torch.Tensor:
@@ -282,15 +283,18 @@ def _index(values: list[int], device) -> torch.Tensor:
 class DecodeBatch:
     """`slots` rows decoding together over one preallocated KV cache, each at its own length; requests join with `add`
     and leave when done or with `release`, between steps. On CUDA the step is a captured CUDA graph (eager
-    elsewhere)."""
+    elsewhere). `feed_prompts`: a prompt of at most this many tokens joining rows that decode goes in through the
+    step, a token a step, instead of a prefill that would stall them (0: always prefill)."""
 
     def __init__(self, model: GPT | DecodeModel, slots: int, max_len: int, stop_tokens=(), tools: ToolUse | None = None,
-                 cuda_graph: bool | None = None, pipeline: bool = False, row_buckets: bool = False):
+                 cuda_graph: bool | None = None, pipeline: bool = False, row_buckets: bool = False,
+                 feed_prompts: int = 0):
         self.model = model if isinstance(model, DecodeModel) else DecodeModel(model)
         m, c = self.model, self.model.config
         if not 1 <= max_len <= m.max_len:
             raise ValueError(f"max_len must be in [1, {m.max_len}] (the rotary tables), got {max_len}")
         if slots < 1: raise ValueError(f"slots must be at least 1, got {slots}")
+        if feed_prompts < 0: raise ValueError(f"feed_prompts must be >= 0, got {feed_prompts}")
         self.slots, self.max_len, self.stop_tokens, self.tools = slots, max_len, set(stop_tokens), tools
         dev, long = m.device, dict(dtype=torch.long, device=m.device)
         # a tensor per layer, not views of one: a compiled step writes each in place (views of one big buffer would
@@ -312,6 +316,7 @@ class DecodeBatch:
         self.cuda_graph = dev.type == "cuda" and cuda_graph is not False  # graphs exist only on CUDA
         self._graphs: dict[tuple[str, int, int], torch.cuda.CUDAGraph] = {}  # by (filtering, span, rows)
         self.row_buckets = row_buckets  # step only the leading slots that hold every busy row (see `rows_to_step`)
+        self.feed_prompts = feed_prompts  # prompts this short join a busy batch through the step (see `add_many`)
         self._pool = None
         # pipeline: the next step runs on the device while the host hands out this one's tokens (see `step`)
         self.pipeline, self._ahead = pipeline, None
@@ -384,7 +389,8 @@ PREFILL_BUCKET = 64  # prompts whose lengths fall in the same bucket of this man
 @torch.no_grad()
 def add_many(self: DecodeBatch, prompts: list[list[int]],
              params: list[SamplingParams] | SamplingParams | None = None) -> list[int]:
-    "Admit several requests, prefilled together (a padded batch per length bucket). Returns their slots, in order."
+    """Admit several requests, prefilled together (a padded batch per length bucket), or, while rows decode, prompts of
+    at most `feed_prompts` tokens fed through the coming steps. Returns their slots, in order."""
     params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
     if len(params) != len(prompts): raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
     for p in prompts:
@@ -395,11 +401,16 @@ def add_many(self: DecodeBatch, prompts: list[list[int]],
         raise RuntimeError(f"{len(prompts)} requests but only {len(self.free)} of {self.slots} slots are free")
     self.model.refresh()
     slots = self.free[: len(prompts)]
+    # fed through the step, not prefilled: short prompts joining rows that decode (a prefill would stall them all)
+    fed = {i for i, p in enumerate(prompts) if len(p) <= self.feed_prompts} if self.busy else set()
     groups: dict[int, list[int]] = {}  # prefilled together: what precedes the last token is in one length bucket
     for i, p in enumerate(prompts):
-        if len(p) > 1: groups.setdefault((len(p) - 2) // PREFILL_BUCKET, []).append(i)
+        if len(p) > 1 and i not in fed: groups.setdefault((len(p) - 2) // PREFILL_BUCKET, []).append(i)
     for group in groups.values(): self._prefill([slots[i] for i in group], [prompts[i][:-1] for i in group])
-    self._admit(slots, [_Row(q, len(p) - 1, p[-1], prev=p[-2] if len(p) > 1 else 0) for p, q in zip(prompts, params)])
+    prefilled = lambda p, q: _Row(q, len(p) - 1, p[-1], prev=p[-2] if len(p) > 1 else 0)
+    rows = [_Row(q, 0, p[0], feed=deque(p[1:])) if i in fed else prefilled(p, q)
+            for i, (p, q) in enumerate(zip(prompts, params))]
+    self._admit(slots, rows)
     return slots
 
 
@@ -409,7 +420,7 @@ def add(self: DecodeBatch, prompt: list[int], params: SamplingParams | None = No
      "its first token comes from the next `step`.")
     return self.add_many([prompt], params)[0]
 
-
+# %% ../nbs/19b_engine.ipynb #5cea18ba
 @patch
 def _admit(self: DecodeBatch, slots: list[int], rows: list[_Row]) -> None:
     """Put `rows` in `slots`: the host's record, and the step's inputs on the device in one copy and one indexed write
@@ -604,7 +615,8 @@ def step(self: DecodeBatch) -> dict[int, Emitted]:
     launch, self._ahead = self._ahead or self._launch(), None
     sampled = launch.tokens()
     # the device already holds the next step's inputs (each row's sampled token), unless a row feeds a forced token
-    if self.pipeline and not any(self.rows[s].forced for s in self.busy): self._ahead = self._launch(ahead=1)
+    if self.pipeline and not any(self.rows[s].forced or self.rows[s].feed for s in self.busy):
+        self._ahead = self._launch(ahead=1)
     return self._hand_out(launch, sampled)
 
 
@@ -615,6 +627,13 @@ def _hand_out(self: DecodeBatch, launch: _Launch, sampled: list[int]) -> dict[in
     stops, tools, max_len = self.stop_tokens, self.tools, self.max_len
     for s, row in launch.rows.items():  # per row: plain Python, kept lean (at batch 64 a visible part of a step)
         if self.rows[s] is not row: continue  # released, or finished, after the step was launched
+        if row.feed:  # a prompt going in: the next step feeds its next token; this step's sample is dropped
+            token = row.feed.popleft()
+            overrides.append((s, token))
+            row.pos += 1
+            row.prev = row.last
+            row.last = token
+            continue
         forced = bool(row.forced)
         token = row.forced.popleft() if forced else sampled[s]
         if forced: overrides.append((s, token))
@@ -637,7 +656,7 @@ def _hand_out(self: DecodeBatch, launch: _Launch, sampled: list[int]) -> dict[in
         self.active[index], self.pos[index] = 0, 0
     return out
 
-
+# %% ../nbs/19b_engine.ipynb #bf5d444f
 @patch
 def _tool_step(self: DecodeBatch, row: _Row, token: int) -> list[int]:
     "Follow a python call in a row's sampled tokens; when it closes, run it and return the tokens to force."
@@ -670,13 +689,16 @@ class Engine:
     upstream's engine answers), 'sandbox', None, or a function code -> output text (None: write nothing back).
     `quantize`: None or 'int8' (weight-only int8 matrices, see `DecodeModel`); `pipeline`: launch each step before
     the last one's tokens are handed out (see `DecodeBatch.step`); `row_buckets`: step only the leading slots that
-    hold every busy row (see `DecodeBatch.rows_to_step`)."""
+    hold every busy row (see `DecodeBatch.rows_to_step`); `feed_prompts`: short prompts join a running batch through
+    its steps (see `DecodeBatch.add_many`)."""
 
     def __init__(self, model: GPT, tokenizer, tool: str | Callable | None = "calculator", sandbox_timeout: float = 2.0,
                  cuda_graph: bool | None = None, dtype: torch.dtype | None = None, compile: bool = True,
-                 quantize: str | None = None, pipeline: bool = False, row_buckets: bool = False):
+                 quantize: str | None = None, pipeline: bool = False, row_buckets: bool = False,
+                 feed_prompts: int = 0):
         self.model, self.tokenizer, self.cuda_graph, self.pipeline = model, tokenizer, cuda_graph, pipeline
         self.decoder, self.row_buckets = DecodeModel(model, dtype, compile, quantize), row_buckets
+        self.feed_prompts = feed_prompts
         self.stop_tokens = {tokenizer.encode_special("<|assistant_end|>"), tokenizer.get_bos_token_id()}
         if tool == "calculator": run = calculator_tool
         elif tool == "upstream_calculator": run = upstream_calculator
@@ -697,7 +719,7 @@ class Engine:
         if b is not None and not b.busy and b.slots == slots and b.max_len == max_len: return b
         self._batch = None  # let the old cache go before allocating the new one
         self._batch = DecodeBatch(self.decoder, slots, max_len, self.stop_tokens, self.tools, self.cuda_graph,
-                                  self.pipeline, self.row_buckets)
+                                  self.pipeline, self.row_buckets, self.feed_prompts)
         return self._batch
 
 # %% ../nbs/19b_engine.ipynb #f6d8b2f3

@@ -160,6 +160,22 @@ def test_row_buckets_on_gpu():
     assert not [m for m in log.messages if "eagerly" in m], log.messages
 
 
+@cuda_only
+def test_fed_prompts_on_gpu():
+    """Prompts fed through the captured step while other rows decode give the greedy tokens they give prefilled (bf16:
+    the step's keys and values against the prefill's, so a few late tokens may differ; the first ones may not)."""
+    model, greedy = small_model("cuda"), SamplingParams(temperature=0, max_tokens=12)
+    out = []
+    for feed in (0, 64):
+        batch = DecodeBatch(model, 8, 128, feed_prompts=feed)
+        batch.add_many([PROMPTS[0]], greedy)  # an idle batch: prefilled either way
+        batch.step()
+        joined = batch.add_many(PROMPTS[1:], greedy)  # rows decode: fed when feed_prompts allows
+        assert all(bool(batch.rows[s].feed) == (feed > 0 and len(p) > 1) for s, p in zip(joined, PROMPTS[1:]))
+        out.append({s: tokens[:4] for s, tokens in batch.finish().items() if s in joined})
+    assert out[0] == out[1]
+
+
 def test_compiled_prefill_matches_eager():
     "The admissions' forward compiled (as on a GPU; here on the CPU) writes the keys and values the eager one writes."
     from nanochat.engine import _compiled

@@ -316,14 +316,15 @@ def test_the_real_engine_behind_the_server():
     assert backend.free == backend.slots
 
 
-def test_a_pipelined_engine_serves_the_same_replies():
-    "Concurrent requests through an engine that launches each step early get the replies of the plain engine."
+def test_a_pipelined_or_feeding_engine_serves_the_same_replies():
+    """Concurrent requests through an engine that launches each step early, or feeds short prompts through its steps,
+    get the replies of the plain engine."""
     model = tiny_random_model(TOK)
     bodies = [{"messages": [{"role": "user", "content": f"Hi {i}" * (1 + i % 3)}], "max_tokens": 6 + 5 * (i % 4),
                "seed": i, "temperature": 1.0, "top_k": 50} for i in range(12)]
 
-    def replies(pipeline):
-        backend = EngineSlots(Engine(model, TOK, pipeline=pipeline), slots=4)  # fewer rows than requests: they queue
+    def replies(**engine_args):
+        backend = EngineSlots(Engine(model, TOK, **engine_args), slots=4)  # fewer rows than requests: they queue
         with TestClient(create_app(backend, TOK)) as client:
             out = [None] * len(bodies)
             def ask(i): out[i] = client.post("/v1/chat/completions", json=bodies[i]).json()["choices"][0]["message"]
@@ -333,7 +334,10 @@ def test_a_pipelined_engine_serves_the_same_replies():
         assert backend.free == backend.slots
         return out
 
-    assert replies(pipeline=True) == replies(pipeline=False)
+    plain = replies()
+    assert replies(pipeline=True) == plain
+    assert replies(feed_prompts=64) == plain  # every prompt here is shorter: those joining busy rows are fed
+    assert replies(feed_prompts=64, pipeline=True) == plain
 
 
 # --- the command line

@@ -49,6 +49,8 @@ class ChatWebConfig(SourceRun, RunSettings):
     pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
     row_buckets: bool = setting(False, "step only the leading slots that hold every busy row, a quarter, a half or all "
                                        "of them (chapter 19b; three times the graphs to capture at start)")
+    feed_prompts: int = setting(0, "a prompt of at most this many tokens joins rows that decode through their steps, "
+                                   "a token a step, instead of a prefill that stalls them (chapter 19b; 0: prefill)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
     gil_switch_ms: float = setting(
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
@@ -64,8 +66,8 @@ class ChatWebConfig(SourceRun, RunSettings):
     def __post_init__(self):
         for name in ("slots", "max_tokens", "max_body_bytes", "rate_burst"):
             if getattr(self, name) < 1: raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_queue", "workers", "max_len", "gil_switch_ms", "admit_wait_ms", "stream_interval_ms",
-                     "rate_limit"):
+        for name in ("max_queue", "workers", "max_len", "feed_prompts", "gil_switch_ms", "admit_wait_ms",
+                     "stream_interval_ms", "rate_limit"):
             if getattr(self, name) < 0: raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.port < 65536: raise ConfigError(f"port must be in 1..65535, got {self.port}")
         if self.tool not in ("calculator", "none"):
@@ -134,7 +136,7 @@ def build_app(cfg: ChatWebConfig):
         model, tokenizer, name = load_chat_model(cfg, device)
         engine = Engine(model, tokenizer, tool=None if cfg.tool == "none" else cfg.tool,
                         quantize=None if cfg.quantize == "none" else cfg.quantize, pipeline=cfg.pipeline,
-                        row_buckets=cfg.row_buckets)
+                        row_buckets=cfg.row_buckets, feed_prompts=cfg.feed_prompts)
         backend = EngineSlots(engine, cfg.slots, cfg.max_len or None)
         warm_up(backend, tokenizer)
         backends.append(backend)
