@@ -283,8 +283,8 @@ def _index(values: list[int], device) -> torch.Tensor:
 class DecodeBatch:
     """`slots` rows decoding together over one preallocated KV cache, each at its own length; requests join with `add`
     and leave when done or with `release`, between steps. On CUDA the step is a captured CUDA graph (eager
-    elsewhere). `feed_prompts`: a prompt of at most this many tokens joining rows that decode goes in through the
-    step, a token a step, instead of a prefill that would stall them (0: always prefill)."""
+    elsewhere). `feed_prompts`: a prompt of at most this many tokens goes in through the steps, a token a step,
+    instead of a prefill that would stall the rows decoding (0: always prefill)."""
 
     def __init__(self, model: GPT | DecodeModel, slots: int, max_len: int, stop_tokens=(), tools: ToolUse | None = None,
                  cuda_graph: bool | None = None, pipeline: bool = False, row_buckets: bool = False,
@@ -389,8 +389,8 @@ PREFILL_BUCKET = 64  # prompts whose lengths fall in the same bucket of this man
 @torch.no_grad()
 def add_many(self: DecodeBatch, prompts: list[list[int]],
              params: list[SamplingParams] | SamplingParams | None = None) -> list[int]:
-    """Admit several requests, prefilled together (a padded batch per length bucket), or, while rows decode, prompts of
-    at most `feed_prompts` tokens fed through the coming steps. Returns their slots, in order."""
+    """Admit several requests, prefilled together (a padded batch per length bucket), or, prompts of at most
+    `feed_prompts` tokens, fed through the coming steps. Returns their slots, in order."""
     params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
     if len(params) != len(prompts): raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
     for p in prompts:
@@ -401,8 +401,7 @@ def add_many(self: DecodeBatch, prompts: list[list[int]],
         raise RuntimeError(f"{len(prompts)} requests but only {len(self.free)} of {self.slots} slots are free")
     self.model.refresh()
     slots = self.free[: len(prompts)]
-    # fed through the step, not prefilled: short prompts joining rows that decode (a prefill would stall them all)
-    fed = {i for i, p in enumerate(prompts) if len(p) <= self.feed_prompts} if self.busy else set()
+    fed = {i for i, p in enumerate(prompts) if len(p) <= self.feed_prompts}  # through the steps, not prefilled
     groups: dict[int, list[int]] = {}  # prefilled together: what precedes the last token is in one length bucket
     for i, p in enumerate(prompts):
         if len(p) > 1 and i not in fed: groups.setdefault((len(p) - 2) // PREFILL_BUCKET, []).append(i)

@@ -74,10 +74,11 @@ _CAPS: dict[int, int] = {}  # GPU index -> the cap in bytes set by `cap_gpu_memo
 
 def cap_gpu_memory(device: torch.device, gigabytes: float) -> int:
     "Let this process allocate at most `gigabytes` GiB on CUDA `device` (as on a smaller card); returns the cap."
-    total = torch.cuda.get_device_properties(device).total_memory
+    index = torch.cuda.current_device() if device.index is None else device.index  # "cuda" alone names no card
+    total = torch.cuda.get_device_properties(index).total_memory
     cap = min(int(gigabytes * GiB), total)
-    torch.cuda.set_per_process_memory_fraction(cap / total, device)
-    _CAPS[device.index or 0] = cap
+    torch.cuda.set_per_process_memory_fraction(cap / total, index)
+    _CAPS[index] = cap
     return cap
 
 
@@ -85,7 +86,7 @@ def memory_budget(device: torch.device) -> int | None:
     "Bytes a run may still allocate on `device`: free (and under the cap) on CUDA, available RAM on the CPU."
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        cap = _CAPS.get(device.index or 0)
+        cap = _CAPS.get(torch.cuda.current_device() if device.index is None else device.index)
         return free if cap is None else min(free, cap - torch.cuda.memory_reserved(device))
     if device.type == "cpu" and hasattr(os, "sysconf"):
         try: return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
