@@ -114,7 +114,7 @@ def int8_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale[:, None]
 
 # %% ../nbs/19b_engine.ipynb #b5fc77ca
-INT8_MATVEC_ROWS = 4  # compiled, a product of at most this many rows is one fused kernel that reads the int8 weights
+INT8_MATVEC_ROWS = 1  # compiled, a product of at most this many rows is one fused kernel that reads the int8 weights
 
 
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -238,3 +238,20 @@ def test_int8_matvec_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (record,) = records
     assert record["matrix"] == "attn_proj" and min(record["bf16_us"], record["plain_us"], record["fused_us"]) > 0
+
+
+def test_pipeline_before_after_reads_the_recorded_runs(tmp_path):
+    "The before/after table from the committed speedrun logs and d20 results: every stage of both runs, ratios."
+    from pipeline_before_after import main, read_speedrun, stage_name
+    assert stage_name("report: a new run (profile d12)", set()) == "start"
+    assert stage_name("report", {"start"}) == "report"
+    result = main(["--out", str(tmp_path / "table.json")])
+    stages = {r["stage"]: r for r in result["records"] if r["kind"] == "pipeline_stage"}
+    assert stages["total"]["wall_s"] == 351 and stages["total"]["before_wall_s"] == 518
+    assert stages["supervised fine-tuning"]["tok_per_s"] > 20 * stages["supervised fine-tuning"]["before_tok_per_s"]
+    assert {"midtraining", "reinforcement learning on GSM8K"} <= set(stages)
+    serve = [r for r in result["records"] if r["kind"] == "serve"]
+    assert all(0 < r["of_infer_bench"] < 1.2 and r["errors"] == 0 for r in serve)
+    assert "| total |" in (tmp_path / "table.md").read_text()
+    after = read_speedrun(Path(__file__).resolve().parents[1] / "bench/results/mini_speedrun-2026-12-05/speedrun.log")
+    assert sum(s["wall_s"] for name, s in after.items() if name != "total") == after["total"]["wall_s"]

@@ -49,8 +49,8 @@ class ChatWebConfig(SourceRun, RunSettings):
     pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
     row_buckets: bool = setting(False, "step only the leading slots that hold every busy row, a quarter, a half or all "
                                        "of them (chapter 19b; three times the graphs to capture at start)")
-    feed_prompts: int = setting(0, "a prompt of at most this many tokens goes in through the decode steps, a token a "
-                                   "step, instead of a prefill that stalls every row (chapter 19b; 0: prefill)")
+    feed_prompts: int = setting(64, "a prompt of at most this many tokens goes in through the decode steps, a token "
+                                    "a step, instead of a prefill that stalls every row (chapter 19b; 0: prefill)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
     gil_switch_ms: float = setting(
         0.5, "how long a thread waiting for Python's lock waits before it asks for it (0: Python's default, 5 ms)")
