@@ -14,10 +14,11 @@ CUDA graphs, and a server start compiles for a minute: `--start-timeout` is how 
 Reported per mode and client count (one flat record each): requests served, errors, 503s, completion tokens per second
 over the whole run (`tok_per_s`), latency percentiles (first attempt to last token, waits after a 503 included) and
 time to first token, and from the server's /metrics (the change over the run): the mean rows per decode step, the
-engine's own rate (`engine_tok_per_s`: rows stepped per second of decode-step time), the mean decode step and
+engine's own rate (`engine_tok_per_s`: tokens emitted per second of decode-step time; a row feeding its prompt emits none), the mean decode step and
 `engine_busy` (the share of the run's wall time its workers spent in decode steps and admissions, `admit_busy` the
 admissions' part: prefills, during which no row decodes; the rest is host time, during which a GPU waits; `admissions`
-the rounds that admitted newcomers and `admit_ms` one's mean: many short ones, or few long ones) and
+the rounds that admitted newcomers and `admit_ms` one's mean: many short ones, or few long ones; `prefill_admissions`
+and `prefill_admit_ms` the rounds among them that ran a prefill, where the others fed their prompts through the steps) and
 `server_cpu` (the cores the server process used: near 1, its Python threads, which share one GIL, are the limit).
 `client_cpu` is the cores the clients used: near `client_procs`, the clients are the bottleneck, not the server
 (spread them over more processes). Then the ratio of throughputs, batched over one at a time.
@@ -261,15 +262,20 @@ def engine_figures(before: dict, after: dict, wall_s: float, workers: int) -> di
     cpu = round(d("process_cpu_seconds_total") / wall_s, 2) if "process_cpu_seconds_total" in after and wall_s > 0 else None
     if not after or steps <= 0:
         return {"mean_rows_per_step": None, "engine_tok_per_s": None, "step_ms": None, "engine_busy": None,
-                "admit_busy": None, "admissions": None, "admit_ms": None, "server_cpu": cpu}
+                "admit_busy": None, "admissions": None, "admit_ms": None, "prefill_admissions": None,
+                "prefill_admit_ms": None, "server_cpu": cpu}
     worker_s = max(wall_s * max(workers, 1), 1e-9)
     admit_s, admissions = d("nanochat_admit_seconds_sum"), d("nanochat_admit_seconds_count")
+    # the admissions that ran a prefill, apart from those whose prompts were fed through the steps (None: not counted)
+    prefill_s, prefills = d("nanochat_prefill_admit_seconds_sum"), d("nanochat_prefill_admit_seconds_count")
+    counted = "nanochat_prefill_admit_seconds_count" in after
     return {"mean_rows_per_step": round(rows / steps, 2), "engine_tok_per_s": round(rows / step_s, 1) if step_s > 0 else None,
             "step_ms": round(step_s / steps * 1000, 3), "engine_busy": round((step_s + admit_s) / worker_s, 3),
             "admit_busy": round(admit_s / worker_s, 3) if "nanochat_admit_seconds_sum" in after else None,
-            # admissions: the worker rounds that prefilled newcomers (a round takes every request waiting), each's mean
+            # admissions: the worker rounds that admitted newcomers (a round takes every request waiting), each's mean
             "admissions": int(admissions), "admit_ms": round(admit_s / admissions * 1000, 2) if admissions else None,
-            "server_cpu": cpu}
+            "prefill_admissions": int(prefills) if counted else None,
+            "prefill_admit_ms": round(prefill_s / prefills * 1000, 2) if prefills else None, "server_cpu": cpu}
 
 
 def server_info(url: str, headers: dict) -> dict:

@@ -53,6 +53,8 @@ class EngineSlots:
         return self.batch.add_many(prompts, params)
     def step(self) -> dict[int, Emitted]: return self.batch.step()
     def release(self, slot: int) -> None: self.batch.release(slot)
+    @property
+    def prefills(self) -> int: return self.batch.prefills  # prefill forwards so far (an admission may feed instead)
 
     def enter_thread(self) -> None:
         "Called by the worker's thread before its first step: CUDA's current device is per thread."
@@ -213,7 +215,8 @@ class BatchWorker:
     def __init__(self, backend: SlotBackend, scheduler: Scheduler, name: str = "worker0",
                  on_step: Callable | None = None, on_admit: Callable | None = None, admit_wait: float = 0.0):
         self.backend, self.scheduler, self.name, self.admit_wait = backend, scheduler, name, admit_wait
-        self.on_step, self.on_admit = on_step, on_admit  # (worker, rows, decode s), (worker, admitted, prefill s)
+        # (worker, rows, decode s), (worker, admitted, admission s, prefilled: bool | None)
+        self.on_step, self.on_admit = on_step, on_admit
         self.active: dict[int, Ticket] = {}
         self._thread: threading.Thread | None = None
         self._running = False
@@ -232,7 +235,7 @@ class BatchWorker:
         if self.active and self.admit_wait and self._still_gathering(free): return []
         tickets = self.scheduler.take(free, 0.0 if self.active else wait)
         if not tickets: return []
-        start = time.perf_counter()
+        start, prefills = time.perf_counter(), getattr(self.backend, "prefills", None)
         for ticket in tickets: ticket.taken = start
         try:  # one prefill per prompt length
             slots = self.backend.add_many([t.prompt for t in tickets], [t.params for t in tickets])
@@ -249,8 +252,12 @@ class BatchWorker:
             if slot is None: continue
             ticket.admitted, ticket.worker = now, self.name
             self.active[slot] = ticket
-        if self.on_admit: self.on_admit(self, len(admitted), now - start)
+        if self.on_admit: self.on_admit(self, len(admitted), now - start, self._prefilled(prefills))
         return admitted
+
+    def _prefilled(self, before: int | None) -> bool | None:
+        "Did the admission that started with the backend's prefill count at `before` run one (None: not counted)?"
+        return None if before is None else getattr(self.backend, "prefills", before) != before
 
     def _still_gathering(self, free: int) -> bool:
         "Fewer wait than there are free rows, and the oldest has waited less than `admit_wait`: admit later."

@@ -283,8 +283,8 @@ def _index(values: list[int], device) -> torch.Tensor:
 class DecodeBatch:
     """`slots` rows decoding together over one preallocated KV cache, each at its own length; requests join with `add`
     and leave when done or with `release`, between steps. On CUDA the step is a captured CUDA graph (eager
-    elsewhere). `feed_prompts`: a prompt of at most this many tokens goes in through the steps, a token a step,
-    instead of a prefill that would stall the rows decoding (0: always prefill)."""
+    elsewhere). `feed_prompts`: a prompt of at most this many tokens joining rows that decode goes in through the
+    steps, a token a step, instead of a prefill that would stall them (0: always prefill)."""
 
     def __init__(self, model: GPT | DecodeModel, slots: int, max_len: int, stop_tokens=(), tools: ToolUse | None = None,
                  cuda_graph: bool | None = None, pipeline: bool = False, row_buckets: bool = False,
@@ -317,6 +317,7 @@ class DecodeBatch:
         self._graphs: dict[tuple[str, int, int], torch.cuda.CUDAGraph] = {}  # by (filtering, span, rows)
         self.row_buckets = row_buckets  # step only the leading slots that hold every busy row (see `rows_to_step`)
         self.feed_prompts = feed_prompts  # prompts this short join a busy batch through the step (see `add_many`)
+        self.prefills = 0  # prefill forwards so far: a server tells the admissions that prefilled from those that fed
         self._pool = None
         # pipeline: the next step runs on the device while the host hands out this one's tokens (see `step`)
         self.pipeline, self._ahead = pipeline, None
@@ -389,8 +390,8 @@ PREFILL_BUCKET = 64  # prompts whose lengths fall in the same bucket of this man
 @torch.no_grad()
 def add_many(self: DecodeBatch, prompts: list[list[int]],
              params: list[SamplingParams] | SamplingParams | None = None) -> list[int]:
-    """Admit several requests, prefilled together (a padded batch per length bucket), or, prompts of at most
-    `feed_prompts` tokens, fed through the coming steps. Returns their slots, in order."""
+    """Admit several requests, prefilled together (a padded batch per length bucket), or, while rows decode, prompts of
+    at most `feed_prompts` tokens fed through the coming steps. Returns their slots, in order."""
     params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
     if len(params) != len(prompts): raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
     for p in prompts:
@@ -401,7 +402,8 @@ def add_many(self: DecodeBatch, prompts: list[list[int]],
         raise RuntimeError(f"{len(prompts)} requests but only {len(self.free)} of {self.slots} slots are free")
     self.model.refresh()
     slots = self.free[: len(prompts)]
-    fed = {i for i, p in enumerate(prompts) if len(p) <= self.feed_prompts}  # through the steps, not prefilled
+    # fed through the steps, not prefilled: short prompts joining rows that decode (a prefill would stall them all)
+    fed = {i for i, p in enumerate(prompts) if len(p) <= self.feed_prompts} if self.busy else set()
     groups: dict[int, list[int]] = {}  # prefilled together: what precedes the last token is in one length bucket
     for i, p in enumerate(prompts):
         if len(p) > 1 and i not in fed: groups.setdefault((len(p) - 2) // PREFILL_BUCKET, []).append(i)
@@ -443,6 +445,7 @@ def _prefill(self: DecodeBatch, slots: list[int], prompts: list[list[int]]) -> N
     if self.model.device.type == "cuda": T = min(self.max_len, -(-T // PREFILL_BUCKET) * PREFILL_BUCKET)
     ids = torch.tensor([p + [0] * (T - len(p)) for p in prompts], device=self.model.device)
     self.model.prefill_forward(ids, kv_cache=_PrefillCache(self, index), last=True)
+    self.prefills += 1
 
 # %% ../nbs/19b_engine.ipynb #11b2f684
 @patch

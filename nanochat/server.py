@@ -153,13 +153,16 @@ class ServerMetrics:
                                      buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("nanochat_queue_wait_seconds", "arrival to admission into a row",
                                     buckets=LATENCY_BUCKETS, registry=r)
-        self.step_rows = Histogram("nanochat_step_rows", "rows per decode step",
+        self.step_rows = Histogram("nanochat_step_rows", "rows a decode step gave a token (not those feeding a prompt)",
                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         step_buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
         self.step_seconds = Histogram("nanochat_step_seconds", "time of one decode step, the engine's own",
                                       buckets=step_buckets, registry=r)
         self.admit_seconds = Histogram("nanochat_admit_seconds", "time to admit requests into rows, prefill included",
                                        buckets=step_buckets, registry=r)
+        self.prefill_admit_seconds = Histogram("nanochat_prefill_admit_seconds", "the admissions that ran a prefill "
+                                               "(the others fed their prompts through the steps)",
+                                               buckets=step_buckets, registry=r)
         # per caller (a key's name, never the key): the quotas an operator bills or limits by
         self.key_requests = Counter("nanochat_key_requests", "requests by caller", ["key"], registry=r)
         self.key_limited = Counter("nanochat_key_rate_limited", "requests refused by the rate limit", ["key"],
@@ -171,8 +174,9 @@ class ServerMetrics:
         self.step_rows.observe(rows)
         self.step_seconds.observe(seconds)
 
-    def on_admit(self, worker: BatchWorker, admitted: int, seconds: float) -> None:
+    def on_admit(self, worker: BatchWorker, admitted: int, seconds: float, prefilled: bool | None = None) -> None:
         self.admit_seconds.observe(seconds)
+        if prefilled: self.prefill_admit_seconds.observe(seconds)
 
     def text(self) -> bytes: return generate_latest(self.registry)
 
