@@ -76,9 +76,10 @@ def d20_rows(post_train: Path, chat_eval: Path, serves: list[tuple[Path, Path]])
         if r["kind"] in ("train", "mid", "sft"):
             rows.append({"kind": r["kind"], "depth": 20, "tok_per_s": r["tok_per_s"], "mfu": r["mfu"], "gpu": pt["gpu"],
                          "source": post_train.name})
-    for r in last_json(chat_eval)["records"]:
+    evaluation = last_json(chat_eval)
+    for r in evaluation["records"]:
         rows.append({"kind": "chat_eval", "task": r["task"], "depth": 20, "phase": r["phase"], "problems": r["problems"],
-                     "seconds": r["seconds"], "gpu": last_json(chat_eval)["gpu"], "source": chat_eval.name})
+                     "seconds": r["seconds"], "gpu": evaluation["gpu"], "source": chat_eval.name})
     decode_before = {r["batch"]: r["tok_per_s"] for r in pt["records"] if r["kind"] == "decode"}
     for r in pt["records"]:
         if r["kind"] == "serve":

@@ -72,9 +72,14 @@ def micro_batch_candidates(rows_per_step: int, largest: int | None = None) -> li
 _CAPS: dict[int, int] = {}  # GPU index -> the cap in bytes set by `cap_gpu_memory`
 
 
+def _gpu_index(device: torch.device) -> int:
+    "The card a CUDA device names: its index, or the current card for plain 'cuda'."
+    return torch.cuda.current_device() if device.index is None else device.index
+
+
 def cap_gpu_memory(device: torch.device, gigabytes: float) -> int:
     "Let this process allocate at most `gigabytes` GiB on CUDA `device` (as on a smaller card); returns the cap."
-    index = torch.cuda.current_device() if device.index is None else device.index  # "cuda" alone names no card
+    index = _gpu_index(device)
     total = torch.cuda.get_device_properties(index).total_memory
     cap = min(int(gigabytes * GiB), total)
     torch.cuda.set_per_process_memory_fraction(cap / total, index)
@@ -86,7 +91,7 @@ def memory_budget(device: torch.device) -> int | None:
     "Bytes a run may still allocate on `device`: free (and under the cap) on CUDA, available RAM on the CPU."
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        cap = _CAPS.get(torch.cuda.current_device() if device.index is None else device.index)
+        cap = _CAPS.get(_gpu_index(device))
         return free if cap is None else min(free, cap - torch.cuda.memory_reserved(device))
     if device.type == "cpu" and hasattr(os, "sysconf"):
         try: return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

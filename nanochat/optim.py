@@ -88,21 +88,31 @@ def adamw_math_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, decay: Tensor, on
     v.copy_(v32)
 
 
-_fused_adamw = {"fn": None, "failed": False}  # compiled on first use, once per process
+class _CompiledUpdate:
+    """An update (`adamw_math_`, `muon_math_`) compiled on first use, once per process, symbolic shapes. A call returns
+    True when the compiled update ran; False, with a warning the first time, once compiling has failed: the caller
+    then steps written out (a compiler error happens before the kernels write anything, so that is safe)."""
+    def __init__(self, fn, name: str): self.fn, self.name, self.compiled, self.failed = fn, name, None, False
+
+    def __call__(self, *args, **kwargs) -> bool:
+        if self.failed: return False
+        if self.compiled is None: self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+        try: self.compiled(*args, **kwargs)
+        except Exception as e:
+            self.failed = True
+            get_logger().warning(f"compiling the {self.name} step failed, stepping it written out: "
+                                 f"{type(e).__name__}: {str(e)[:200]}")
+            return False
+        return True
+
+
+_fused_adamw = _CompiledUpdate(adamw_math_, "AdamW")
 
 
 def fused_adamw_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, group: dict) -> bool:
     "One AdamW step of `p` as a compiled kernel; False (the caller steps it written out) where compiling failed."
-    if _fused_adamw["failed"]: return False
-    if _fused_adamw["fn"] is None: _fused_adamw["fn"] = torch.compile(adamw_math_, dynamic=True, fullgraph=True)
-    scalars = adamw_scalars(step, group["lr"], group["betas"], group["eps"], group["weight_decay"])
-    try: _fused_adamw["fn"](p, grad, m, v, *scalars)
-    except Exception as e:  # a compiler error happens before the kernel writes anything: the written-out step is safe
-        _fused_adamw["failed"] = True
-        get_logger().warning(f"compiling the AdamW step failed, stepping it written out: {type(e).__name__}: "
-                             f"{str(e)[:200]}")
-        return False
-    return True
+    return _fused_adamw(p, grad, m, v, *adamw_scalars(step, group["lr"], group["betas"], group["eps"],
+                                                      group["weight_decay"]))
 
 # %% ../nbs/09_optim.ipynb #d24bff3c
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # one quintic, used at every step: tuned to push singular values into [0.7, 1.2]
@@ -216,25 +226,16 @@ def muon_scalars(lr: float, momentum: float, weight_decay: float, beta2: float) 
     return 1 - mom, mom, lr_t, lr_t * wd_t, 1 - b2
 
 
-_fused_muon = {"fn": None, "failed": False}
+_fused_muon = _CompiledUpdate(muon_math_, "Muon")
 
 
 def fused_muon_(params: Tensor, grads: Tensor, momentum_buffer: Tensor, second_moment: Tensor | None, lr: float,
                 group: dict, ortho_dtype: torch.dtype | None) -> bool:
     "One Muon step of the stack `params`, compiled; False (the caller steps it written out) where compiling failed."
-    if _fused_muon["failed"]: return False
-    if _fused_muon["fn"] is None: _fused_muon["fn"] = torch.compile(muon_math_, dynamic=True, fullgraph=True)
-    scalars = muon_scalars(lr, group["momentum"], group["weight_decay"], group["beta2"])
-    try:
-        _fused_muon["fn"](params, grads, momentum_buffer, second_moment, *scalars, nesterov=group["nesterov"],
-                          ns_steps=group["ns_steps"], method=group["method"], ortho_dtype=ortho_dtype,
-                          row_equilibration=group["row_equilibration"], renorm=group["renorm"])
-    except Exception as e:  # a compiler error happens before the kernels write anything
-        _fused_muon["failed"] = True
-        get_logger().warning(f"compiling the Muon step failed, stepping it written out: {type(e).__name__}: "
-                             f"{str(e)[:200]}")
-        return False
-    return True
+    return _fused_muon(params, grads, momentum_buffer, second_moment,
+                       *muon_scalars(lr, group["momentum"], group["weight_decay"], group["beta2"]),
+                       nesterov=group["nesterov"], ns_steps=group["ns_steps"], method=group["method"],
+                       ortho_dtype=ortho_dtype, row_equilibration=group["row_equilibration"], renorm=group["renorm"])
 
 # %% ../nbs/09_optim.ipynb #55616c33
 def group_by_shape(params: list[Tensor]) -> list[list[Tensor]]:

@@ -25,7 +25,7 @@ def test_compiled_adamw_matches_written_out():
             for p, g in zip(ps, grads): p.grad = g.clone()
             for group in opt.param_groups: group["lr"] = 0.01 * (1 - step / 10)
             opt.step()
-    assert optim._fused_adamw["fn"] is not None and not optim._fused_adamw["failed"]
+    assert optim._fused_adamw.compiled is not None and not optim._fused_adamw.failed
     for a, b in zip(fused, written):
         tol = 1e-5 if a.dtype == torch.float32 else 2e-2
         torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
@@ -46,5 +46,5 @@ def test_compiled_muon_matches_written_out():
         for ps, opt in zip((fused, written), opts):
             for p, g in zip(ps, grads): p.grad = g.clone()
             opt.step()
-    assert optim._fused_muon["fn"] is not None and not optim._fused_muon["failed"]
+    assert optim._fused_muon.compiled is not None and not optim._fused_muon.failed
     for a, b in zip(fused, written): torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
