@@ -1,7 +1,9 @@
 """The int8 decode product two ways, compiled, at d20's matrix shapes: the plain form (`F.linear(x, q.to(bf16)) *
 scale`: inductor widens the matrix into a bf16 copy, then the library multiplies) against the fused one that
 `int8_linear` uses for at most INT8_MATVEC_ROWS rows (`(x[..., None, :] * q).sum(-1) * scale` in fp32: one reduction
-kernel over the int8 weights). Also bf16's `F.linear`, the product int8 is meant to beat.
+kernel over the int8 weights). Also bf16's `F.linear`, the product int8 is meant to beat, and bf16 written the fused
+way (`DecodeModel(kernels="reduce")`: a reduction kernel of inductor's in place of cuBLAS's). Run it with
+TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 to let inductor tune its reductions' block sizes on the card.
 
 Each time is the median of --repeats passes over enough copies of the weights that they do not sit in the cache
 (each call reads from memory, as in a decode step), on CUDA replayed as one CUDA graph (kernel time only, as in the
@@ -30,6 +32,7 @@ SHAPES = {"qkv": (3840, 1280), "attn_proj": (1280, 1280), "mlp_fc": (5120, 1280)
 def plain(x, q, scale): return (F.linear(x, q.to(x.dtype)) * scale).to(x.dtype)
 def fused(x, q, scale): return ((x.unsqueeze(-2).float() * q.float()).sum(-1) * scale).to(x.dtype)
 def bf16(x, w, _scale): return F.linear(x, w)
+def bf16_reduce(x, w, _scale): return (x.unsqueeze(-2).float() * w.float()).sum(-1).to(x.dtype)
 
 
 def time_calls(fn, operands: list[tuple], repeats: int, device: torch.device) -> float:
@@ -72,10 +75,10 @@ def main():
     if unknown := set(args.shapes.split(",")) - set(SHAPES): p.error(f"unknown shapes {sorted(unknown)}")
     torch._dynamo.config.recompile_limit = 64  # static shapes: one variant per matrix shape and row count
     compiled = {name: torch.compile(fn, fullgraph=True, dynamic=False) for name, fn in
-                (("plain", plain), ("fused", fused), ("bf16", bf16))}
+                (("plain", plain), ("fused", fused), ("bf16", bf16), ("bf16_reduce", bf16_reduce))}
     records = []
     print(f"{'matrix':<10} {'rows':>4} {'bf16 us':>9} {'plain us':>9} {'fused us':>9} {'fused GB/s':>10} "
-          f"{'fused vs plain':>14} {'fused vs bf16':>13}")
+          f"{'fused vs plain':>14} {'fused vs bf16':>13} {'bf16 reduce us':>14}")
     for name in args.shapes.split(","):
         out_f, in_f = SHAPES[name]
         weights = [torch.randn(out_f, in_f, device=device) * 0.02 for _ in range(args.copies)]
@@ -86,13 +89,16 @@ def main():
             with torch.no_grad():
                 t = {kind: time_calls(compiled[kind], [(x, w, s) for w, s in quantized], args.repeats, device)
                      for kind in ("plain", "fused")}
-                t["bf16"] = time_calls(compiled["bf16"], [(x, w, None) for w in weights], args.repeats, device)
+                for kind in ("bf16", "bf16_reduce"):
+                    t[kind] = time_calls(compiled[kind], [(x, w, None) for w in weights], args.repeats, device)
             gbps = out_f * in_f / t["fused"] / 1e9
             records.append({"kind": "int8_matvec", "matrix": name, "out": out_f, "in": in_f, "rows": rows,
                             "bf16_us": round(t["bf16"] * 1e6, 2), "plain_us": round(t["plain"] * 1e6, 2),
-                            "fused_us": round(t["fused"] * 1e6, 2), "fused_gb_per_s": round(gbps, 1)})
+                            "fused_us": round(t["fused"] * 1e6, 2), "fused_gb_per_s": round(gbps, 1),
+                            "bf16_reduce_us": round(t["bf16_reduce"] * 1e6, 2)})
             print(f"{name:<10} {rows:>4} {t['bf16'] * 1e6:>9.1f} {t['plain'] * 1e6:>9.1f} {t['fused'] * 1e6:>9.1f} "
-                  f"{gbps:>10.1f} {t['plain'] / t['fused']:>13.2f}x {t['bf16'] / t['fused']:>12.2f}x", flush=True)
+                  f"{gbps:>10.1f} {t['plain'] / t['fused']:>13.2f}x {t['bf16'] / t['fused']:>12.2f}x "
+                  f"{t['bf16_reduce'] * 1e6:>14.1f}", flush=True)
     save_result(result_header("int8_matvec", device.type) | {"config": args_config(args, "out"), "records": records}, args.out)
 
 

@@ -30,7 +30,7 @@ step infer_bench $PY -m nanochat.scripts.infer_bench --depth "$DEPTH" --engine f
   --out "$OUT/infer_bench_${TAG}_server_sampling-$TODAY.json"
 SERVER=(--stage base --model-tag "$TAG" --device-type "$DEVICE" --max-len 2048)
 for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, rows (row buckets), waitN (admissions),
-  # streamN (writes), feedN (prompts of at most N tokens fed through the step)
+  # streamN (writes), feedN (prompts of at most N tokens fed through the step), gilN (the GIL's switch interval, µs)
   extra=()
   for part in ${mode//_/ }; do
     case $part in
@@ -40,7 +40,9 @@ for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, rows 
       feed[0-9]*) extra+=(--feed-prompts "${part#feed}") ;;
       wait[0-9]*) extra+=(--admit-wait-ms "${part#wait}") ;;
       stream[0-9]*) extra+=(--stream-interval-ms "${part#stream}") ;;
-      *) echo "unknown mode part $part of $mode (default, pipeline, rows, waitN, streamN, feedN, joined by _)"; exit 2 ;;
+      gil[0-9]*) extra+=(--gil-switch-ms "$(awk "BEGIN { print ${part#gil} / 1000 }")") ;;
+      *) echo "unknown mode part $part of $mode (default, pipeline, rows, waitN, streamN, feedN, gilN, joined by _)"
+         exit 2 ;;
     esac
   done
   step "serve_load_$mode" $PY bench/serve_load.py --server-args "${SERVER[*]} ${extra[*]}" --slots "$SLOTS" \

@@ -3,10 +3,10 @@
 # %% auto #0
 __all__ = ['NS_COEFFS', 'POLAR_EXPRESS_COEFFS', 'ORTHOGONALIZERS', 'SMEAR_PARAMETERS', 'OPTIMIZER_COMPILE_MIN_STEPS',
            'EARLIER_OPTIMIZER', 'scalar', 'adamw_step_', 'adamw_update_', 'AdamW', 'adamw_scalars', 'adamw_math_',
-           'fused_adamw_', 'orthogonalize', 'equilibrate_rows', 'renormalize', 'neuron_dim', 'normalize_neurons_',
-           'muon_step_', 'muon_math_', 'muon_scalars', 'fused_muon_', 'group_by_shape', 'Muon', 'world_size',
-           'DistAdamW', 'DistMuon', 'CombinedOptimizer', 'adamw_groups', 'muon_groups', 'compile_updates_pays',
-           'setup_optimizer']
+           'fused_adamw_', 'torch_fused_adamw_', 'orthogonalize', 'equilibrate_rows', 'renormalize', 'neuron_dim',
+           'normalize_neurons_', 'muon_step_', 'muon_math_', 'muon_scalars', 'fused_muon_', 'group_by_shape', 'Muon',
+           'world_size', 'DistAdamW', 'DistMuon', 'CombinedOptimizer', 'adamw_groups', 'muon_groups',
+           'compile_updates_pays', 'setup_optimizer']
 
 # %% ../nbs/09_optim.ipynb #f71dd334
 from collections import Counter, defaultdict
@@ -53,8 +53,9 @@ def adamw_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None:
 
 
 class AdamW(torch.optim.Optimizer):
-    """AdamW written out: decoupled weight decay, bias-corrected first and second moments. `compiled`: on a GPU,
-    each parameter's update is one compiled kernel (`fused_adamw_`); the CPU always takes the written-out steps."""
+    """AdamW written out: decoupled weight decay, bias-corrected first and second moments. `compiled`: on a GPU, a
+    group's parameters step in PyTorch's fused AdamW kernel (`torch_fused_adamw_`), or where that fails each in one
+    compiled kernel (`fused_adamw_`); the CPU always takes the written-out steps."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, compiled: bool = True):
@@ -63,8 +64,10 @@ class AdamW(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self):
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None: adamw_update_(p, p.grad, self.state[p], group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if params and params[0].is_cuda and group.get("compiled", True) and torch_fused_adamw_(
+                    params, self.state, group): continue  # one launch for the group (below)
+            for p in params: adamw_update_(p, p.grad, self.state[p], group)
 
 # %% ../nbs/09_optim.ipynb #e5d9ca29
 def adamw_scalars(step: int, lr: float, betas: tuple[float, float], eps: float,
@@ -113,6 +116,38 @@ def fused_adamw_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, group
     "One AdamW step of `p` as a compiled kernel; False (the caller steps it written out) where compiling failed."
     return _fused_adamw(p, grad, m, v, *adamw_scalars(step, group["lr"], group["betas"], group["eps"],
                                                       group["weight_decay"]))
+
+# %% ../nbs/09_optim.ipynb #d1b242c3
+_torch_fused_failed = []  # the first failure of PyTorch's fused kernel, if any: not tried again in this process
+
+
+def torch_fused_adamw_(params: list[Tensor], states: dict, group: dict) -> bool:
+    """One AdamW step of `params` (each with its `.grad`) in PyTorch's fused AdamW kernel, the one behind
+    `torch.optim.AdamW(fused=True)`: one launch per dtype for the whole group, where the compiled update is a kernel
+    per parameter. The same arithmetic as `adamw_step_`, rounded in another order (√v / √(1-β2ᵗ) for √(v / (1-β2ᵗ)),
+    the scalars in fp32 on the device): they agree to fp32 rounding. False (nothing stepped) where this torch lacks
+    the kernel or it failed before; the caller then steps each parameter itself."""
+    if _torch_fused_failed or not hasattr(torch, "_fused_adamw_"): return False
+    for p in params:
+        if not states[p]: states[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+    kinds: dict[tuple, list[Tensor]] = {}  # one call per device, dtype and step count (the kernel's groups)
+    for p in params: kinds.setdefault((p.device, p.dtype, states[p]["step"] + 1), []).append(p)
+    for (device, _, t), ps in kinds.items():
+        try:
+            if not _torch_fused_failed:
+                step = torch.full((), float(t), device=device)  # read, not written, by the kernel: one for all
+                torch._fused_adamw_(ps, [p.grad for p in ps], [states[p]["m"] for p in ps],
+                                    [states[p]["v"] for p in ps], [], [step] * len(ps), lr=group["lr"],
+                                    beta1=group["betas"][0], beta2=group["betas"][1],
+                                    weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False,
+                                    maximize=False)
+                for p in ps: states[p]["step"] += 1
+                continue
+        except Exception as e:  # its checks run before it writes: these parameters are as they were
+            _torch_fused_failed.append(e)
+            get_logger().warning(f"PyTorch's fused AdamW failed, stepping each parameter: {type(e).__name__}: {e}")
+        for p in ps: adamw_update_(p, p.grad, states[p], group)  # the compiled or written-out step
+    return True
 
 # %% ../nbs/09_optim.ipynb #d24bff3c
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # one quintic, used at every step: tuned to push singular values into [0.7, 1.2]

@@ -197,12 +197,43 @@ def test_compiled_prefill_matches_eager():
     assert list(eager.finish().values()) == list(compiled.finish().values())
 
 
+def _one_row_greedy(decoder: DecodeModel, steps: int, cuda_graph: bool | None = None):
+    "Greedy tokens of one prompt through a one-slot batch, and its first step's logits."
+    batch = DecodeBatch(decoder, slots=1, max_len=96, cuda_graph=cuda_graph)
+    slot = batch.add(PROMPTS[1], SamplingParams(temperature=0, max_tokens=steps))
+    with torch.no_grad(): logits = batch.decode_logits(batch.span()).float().cpu()
+    return batch.finish()[slot], logits
+
+
+def test_reduced_products_decode_the_same():
+    "kernels='reduce' (one-row products as fp32 reductions) gives the library product's logits and greedy tokens."
+    model = small_model()
+    plain_tokens, plain_logits = _one_row_greedy(DecodeModel(model, torch.float32, compile=False), 12)
+    decoder = DecodeModel(model, torch.float32, compile=False, kernels="reduce")
+    assert (decoder.reduce_rows, decoder.kernel_rows) == (1, 0)
+    tokens, logits = _one_row_greedy(decoder, 12)
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-4)
+    assert tokens == plain_tokens
+
+
+@cuda_only
+def test_reduced_products_on_gpu():
+    "Compiled and captured in bf16, the reduced products give the default step's logits to bf16 rounding."
+    model = small_model("cuda")
+    with _Warnings() as log:
+        plain_tokens, plain_logits = _one_row_greedy(DecodeModel(model), 8, cuda_graph=True)
+        tokens, logits = _one_row_greedy(DecodeModel(model, kernels="reduce"), 8, cuda_graph=True)
+    assert not [m for m in log.messages if "eagerly" in m], log.messages
+    torch.testing.assert_close(logits, plain_logits, rtol=3e-2, atol=3e-2)
+    assert sum(a == b for a, b in zip(tokens, plain_tokens)) >= 6, (tokens, plain_tokens)
+
 
 if __name__ == "__main__":
     test_greedy_equals_recompute()
     test_weights_follow_training()
     test_span_buckets()
     test_compiled_prefill_matches_eager()
+    test_reduced_products_decode_the_same()
     if torch.cuda.is_available():
         test_cuda_graph_matches_eager()
         test_compiled_sampler_at_every_slot_count()
