@@ -2,8 +2,9 @@
 a faster step could not remove beside them (Muon's batched orthogonalisation alone, in bf16 where the step casts to
 it; PyTorch's fused AdamW on the same tensors). Muon's step includes MuonEq, Muon+ and NorMuon (chapter 09). The
 difference is elementwise passes and launch overhead, the share of each step that a fused or compiled optimizer would
-win back; it matters most where a step has few micro-steps (many GPUs, small batches). Our AdamW and Muon updates are
-compiled on a GPU; `adamw_written_out` and `muon_written_out` are the same steps uncompiled, as the CPU runs them.
+win back; it matters most where a step has few micro-steps (many GPUs, small batches). On a GPU our AdamW steps each
+group in PyTorch's fused kernel and our Muon update is compiled; `adamw_compiled` is AdamW's fallback (a compiled
+kernel a parameter), `adamw_written_out` and `muon_written_out` the steps uncompiled, as the CPU runs them.
 
     python bench/optim_step.py                       # d12 and d20 on the GPU
     python bench/optim_step.py --depths 2 --steps 2  # the machinery, on a CPU
@@ -22,7 +23,7 @@ from record import git_commit, save_result
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nanochat.common import compute_dtype  # noqa: E402
 from nanochat.gpt import GPT, config_for_depth  # noqa: E402
-from nanochat.optim import AdamW, Muon, group_by_shape, orthogonalize, setup_optimizer  # noqa: E402
+from nanochat.optim import AdamW, Muon, adamw_update_, group_by_shape, orthogonalize, setup_optimizer  # noqa: E402
 
 
 def timed_ms(fn, steps: int, device: torch.device) -> float:
@@ -49,6 +50,7 @@ def measure(depth: int, steps: int, device: torch.device) -> list[dict]:
     adam_params = [p for g in adamw.param_groups for p in g["params"]]
     reference = torch.optim.AdamW(adam_params, lr=1e-4, betas=(0.8, 0.95), eps=1e-10, fused=device.type == "cuda")
     written = AdamW(adam_params, lr=1e-4, betas=(0.8, 0.95), eps=1e-10, compiled=False)  # our step, not compiled
+    compiled_states = {p: {} for p in adam_params}  # the compiled fallback's own moments
     matrices = [p for g in muon.param_groups for p in g["params"]]
     written_muon = Muon(matrices, lr=0.02, weight_decay=0.1, compiled=False)
     groups = group_by_shape(matrices)
@@ -56,6 +58,8 @@ def measure(depth: int, steps: int, device: torch.device) -> list[dict]:
     parts = {"total": lambda: (adamw.step(), muon.step()), "adamw": adamw.step, "muon": muon.step,
              "muon_orthogonalize": lambda: [orthogonalize(torch.stack([p.grad for p in ps]), dtype=ortho) for ps in groups],
              "torch_fused_adamw": reference.step, "adamw_written_out": written.step,
+             "adamw_compiled": torch.no_grad()(lambda: [adamw_update_(p, p.grad, compiled_states[p], g)
+                                                        for g in adamw.param_groups for p in g["params"]]),
              "muon_written_out": written_muon.step}
     common = {"kind": "optim_step", "depth": depth, "adamw_params": sum(p.numel() for p in adam_params),
               "muon_params": sum(p.numel() for p in matrices)}
