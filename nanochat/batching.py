@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -150,15 +151,38 @@ def _put_all(items: list) -> None:
             if ticket.wake is not None and not ticket.wake.done(): ticket.wake.set_result(None)
 
 
+class _Mailbox:
+    "Events on their way to one event loop, and whether a drain of them is already scheduled there."
+    def __init__(self): self.items, self.scheduled = deque(), False
+
+
+_mailboxes: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox]" = weakref.WeakKeyDictionary()
+
+
+def _drain(box: _Mailbox) -> None:
+    "On the loop: take every event the mailbox holds (a delivery from now on schedules another drain)."
+    box.scheduled = False
+    items = []
+    while box.items: items.append(box.items.popleft())
+    _put_all(items)
+
+
 def deliver_all(items: list[tuple[Ticket, "Emitted | Exception"]]) -> None:
-    """From a worker's thread: hand each (ticket, event) to its request's event loop, waking each loop once, not per
-    token."""
+    """From a worker's thread: hand each (ticket, event) to its request's event loop, waking each loop once per step,
+    and not at all while a wake-up it has not yet acted on is pending: the events join those waiting in its mailbox.
+    (A wake-up is a write to the loop's socket, and a system call lets go of the GIL, which the worker may then wait
+    for: see "Keeping the device busy".)"""
     by_loop: dict = {}
     for ticket, event in items: by_loop.setdefault(ticket.loop, []).append((ticket, event))
     for loop, batch in by_loop.items():
-        try: loop.call_soon_threadsafe(_put_all, batch)
+        box = _mailboxes.get(loop) or _mailboxes.setdefault(loop, _Mailbox())
+        box.items.extend(batch)
+        if box.scheduled: continue  # the pending drain takes these too
+        box.scheduled = True
+        try: loop.call_soon_threadsafe(_drain, box)
         except RuntimeError:  # the loop is closed: nobody is listening
-            for ticket, _ in batch: ticket.cancelled = True
+            box.scheduled = False
+            while box.items: box.items.popleft()[0].cancelled = True
 
 # %% ../nbs/21_batching.ipynb #ef83df96
 class Scheduler:
