@@ -150,7 +150,7 @@ def _put_all(items: list) -> None:
             ticket.ended = True
             if ticket.wake is not None and not ticket.wake.done(): ticket.wake.set_result(None)
 
-
+# %% ../nbs/21_batching.ipynb #57d87467
 class _Mailbox:
     "Events on their way to one event loop, and whether a drain of them is already scheduled there."
     def __init__(self): self.items, self.scheduled = deque(), False
