@@ -10,11 +10,14 @@
 # (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x \
 #  bash ...)
 # usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default stream20 pipeline_stream20"]
-#   [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
+#   [WARMUP=requests at once before timing, default the largest of CLIENTS] [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-1}; SLOTS=${SLOTS:-128}; CLIENTS=${CLIENTS:-32,128}
 MAX_TOKENS=${MAX_TOKENS:-256}; DEVICE=${DEVICE:-cuda}; STRESS_CLIENTS=${STRESS_CLIENTS:-1000}; SOAK_MIN=${SOAK_MIN:-2}
+# the warm-up before timing: a wave as wide as the largest client count, so that first-time shapes (an idle batch's
+# prefill of many prompts, a step variant) are compiled before the timed runs, not during them
+WARMUP=${WARMUP:-$(tr ',' '\n' <<< "$CLIENTS" | sort -n | tail -1)}
 OUT=${OUT:-bench/results}; TAG=d$DEPTH; TODAY=$(date +%F); LOGS=$OUT/serve_gpu_$TAG-logs; mkdir -p "$LOGS"
 export NANOCHAT_GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 step() {  # NAME COMMAND...: output into $LOGS/NAME.log; exit status and wall time here
@@ -46,7 +49,7 @@ for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, rows 
     esac
   done
   step "serve_load_$mode" $PY bench/serve_load.py --server-args "${SERVER[*]} ${extra[*]}" --slots "$SLOTS" \
-    --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests 4 \
+    --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests 4 --warmup "$WARMUP" \
     --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_${TAG}_$mode-$TODAY.json"
   if grep -qi "eagerly" "$LOGS/$mode"/chat_web_slots*.log; then echo "== $mode: the server fell back to eager"; fi
 done
