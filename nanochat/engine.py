@@ -3,9 +3,9 @@
 # %% auto #0
 __all__ = ['SAMPLER_VARIANTS', 'TOP_K_WIDTH', 'INT8_MATVEC_ROWS', 'REDUCE_MIN_K', 'QUANTIZE_CHOICES', 'KERNEL_CHOICES',
            'PREFILL_BUCKET', 'ROW_BUCKET_MIN', 'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering',
-           'default_prefill_attention', 'inference_copy', 'int8_quantize', 'int8_dequantize', 'int8_linear',
-           'Int8Weight', 'ReducedProducts', 'quantize_int8', 'load_int8_state', 'weight_bytes', 'DecodeModel',
-           'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
+           'default_prefill_attention', 'inference_copy', 'int8_quantize', 'int8_dequantize', 'reduced_product',
+           'int8_linear', 'Int8Weight', 'ReducedProducts', 'quantize_int8', 'load_int8_state', 'weight_bytes',
+           'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
 
 # %% ../nbs/19b_engine.ipynb #16f1b996
 # The inference engine: a static KV cache with a position per row, one decode step that a CUDA graph can replay,
@@ -118,13 +118,19 @@ def int8_dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 INT8_MATVEC_ROWS = 1  # compiled, a product of at most this many rows is one fused kernel that reads the int8 weights
 
 
+def reduced_product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`x @ weight.T` in fp32 written as products and a sum: compiled, one reduction kernel that reads `weight` (int8 or
+    the compute dtype) once, with no widened copy of it and no library call."""
+    return (x.unsqueeze(-2).float() * weight.float()).sum(-1)
+
+
 def int8_linear(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     "`x @ (q * scale[:, None]).T` in x's dtype, `q` int8 (out, in), `scale` fp32 (out,), without a dequantized copy."
     compiling = torch.compiler.is_compiling()
     if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) and not compiling:
         return torch._weight_int8pack_mm(x.reshape(-1, x.size(-1)), q, scale.to(x.dtype)).view(*x.shape[:-1], -1)
     if compiling and x.numel() // x.size(-1) <= INT8_MATVEC_ROWS:  # a decode step: products and sum, fused, in fp32
-        return ((x.unsqueeze(-2).float() * q.float()).sum(-1) * scale).to(x.dtype)
+        return (reduced_product(x, q) * scale).to(x.dtype)
     return (F.linear(x, q.to(x.dtype)) * scale).to(x.dtype)  # widened into a copy, then the library's product
 
 
@@ -159,7 +165,7 @@ class ReducedProducts(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.linear and _reduce_fits(*args, **kwargs):
             x, weight = args[0], args[1]
-            return (x.unsqueeze(-2).float() * weight.float()).sum(-1).to(x.dtype)
+            return reduced_product(x, weight).to(x.dtype)
         return func(*args, **kwargs)
 
 

@@ -2,11 +2,11 @@
 
 # %% auto #0
 __all__ = ['NS_COEFFS', 'POLAR_EXPRESS_COEFFS', 'ORTHOGONALIZERS', 'SMEAR_PARAMETERS', 'OPTIMIZER_COMPILE_MIN_STEPS',
-           'EARLIER_OPTIMIZER', 'scalar', 'adamw_step_', 'adamw_update_', 'AdamW', 'adamw_scalars', 'adamw_math_',
-           'fused_adamw_', 'torch_fused_adamw_', 'orthogonalize', 'equilibrate_rows', 'renormalize', 'neuron_dim',
-           'normalize_neurons_', 'muon_step_', 'muon_math_', 'muon_scalars', 'fused_muon_', 'group_by_shape', 'Muon',
-           'world_size', 'DistAdamW', 'DistMuon', 'CombinedOptimizer', 'adamw_groups', 'muon_groups',
-           'compile_updates_pays', 'setup_optimizer']
+           'EARLIER_OPTIMIZER', 'scalar', 'adamw_step_', 'adamw_state_', 'adamw_update_', 'AdamW', 'adamw_scalars',
+           'adamw_math_', 'fused_adamw_', 'torch_fused_adamw_', 'orthogonalize', 'equilibrate_rows', 'renormalize',
+           'neuron_dim', 'normalize_neurons_', 'muon_step_', 'muon_math_', 'muon_scalars', 'fused_muon_',
+           'group_by_shape', 'Muon', 'world_size', 'DistAdamW', 'DistMuon', 'CombinedOptimizer', 'adamw_groups',
+           'muon_groups', 'compile_updates_pays', 'setup_optimizer']
 
 # %% ../nbs/09_optim.ipynb #f71dd334
 from collections import Counter, defaultdict
@@ -41,10 +41,15 @@ def adamw_step_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, step: int, lr: fl
         if stored is not computed: stored.copy_(computed)
 
 
+def adamw_state_(p: Tensor, state: dict) -> None:
+    "Give an empty AdamW `state` of `p` its step count (0) and zero moments, as a checkpoint stores them."
+    if not state: state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+
+
 def adamw_update_(p: Tensor, grad: Tensor, state: dict, group: dict) -> None:
     """One AdamW step of `p` with `grad` and the hyperparameters of `group`; `state` holds its moments (created on
     first use)."""
-    if not state: state.update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+    adamw_state_(p, state)
     state["step"] += 1
     if p.is_cuda and group.get("compiled", True) and fused_adamw_(p, grad, state["m"], state["v"], state["step"],
                                                                   group): return  # one kernel (below)
@@ -129,7 +134,7 @@ def torch_fused_adamw_(params: list[Tensor], states: dict, group: dict) -> bool:
     the kernel or it failed before; the caller then steps each parameter itself."""
     if _torch_fused_failed or not hasattr(torch, "_fused_adamw_"): return False
     for p in params:
-        if not states[p]: states[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+        adamw_state_(p, states[p])
     kinds: dict[tuple, list[Tensor]] = {}  # one call per device, dtype and step count (the kernel's groups)
     for p in params: kinds.setdefault((p.device, p.dtype, states[p]["step"] + 1), []).append(p)
     for (device, _, t), ps in kinds.items():
