@@ -617,8 +617,10 @@ def warm_up(self: DecodeBatch, filterings: tuple[str, ...] = ("none", "top_k")) 
     for it (a server does this before it opens). Returns how many graphs it captured: 0 without CUDA graphs, where
     there is nothing to prepare."""
     if self.busy: raise RuntimeError("warm_up needs an empty batch: its steps run over every row")
-    if self.model.compiled:  # the admissions' forward too: one prompt, then two (a size of 1 is compiled on its own)
-        for n in sorted({1, min(2, self.slots)}):
+    # the admissions' forward too: one prompt, two (a size of 1 is compiled on its own), and every slot at once, as an
+    # idle server's first wave comes (its first run at that width chooses kernels and grows the memory pool)
+    if self.model.compiled:
+        for n in sorted({1, min(2, self.slots), self.slots}):
             for slot in self.add_many([[0, 0]] * n): self.release(slot)
     if not self.cuda_graph: return 0
     todo = [(f, s, n) for n in self.row_counts() for f in filterings for s in self.spans()
