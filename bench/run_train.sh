@@ -4,7 +4,7 @@
 # logs/train-N.json, all logs packed into logs.tgz).
 # MERGE=<earlier json files>: merge their records and this run's into the final JSON.
 # usage, from the repo root: [OUT=folder] [ATTN=1] bash bench/run_train.sh "<train_throughput args>" ["<more args>" ...]
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 DATE=$(date +%F); OUT=${OUT:-bench/results/$DATE}
 mkdir -p $OUT/logs
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv > $OUT/logs/gpu.txt 2>&1

@@ -10,7 +10,7 @@
 # usage, from the repo root: DEPTH=12 PATTERNS=L ROUNDS=2 [FP8=1] [OUT=folder] bash bench/run_vs_upstream.sh
 #        (ROUNDS=2 is 5 processes of ~75 s each at d12, ~90 s at d20; two patterns double each process's time)
 set -u
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NANOCHAT_COMMIT=${NANOCHAT_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 OUT=${OUT:-bench/results/$(date +%F)}
 DEPTH=${DEPTH:-12}; PATTERNS=${PATTERNS:-L}; ROUNDS=${ROUNDS:-2}; UPSTREAM=${UPSTREAM:-.whl/upstream}
 STEPS=${STEPS:-4}; ACCUM=${ACCUM:-8}; BRACKET=${BRACKET:-1}  # BRACKET=0: no closing run of ours (saves a process)
