@@ -21,7 +21,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # alone at the server's sampling on that machine
 SERVES = [f"serve_load_d20_{mode}-2026-12-05.json=infer_bench_d20_{reference}-2026-12-05.json" for mode, reference in
           [("stream20", "server_sampling"), ("feed64_stream20", "feed_reference"),
-           ("feed64_rows_stream20", "feed_reference"), ("feed64_rows_stream20_repeat", "feed_reference")]]
+           ("feed64_rows_stream20", "feed_reference"), ("feed64_rows_stream20_repeat", "feed_reference")]] + [
+    # then with the start-up heap frozen out of the garbage collector's walks, and the run just before without it
+    f"serve_load_d20_feed64_rows_stream20_{run}-2026-12-06.json=infer_bench_d20_server_sampling_{run}-2026-12-06.json"
+    for run in ("nofreeze", "gcfreeze")]
 MARK = re.compile(r"== \[\s*(\d+)s\] ([^\x1b\n]+)")  # the speedrun's stage clock, in bold on a terminal
 
 

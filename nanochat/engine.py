@@ -4,8 +4,8 @@
 __all__ = ['SAMPLER_VARIANTS', 'TOP_K_WIDTH', 'INT8_MATVEC_ROWS', 'REDUCE_MIN_K', 'QUANTIZE_CHOICES', 'KERNEL_CHOICES',
            'PREFILL_BUCKET', 'ROW_BUCKET_MIN', 'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering',
            'default_prefill_attention', 'inference_copy', 'int8_quantize', 'int8_dequantize', 'reduced_product',
-           'int8_linear', 'Int8Weight', 'ReducedProducts', 'reduced_attention', 'quantize_int8', 'load_int8_state',
-           'weight_bytes', 'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
+           'int8_linear', 'Int8Weight', 'ReducedProducts', 'quantize_int8', 'load_int8_state', 'weight_bytes',
+           'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
 
 # %% ../nbs/19b_engine.ipynb #16f1b996
 # The inference engine: a static KV cache with a position per row, one decode step that a CUDA graph can replay,
@@ -176,19 +176,9 @@ def _reduce_fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return (bias is None and type(weight) in (torch.Tensor, nn.Parameter) and weight.dim() == 2
             and weight.size(1) >= REDUCE_MIN_K and x.numel() == x.size(-1) == weight.size(1))
 
-
-def reduced_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """One query per row and head over cached `keys`/`values` (rows, kv heads, span, D), `q` (rows, kv heads, queries per
-    kv head, D), `mask` additive (rows, 1, 1, span): SDPA's arithmetic written as fp32 products, sums and a softmax, so
-    that torch.compile makes a few reduction kernels of it in place of the library's attention kernel."""
-    scores = (q.float().unsqueeze(-2) * keys.float().unsqueeze(2)).sum(-1) * q.size(-1) ** -0.5  # (rows, kv, G, span)
-    weights = (scores + mask).softmax(-1)
-    return (weights.unsqueeze(-1) * values.float().unsqueeze(2)).sum(-2).to(q.dtype)  # (rows, kv heads, G, D)
-
 # %% ../nbs/19b_engine.ipynb #6aa1c79a
 QUANTIZE_CHOICES = (None, "int8")  # what DecodeModel(quantize=...) takes
-# DecodeModel(kernels=...): chapter 84's kernels; one-row products and attention as reductions; the products alone
-KERNEL_CHOICES = (None, "triton", "reduce", "reduce_products")
+KERNEL_CHOICES = (None, "triton", "reduce")  # DecodeModel(kernels=...): chapter 84's kernels, or `ReducedProducts`
 
 
 def _int8_targets(net: GPT, lm_head: bool) -> list[tuple[nn.Module, str, list[str]]]:
@@ -244,9 +234,8 @@ class DecodeModel:
     keeps. `refresh()` re-copies the weights after the model changed in place. `compile`: on CUDA, the one-token step
     goes through torch.compile (on by default: see the speed section). `quantize`: None (the compute dtype) or 'int8'
     (the matrices weight-only int8, `quantize_int8`). `kernels`: None, 'triton' for the decode kernels of chapter
-    84 (Annex A) in the steps of batches of at most four rows (CUDA; or the CPU in Triton's interpreter), 'reduce'
-    for one-row steps whose products and attention are written as reductions the compiler makes kernels of
-    (`ReducedProducts`, `reduced_attention`), or 'reduce_products' for the products alone."""
+    84 (Annex A) in the steps of batches of at most four rows (CUDA; or the CPU in Triton's interpreter), or 'reduce'
+    for one-row steps whose products are written as reductions the compiler makes kernels of (`ReducedProducts`)."""
 
     def __init__(self, model: GPT, dtype: torch.dtype | None = None, compile: bool = True, quantize: str | None = None,
                  kernels: str | None = None):
@@ -268,8 +257,7 @@ class DecodeModel:
                                  f"unquantized weights; got {self.device}, quantize={quantize!r}, Triton "
                                  f"{'importable' if decode_kernels.triton else 'missing'}: leave kernels=None")
             self.kernel_rows = decode_kernels.MAX_ROWS
-        self.reduce_rows = 1 if kernels in ("reduce", "reduce_products") else 0  # widest step of `ReducedProducts`
-        self.reduce_attention_rows = 1 if kernels == "reduce" else 0  # the widest step of `reduced_attention`
+        self.reduce_rows = 1 if kernels == "reduce" else 0  # the widest step whose products are `ReducedProducts`
         self.step_forward = _compiled(self.net) if self.compiled else self.net  # the one-token step's forward
         # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
         # symbolic batch and length, so that the bucketed shapes share one graph
@@ -430,7 +418,6 @@ class _StepCache:
             return y.view(S, 1, H, D)
         q = q.reshape(S, Hkv, H // Hkv, D)  # grouped query heads as queries of their key/value head
         keys, values = cache_k[:, :span].transpose(1, 2), cache_v[:, :span].transpose(1, 2)
-        if self.rows <= b.model.reduce_attention_rows: return reduced_attention(q, keys, values, mask).view(S, 1, H, D)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask).reshape(S, 1, H, D)
 
 # %% ../nbs/19b_engine.ipynb #171ff8df

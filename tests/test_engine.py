@@ -206,16 +206,14 @@ def _one_row_greedy(decoder: DecodeModel, steps: int, cuda_graph: bool | None = 
 
 
 def test_reduced_products_decode_the_same():
-    """kernels='reduce' (one-row products and attention as fp32 reductions) and 'reduce_products' (the products alone)
-    give the library's logits and greedy tokens."""
+    "kernels='reduce' (one-row products as fp32 reductions) gives the library product's logits and greedy tokens."
     model = small_model()
     plain_tokens, plain_logits = _one_row_greedy(DecodeModel(model, torch.float32, compile=False), 12)
-    for kernels, attention_rows in [("reduce", 1), ("reduce_products", 0)]:
-        decoder = DecodeModel(model, torch.float32, compile=False, kernels=kernels)
-        assert (decoder.reduce_rows, decoder.reduce_attention_rows, decoder.kernel_rows) == (1, attention_rows, 0)
-        tokens, logits = _one_row_greedy(decoder, 12)
-        torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-4)
-        assert tokens == plain_tokens, kernels
+    decoder = DecodeModel(model, torch.float32, compile=False, kernels="reduce")
+    assert (decoder.reduce_rows, decoder.kernel_rows) == (1, 0)
+    tokens, logits = _one_row_greedy(decoder, 12)
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-4)
+    assert tokens == plain_tokens
 
 
 @cuda_only

@@ -130,8 +130,7 @@ class InferBenchConfig(DeviceSettings):
         True, "fuse the step's elementwise pieces with torch.compile (CUDA only; DecodeModel(compile=...))")
     quantize: str = setting("none", "the engine's matrices: none (the compute dtype) or int8 (weight-only)")
     kernels: str = setting("none", "narrow steps: none (cuBLAS, SDPA), triton (chapter 84's kernels, up to 4 rows) or "
-                                   "reduce (one-row products and attention as compiled reductions, chapter 19b; "
-                                   "reduce_products: the products alone)")
+                                   "reduce (one-row products as compiled reductions, chapter 19b)")
     pipeline: bool = setting(False, "launch each step before handing out the last one's tokens (chapter 19b)")
     vocab_size: int = setting(32768, "vocabulary size")
     profile_steps: int = setting(
@@ -147,8 +146,8 @@ class InferBenchConfig(DeviceSettings):
             raise ConfigError(f"unknown engine(s) {sorted(unknown)}: use fast and/or naive")
         if self.quantize not in ("none", "int8"):
             raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
-        if self.kernels not in ("none", "triton", "reduce", "reduce_products"):
-            raise ConfigError(f"kernels must be none, triton, reduce or reduce_products, got {self.kernels!r}")
+        if self.kernels not in ("none", "triton", "reduce"):
+            raise ConfigError(f"kernels must be none, triton or reduce, got {self.kernels!r}")
 
 # %% ../../nbs/82_infer_bench.ipynb #4de0ce31
 def save_json_line(result: dict, out: Path) -> Path:
