@@ -18,8 +18,10 @@ engine's own rate (`engine_tok_per_s`: tokens emitted per second of decode-step 
 `engine_busy` (the share of the run's wall time its workers spent in decode steps and admissions, `admit_busy` the
 admissions' part: prefills, during which no row decodes; the rest is host time, during which a GPU waits; `admissions`
 the rounds that admitted newcomers and `admit_ms` one's mean: many short ones, or few long ones; `prefill_admissions`
-and `prefill_admit_ms` the rounds among them that ran a prefill, where the others fed their prompts through the steps) and
-`server_cpu` (the cores the server process used: near 1, its Python threads, which share one GIL, are the limit).
+and `prefill_admit_ms` the rounds among them that ran a prefill, where the others fed their prompts through the steps),
+`gc_pause_ms` and `gc_full` (the server's garbage collections: the time every thread stood still in them, and how
+many were full ones) and `server_cpu` (the cores the server process used: near 1, its Python threads, which share
+one GIL, are the limit).
 `client_cpu` is the cores the clients used: near `client_procs`, the clients are the bottleneck, not the server
 (spread them over more processes). Then the ratio of throughputs, batched over one at a time.
 
@@ -249,7 +251,9 @@ def server_metrics(url: str, headers: dict) -> dict[str, float]:
         if r.status_code != 200: return {}
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(r.text):
-            for s in family.samples: values[s.name] = values.get(s.name, 0.0) + s.value
+            for s in family.samples:
+                values[s.name] = values.get(s.name, 0.0) + s.value
+                if s.labels.get("generation") == "2": values[s.name + ":full"] = s.value  # full collections apart
         return values
     except (httpx.HTTPError, ValueError): return {}
 
@@ -263,7 +267,7 @@ def engine_figures(before: dict, after: dict, wall_s: float, workers: int) -> di
     if not after or steps <= 0:
         return {"mean_rows_per_step": None, "engine_tok_per_s": None, "step_ms": None, "engine_busy": None,
                 "admit_busy": None, "admissions": None, "admit_ms": None, "prefill_admissions": None,
-                "prefill_admit_ms": None, "server_cpu": cpu}
+                "prefill_admit_ms": None, "server_cpu": cpu, **gc_figures(d, after)}
     worker_s = max(wall_s * max(workers, 1), 1e-9)
     admit_s, admissions = d("nanochat_admit_seconds_sum"), d("nanochat_admit_seconds_count")
     # the admissions that ran a prefill, apart from those whose prompts were fed through the steps (None: not counted)
@@ -275,7 +279,16 @@ def engine_figures(before: dict, after: dict, wall_s: float, workers: int) -> di
             # admissions: the worker rounds that admitted newcomers (a round takes every request waiting), each's mean
             "admissions": int(admissions), "admit_ms": round(admit_s / admissions * 1000, 2) if admissions else None,
             "prefill_admissions": int(prefills) if counted else None,
-            "prefill_admit_ms": round(prefill_s / prefills * 1000, 2) if prefills else None, "server_cpu": cpu}
+            "prefill_admit_ms": round(prefill_s / prefills * 1000, 2) if prefills else None, "server_cpu": cpu,
+            **gc_figures(d, after)}
+
+
+def gc_figures(d, after: dict) -> dict:
+    """The server's garbage collections during the run (None where its metrics do not count them): all of them and the
+    full ones, and the time every thread stood still in them."""
+    if "nanochat_gc_pause_seconds_total" not in after: return {"gc_pause_ms": None, "gc_full": None}
+    return {"gc_pause_ms": round(d("nanochat_gc_pause_seconds_total") * 1000, 1),
+            "gc_full": int(d("nanochat_gc_collections_total:full"))}
 
 
 def server_info(url: str, headers: dict) -> dict:

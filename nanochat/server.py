@@ -4,9 +4,9 @@
 __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKENS', 'MAX_TEMPERATURE', 'MAX_TOP_K', 'MIN_TOP_P',
            'ROLES', 'LATENCY_BUCKETS', 'GPU_MEMORY_GAUGES', 'UI_PATH', 'LINE_BREAKS_TO_ESCAPE', 'CALLER', 'TOKEN_EVENT',
            'TextPart', 'ChatMessage', 'SamplingFields', 'ChatRequest', 'StreamOptions', 'OpenAIChatRequest',
-           'RequestError', 'chat_prompt', 'ServerMetrics', 'cuda_memory', 'GPUMemoryCollector', 'error_body',
-           'error_response', 'BodyTooLarge', 'enable_access_log', 'log_access', 'Guard', 'ServerConfig', 'ui_html',
-           'sse', 'sse_text', 'TicketStream', 'request_tracer', 'trace_request', 'Reply', 'ChatService',
+           'RequestError', 'chat_prompt', 'ServerMetrics', 'cuda_memory', 'GPUMemoryCollector', 'GCPauses', 'gc_pauses',
+           'error_body', 'error_response', 'BodyTooLarge', 'enable_access_log', 'log_access', 'Guard', 'ServerConfig',
+           'ui_html', 'sse', 'sse_text', 'TicketStream', 'request_tracer', 'trace_request', 'Reply', 'ChatService',
            'load_api_keys', 'RateLimiter', 'create_app', 'serve_in_thread']
 
 # %% ../nbs/21a_server.ipynb #423ab167
@@ -14,6 +14,7 @@ __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKE
 # is validated, rendered into a prompt and queued as a ticket; its tokens come back as text, streamed or whole.
 import asyncio
 import contextvars
+import gc
 import importlib
 import json
 import logging
@@ -37,7 +38,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastcore.basics import patch
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector,
                                generate_latest)
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -213,6 +214,54 @@ def watch_gpu_memory(self: ServerMetrics, devices, read: Callable[[str], dict[st
     cuda = sorted({str(d) for d in devices if str(d).startswith("cuda")})
     if cuda: self.registry.register(GPUMemoryCollector(cuda, read))
 
+
+# %% ../nbs/21a_server.ipynb #a3a9c2e0
+class GCPauses:
+    "Python's garbage collections by generation (0, 1, 2 = full), counted and timed through `gc.callbacks`."
+    clock = staticmethod(time.perf_counter)  # held here: collections still run while a process tears its modules down
+
+    def __init__(self):
+        self.count, self.seconds, self.longest = [0] * 3, [0.0] * 3, [0.0] * 3
+        self._started: float | None = None
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = self.clock()
+            return
+        if self._started is None: return  # registered mid-collection: its start was not seen
+        took, g = self.clock() - self._started, info["generation"]
+        self.count[g] += 1
+        self.seconds[g] += took
+        self.longest[g] = max(self.longest[g], took)
+        self._started = None
+
+    def collect(self):
+        families = (CounterMetricFamily("nanochat_gc_collections", "garbage collections by generation (2: full)",
+                                        labels=["generation"]),
+                    CounterMetricFamily("nanochat_gc_pause_seconds", "time every thread spent stopped in them",
+                                        labels=["generation"]),
+                    GaugeMetricFamily("nanochat_gc_pause_max_seconds", "the longest one so far", labels=["generation"]))
+        for family, values in zip(families, (self.count, self.seconds, self.longest)):
+            for g, value in enumerate(values): family.add_metric([str(g)], value)
+        yield from families
+
+
+_gc_pauses: GCPauses | None = None
+
+
+def gc_pauses() -> GCPauses:
+    "The process's one `GCPauses`, hooked into `gc.callbacks` on first use."
+    global _gc_pauses
+    if _gc_pauses is None:
+        _gc_pauses = GCPauses()
+        gc.callbacks.append(_gc_pauses)
+    return _gc_pauses
+
+
+@patch
+def watch_gc(self: ServerMetrics) -> None:
+    "Export the process's garbage collections (`gc_pauses`) with this server's metrics."
+    self.registry.register(gc_pauses())
 
 # %% ../nbs/21a_server.ipynb #7d7abb7b
 def error_body(status: int, message: str, kind: str) -> dict:
@@ -421,6 +470,7 @@ class ChatService:
         metrics.queue_depth.set_function(lambda: len(self.scheduler))
         for w in self.workers: metrics.active_rows.labels(w.name).set_function(lambda w=w: len(w.active))
         metrics.watch_gpu_memory(b.device for b in backends)
+        metrics.watch_gc()
 
     def start(self):
         self.scheduler.closed = False  # an app may be started again after a stop (each TestClient block does)

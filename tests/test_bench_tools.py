@@ -208,6 +208,7 @@ def test_serve_load_drives_a_running_server(tmp_path):
         assert r["p99_ms"] >= r["p50_ms"] > 0 and r["ttft_p99_ms"] >= r["ttft_p50_ms"] > 0 and 0 < r["engine_busy"] <= 1.1
         assert 1 <= r["admissions"] <= r["requests"] and r["admit_ms"] > 0  # a round admits every request waiting
         assert 1 <= r["prefill_admissions"] <= r["admissions"]  # at least the first, into an idle batch
+        assert r["gc_pause_ms"] >= 0 and r["gc_full"] >= 0  # the server's garbage collections during the run
 
 
 def run_bench(tmp_path, script: str, *args: str):
