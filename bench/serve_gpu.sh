@@ -10,7 +10,8 @@
 # (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x \
 #  bash ...)
 # usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default stream20 pipeline_stream20"]
-#   [WARMUP=requests at once before timing, default the largest of CLIENTS] [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
+#   [WARMUP=requests at once before timing, default the largest of CLIENTS] [REQUESTS=each client's, in a row; 4]
+#   [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; STEPS=${STEPS:-1}; SLOTS=${SLOTS:-128}; CLIENTS=${CLIENTS:-32,128}
@@ -49,7 +50,7 @@ for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, rows 
     esac
   done
   step "serve_load_$mode" $PY bench/serve_load.py --server-args "${SERVER[*]} ${extra[*]}" --slots "$SLOTS" \
-    --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests 4 --warmup "$WARMUP" \
+    --max-queue 512 --modes batched --server-log-dir "$LOGS/$mode" --clients "$CLIENTS" --requests "${REQUESTS:-4}" --warmup "$WARMUP" \
     --max-tokens "$MAX_TOKENS" --client-procs 4 --out "$OUT/serve_load_${TAG}_$mode-$TODAY.json"
   if grep -qi "eagerly" "$LOGS/$mode"/chat_web_slots*.log; then echo "== $mode: the server fell back to eager"; fi
 done
