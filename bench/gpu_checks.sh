@@ -12,10 +12,11 @@
 #   5. bench/optim_step.py: the optimizer step by part (AdamW compiled against written out, Muon, PyTorch's fused AdamW);
 #   6. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
 #      looks; TOKENIZER=folder for a real tokenizer's lengths);
-#   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_cdt pdl", parts
-#      joined by _: reduce = `--kernels reduce`, cdt = inductor's coordinate-descent tuning, pdl = programmatic
-#      dependent launch between inductor's kernels, lt = cuBLASLt for the products), each `decode_b1_SETTING`, and
-#      int8_matvec again with inductor tuning its reductions (`int8_matvec_cdt`).
+#   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_nopdl default",
+#      parts joined by _: reduce = `--kernels reduce`, nopdl = `--no-pdl` (no programmatic dependent launch between
+#      inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent tuning, lt =
+#      cuBLASLt for the products), each `decode_b1_SETTING`, and int8_matvec again with inductor tuning its reductions
+#      (`int8_matvec_cdt`).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -37,23 +38,27 @@ run int8_matvec $PY bench/int8_matvec.py --out "$OUT/int8_matvec-$TODAY.json"
 run decode_int8 $PY "${BENCH[@]}" --batch-sizes 1,32 --quantize int8 --out "$OUT/infer_bench_d${DEPTH}_int8-$TODAY.json"
 run optim_step $PY bench/optim_step.py --out "$OUT/optim_step-$TODAY.json"
 run core_pack $PY bench/core_pack.py --depth "$DEPTH" ${TOKENIZER:+--tokenizer "$TOKENIZER"} --out "$OUT/core_pack-$TODAY.json"
-b1_env() {  # SETTING -> the environment of that batch-1 setting (reduce: a --kernels value, not an environment)
+b1_env() {  # SETTING -> the environment of that batch-1 setting (reduce, nopdl: flags, see b1_flags)
   local words=()
   for part in ${1//_/ }; do
     case $part in
-      default|reduce) ;;
+      default|reduce|nopdl) ;;
       cdt) words+=(TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1) ;;
-      pdl) words+=(TORCHINDUCTOR_ENABLE_PDL=1) ;;
       lt) words+=(TORCH_BLAS_PREFER_CUBLASLT=1) ;;
-      *) echo "unknown batch-1 setting part $part of $1 (default, reduce, cdt, pdl, lt)" >&2; return 2 ;;
+      *) echo "unknown batch-1 setting part $part of $1 (default, reduce, nopdl, cdt, lt)" >&2; return 2 ;;
     esac
   done
   echo "${words[@]}"
 }
-for setting in ${B1:-default reduce reduce_cdt pdl}; do
+b1_flags() {  # SETTING -> infer_bench's flags for it
+  local kernels=none pdl=--pdl
+  [[ _${1}_ == *_reduce_* ]] && kernels=reduce
+  [[ _${1}_ == *_nopdl_* ]] && pdl=--no-pdl
+  echo "--kernels $kernels $pdl"
+}
+for setting in ${B1:-reduce reduce_nopdl default}; do
   b1_env "$setting" > /dev/null || exit 2
-  kernels=none; [[ _${setting}_ == *_reduce_* ]] && kernels=reduce
-  run "decode_b1_$setting" env $(b1_env "$setting") $PY "${BENCH[@]}" --batch-sizes 1 --temperature 0 --kernels $kernels \
+  run "decode_b1_$setting" env $(b1_env "$setting") $PY "${BENCH[@]}" --batch-sizes 1 --temperature 0 $(b1_flags "$setting") \
     --out "$OUT/infer_bench_d${DEPTH}_b1_$setting-$TODAY.json"
 done
 run int8_matvec_cdt env TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 $PY bench/int8_matvec.py --rows 1 \

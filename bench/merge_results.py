@@ -7,7 +7,8 @@
 runs, and the mean SM clock. On an H100 one run of a row spreads by about ±1.5%, mostly with the SM clock the
 card holds under its power cap, so a claim about a row rests on the mean of several runs. Where the inputs also hold
 upstream's step timed on the same card (bench/upstream_step.py, variant "upstream" or "upstream-fp8"), each row gets
-`vs_upstream_same_card`: its mean over upstream's mean in the same precision (our FP8 rows against upstream's --fp8).
+`vs_upstream_same_card`: its mean over upstream's mean in the same precision (our FP8 rows against upstream's --fp8),
+and each of our `train` rows `upstream_tok_per_s`, that mean.
 """
 import argparse
 import json
@@ -42,6 +43,10 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
         key = s["depth"], s["pattern"], s["fp8"]
         if not is_upstream(s) and key in upstream_means:
             s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[key], 3)
+    for r in records:  # each of our rows carries the upstream step it was timed beside (its mean, same precision)
+        key = r.get("depth"), r.get("pattern"), r.get("fp8", False)
+        if r.get("kind") == "train" and not r.get("variant", "default").startswith("upstream") and key in upstream_means:
+            r["upstream_tok_per_s"] = upstream_means[key]
     return out
 
 

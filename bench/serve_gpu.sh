@@ -9,7 +9,7 @@
 # Reads a tokenizer and shards where base_train looks ($NANOCHAT_BASE_DIR).
 # (a CPU smoke run: DEPTH=2 DEVICE=cpu SLOTS=4 CLIENTS=2 MAX_TOKENS=8 STRESS_CLIENTS=20 SOAK_MIN=0.2 OUT=/tmp/x \
 #  bash ...)
-# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default stream20 pipeline_stream20"]
+# usage, from the repo root: [DEPTH=20] [SLOTS=128] [CLIENTS=32,128] [MODES="default norows_stream0 pipeline"]
 #   [WARMUP=requests at once before timing, default the largest of CLIENTS] [REQUESTS=each client's, in a row; 4]
 #   [STRESS=0] [OUT=folder] bash bench/serve_gpu.sh
 set -uo pipefail
@@ -33,19 +33,21 @@ step infer_bench $PY -m nanochat.scripts.infer_bench --depth "$DEPTH" --engine f
   "$MAX_TOKENS" --batch-sizes "$CLIENTS" --temperature 0.8 --top-k 50 \
   --out "$OUT/infer_bench_${TAG}_server_sampling-$TODAY.json"
 SERVER=(--stage base --model-tag "$TAG" --device-type "$DEVICE" --max-len 2048)
-for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, rows (row buckets), waitN (admissions),
-  # streamN (writes), feedN (prompts of at most N tokens fed through the step), gilN (the GIL's switch interval, µs)
+for mode in ${MODES:-default pipeline}; do  # parts joined by _: pipeline, rows / norows (row buckets, on by default),
+  # waitN (admissions), streamN (writes; 20 by default), feedN (prompts of at most N tokens fed through the step),
+  # gilN (the GIL's switch interval, µs)
   extra=()
   for part in ${mode//_/ }; do
     case $part in
       default) ;;
       pipeline) extra+=(--pipeline) ;;
       rows) extra+=(--row-buckets) ;;
+      norows) extra+=(--no-row-buckets) ;;
       feed[0-9]*) extra+=(--feed-prompts "${part#feed}") ;;
       wait[0-9]*) extra+=(--admit-wait-ms "${part#wait}") ;;
       stream[0-9]*) extra+=(--stream-interval-ms "${part#stream}") ;;
       gil[0-9]*) extra+=(--gil-switch-ms "$(awk "BEGIN { print ${part#gil} / 1000 }")") ;;
-      *) echo "unknown mode part $part of $mode (default, pipeline, rows, waitN, streamN, feedN, gilN, joined by _)"
+      *) echo "unknown mode part $part of $mode (default, pipeline, rows, norows, waitN, streamN, feedN, gilN, joined by _)"
          exit 2 ;;
     esac
   done

@@ -84,6 +84,7 @@ def test_summarize_ratio_against_upstream_timed_alongside():
     by_variant = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H100 80GB HBM3")}
     assert by_variant["default"]["vs_upstream_same_card"] == 1.08
     assert "vs_upstream_same_card" not in by_variant["upstream"]
+    assert [r.get("upstream_tok_per_s") for r in rows] == [500_000, 500_000, None]  # our rows carry upstream's tok/s
 
 
 def test_same_card_ratio_pairs_precisions():

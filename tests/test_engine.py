@@ -228,6 +228,35 @@ def test_reduced_products_on_gpu():
     assert sum(a == b for a, b in zip(tokens, plain_tokens)) >= 6, (tokens, plain_tokens)
 
 
+
+@cuda_only
+def test_compiled_sampler_draws_the_eager_tokens():
+    "On a GPU, the compiled sampler (its argmax in two passes, kernels launched with PDL) draws what the eager one does."
+    from nanochat.engine import _compiled_sampler
+    from nanochat.sampling import sample_next
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for rows in (1, 4, 128):
+        logits = torch.randn(rows, 32768, device="cuda", generator=gen) * 4
+        logits[0, [5, 30000]] = 100.0  # a tie across blocks: the first column wins
+        temperature = torch.rand(rows, device="cuda", generator=gen) * (torch.arange(rows, device="cuda") % 2)
+        args = (temperature, torch.zeros(rows, dtype=torch.long, device="cuda"), torch.ones(rows, device="cuda"),
+                torch.arange(rows, device="cuda"), torch.full((rows,), 7, device="cuda"), False,
+                torch.arange(32768, device="cuda"))
+        for pdl in (False, True):
+            assert torch.equal(_compiled_sampler(pdl)(logits, *args), sample_next(logits, *args)), (rows, pdl)
+
+
+@cuda_only
+def test_pdl_decodes_the_same():
+    "Programmatic dependent launch changes when kernels start, not what they compute: the same logits and tokens."
+    model = small_model("cuda")
+    with _Warnings() as log:
+        plain_tokens, plain_logits = _one_row_greedy(DecodeModel(model, pdl=False), 8, cuda_graph=True)
+        tokens, logits = _one_row_greedy(DecodeModel(model, pdl=True), 8, cuda_graph=True)
+    assert not [m for m in log.messages if "eagerly" in m], log.messages
+    torch.testing.assert_close(logits, plain_logits, rtol=0, atol=0)
+    assert tokens == plain_tokens
+
 if __name__ == "__main__":
     test_greedy_equals_recompute()
     test_weights_follow_training()

@@ -48,8 +48,8 @@ class ChatWebConfig(SourceRun, RunSettings):
     tool: str = setting("calculator", "the tool the model may call: calculator or none")
     quantize: str = setting("none", "the model's matrices: none (the compute dtype) or int8 (weight-only, chapter 19b)")
     pipeline: bool = setting(False, "launch each decode step before handing out the last one's tokens (chapter 19b)")
-    row_buckets: bool = setting(False, "step only the leading slots that hold every busy row, a quarter, a half or all "
-                                       "of them (chapter 19b; three times the graphs to capture at start)")
+    row_buckets: bool = setting(True, "step only the leading slots that hold every busy row, a quarter, a half or all "
+                                      "of them (chapter 19b; three times the graphs to capture at start)")
     feed_prompts: int = setting(64, "a prompt of at most this many tokens goes in through the decode steps, a token "
                                     "a step, instead of a prefill that stalls every row (chapter 19b; 0: prefill)")
     log_level: str = setting("info", "uvicorn's log level: debug, info, warning, error")
@@ -58,7 +58,7 @@ class ChatWebConfig(SourceRun, RunSettings):
     admit_wait_ms: float = setting(
         0.0, "while rows decode, how long newcomers may wait for others to be prefilled with them (0: admit at once)")
     stream_interval_ms: float = setting(
-        0.0, "a streamed reply's writes at least this far apart, its tokens gathered (0: a write per decode step)")
+        20.0, "a streamed reply's writes at least this far apart, its tokens gathered (0: a write per decode step)")
     api_keys_file: str | None = setting(None, "a file of named keys, one 'name key' per line (with api_key or alone)")
     rate_limit: float = setting(0.0, "requests a second per key (or per address without keys); 0: no limit")
     rate_burst: int = setting(10, "requests a caller may send at once before rate_limit applies")

@@ -132,6 +132,7 @@ class InferBenchConfig(DeviceSettings):
     kernels: str = setting("none", "narrow steps: none (cuBLAS, SDPA), triton (chapter 84's kernels, up to 4 rows) or "
                                    "reduce (one-row products as compiled reductions, chapter 19b)")
     pipeline: bool = setting(False, "launch each step before handing out the last one's tokens (chapter 19b)")
+    pdl: bool = setting(True, "compiled kernels with programmatic dependent launch, Hopper on (DecodeModel(pdl=...))")
     vocab_size: int = setting(32768, "vocabulary size")
     profile_steps: int = setting(
         0, "also profile this many steps at each batch size with torch.profiler (tables under the output folder)")
@@ -201,7 +202,7 @@ def _decode_records(model: GPT, decoder: DecodeModel, cfg: InferBenchConfig, par
             rec = {"kind": "decode", "engine": engine, "depth": cfg.depth, "batch": batch, "prompt": cfg.prompt_len,
                    "new_tokens": cfg.new_tokens, "quantize": cfg.quantize if engine == "fast" else "none",
                    "kernels": cfg.kernels if engine == "fast" else "none",
-                   "pipeline": cfg.pipeline and engine == "fast", **rounded,
+                   "pipeline": cfg.pipeline and engine == "fast", "pdl": decoder.pdl and engine == "fast", **rounded,
                    "bytes_per_step": int(bytes_per_step), "mbu": None}
             rec["mbu"] = round(bytes_per_step * (r["tok_per_s"] / batch) / peak, 4) if peak else None
             records.append(rec)
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = GPT.build(config_for_depth(cfg.depth, cfg.vocab_size), device).eval()
     try:
         decoder = DecodeModel(model, compile=cfg.compile, quantize=None if cfg.quantize == "none" else cfg.quantize,
-                              kernels=None if cfg.kernels == "none" else cfg.kernels)
+                              kernels=None if cfg.kernels == "none" else cfg.kernels, pdl=cfg.pdl)
     except ValueError as e: raise SystemExit(f"infer_bench: error: {e}") from None
     params = SamplingParams(cfg.temperature, cfg.top_k or None, cfg.top_p if cfg.top_p < 1 else None)
     name = device_name(device.type)
