@@ -179,8 +179,7 @@ REDUCE_MAX_NUMEL = 2**25
 
 def _reduce_fits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     return (bias is None and type(weight) in (torch.Tensor, nn.Parameter) and weight.dim() == 2
-            and weight.numel() < REDUCE_MAX_NUMEL
-            and x.numel() == x.size(-1) == weight.size(1))
+            and weight.numel() < REDUCE_MAX_NUMEL and x.numel() == x.size(-1) == weight.size(1))
 
 # %% ../nbs/19b_engine.ipynb #6aa1c79a
 QUANTIZE_CHOICES = (None, "int8")  # what DecodeModel(quantize=...) takes

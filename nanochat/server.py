@@ -14,6 +14,7 @@ __all__ = ['MAX_MESSAGES', 'MAX_MESSAGE_CHARS', 'MAX_TOTAL_CHARS', 'MAX_NEW_TOKE
 # is validated, rendered into a prompt and queued as a ticket; its tokens come back as text, streamed or whole.
 import asyncio
 import contextvars
+import functools
 import gc
 import importlib
 import json
@@ -246,16 +247,12 @@ class GCPauses:
         yield from families
 
 
-_gc_pauses: GCPauses | None = None
-
-
+@functools.cache
 def gc_pauses() -> GCPauses:
     "The process's one `GCPauses`, hooked into `gc.callbacks` on first use."
-    global _gc_pauses
-    if _gc_pauses is None:
-        _gc_pauses = GCPauses()
-        gc.callbacks.append(_gc_pauses)
-    return _gc_pauses
+    pauses = GCPauses()
+    gc.callbacks.append(pauses)
+    return pauses
 
 
 @patch
