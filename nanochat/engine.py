@@ -2,7 +2,7 @@
 
 # %% auto #0
 __all__ = ['SAMPLER_VARIANTS', 'TOP_K_WIDTH', 'INT8_MATVEC_ROWS', 'REDUCE_MAX_NUMEL', 'QUANTIZE_CHOICES', 'KERNEL_CHOICES',
-           'PREFILL_BUCKET', 'ROW_BUCKET_MIN', 'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering',
+           'PREFILL_BUCKET', 'ROW_BUCKET_MIN', 'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering', 'sample_and_advance',
            'default_prefill_attention', 'inference_copy', 'int8_quantize', 'int8_dequantize', 'reduced_product',
            'int8_linear', 'Int8Weight', 'ReducedProducts', 'quantize_int8', 'load_int8_state', 'weight_bytes',
            'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
@@ -66,12 +66,30 @@ def sampler_filtering(params: list[SamplingParams]) -> str:
     return "top_k" if narrow else "sort"
 
 
+def sample_and_advance(logits: torch.Tensor, ints: torch.Tensor, floats: torch.Tensor, sampled: torch.Tensor,
+                       columns: torch.Tensor, filtered: bool, filter_width: int | None, max_pos: int) -> None:
+    """The end of a decode step for the first `len(logits)` rows of a batch whose per-row inputs are the rows of
+    `ints` (tokens, pos, active, prev, top_k, seeds: `DecodeBatch`'s order) and `floats` (temperature, top_p): each
+    row's next token (`sample_next`) goes into `sampled` and becomes the row's input, the old input becomes its `prev`,
+    and active rows move one position on (to at most `max_pos`). One function, so that the compiler fuses the four
+    writes into the sampler's kernels instead of launching five small kernels a step after it."""
+    n = logits.size(0)
+    tokens, pos, active, prev, top_k, seeds = ints[:, :n].unbind(0)
+    temperature, top_p = floats[:, :n].unbind(0)
+    token = sample_next(logits, temperature, top_k, top_p, seeds, pos, filtered, columns, filter_width)
+    sampled[:n].copy_(token)
+    prev.copy_(tokens)
+    tokens.copy_(token)
+    pos.add_(active).clamp_(max=max_pos)
+
+
 @functools.cache
 def _compiled_sampler(pdl: bool = False) -> Callable:
-    "`sample_next` compiled once per process (shared by every model), static shapes: one variant per slot count."
+    """`sample_and_advance` compiled once per process (shared by every model), static shapes: one variant per slot
+    count and filtering."""
     # torch.compile's recompile limit (8 by default) counts variants per function; past it, it would run eagerly
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, SAMPLER_VARIANTS)
-    return _compiled(sample_next, dynamic=False, pdl=pdl)
+    return _compiled(sample_and_advance, dynamic=False, pdl=pdl)
 
 # %% ../nbs/19b_engine.ipynb #6d72c270
 def default_prefill_attention(model: GPT, dtype: torch.dtype) -> AttentionBackend:
@@ -271,7 +289,7 @@ class DecodeModel:
         # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
         # symbolic batch and length, so that the bucketed shapes share one graph
         self.prefill_forward = _compiled(self.net, dynamic=True) if self.compiled else self.net
-        self.sample = _compiled_sampler(self.pdl) if self.compiled else sample_next
+        self.sample_and_advance = _compiled_sampler(self.pdl) if self.compiled else sample_and_advance
         self._version: int | None = None
         self.refresh()
 
@@ -319,7 +337,7 @@ def _index(values: list[int], device) -> torch.Tensor:
 
 
 # a batch's integer inputs per row, in the order of its `_ints` buffer (`pos` and `active` side by side: a freed row
-# zeroes both with one write)
+# zeroes both with one write); `sample_and_advance` unpacks them in this order
 _INT_FIELDS = ("tokens", "pos", "active", "prev", "top_k", "seeds")
 
 # %% ../nbs/19b_engine.ipynb #aff04328
@@ -578,12 +596,8 @@ def _step(self: DecodeBatch, filtering: str, span: int, rows: int | None = None)
     ("One step for the first `rows` slots (default: all), touching only the batch's own tensors (so that a CUDA graph "
      "can replay it).")
     n, width = rows or self.slots, TOP_K_WIDTH if filtering == "top_k" else None
-    token = self.model.sample(self.decode_logits(span, n), self.temperature[:n], self.top_k[:n], self.top_p[:n],
-                              self.seeds[:n], self.pos[:n], filtering != "none", self._columns, width)
-    self.sampled[:n].copy_(token)
-    self.prev[:n].copy_(self.tokens[:n])
-    self.tokens[:n].copy_(token)
-    self.pos[:n].add_(self.active[:n]).clamp_(max=self.max_len - 1)
+    self.model.sample_and_advance(self.decode_logits(span, n), self._ints, self._floats, self.sampled, self._columns,
+                                  filtering != "none", width, self.max_len - 1)
 
 
 @patch
