@@ -12,6 +12,8 @@
 #   3. bench/decode_kernels.py: each kernel against cuBLAS / SDPA at the d20 shapes;
 #   4. bench/int8_matvec.py (the int8 decode product, plain against fused, bf16 beside) and infer_bench --quantize int8;
 #   5. bench/optim_step.py: the optimizer step by part (AdamW compiled against written out, Muon, PyTorch's fused AdamW);
+#      bench/gemv_tune.py (`gemv_tune`, cut at TUNE_LIMIT, default 480): the split-K product's plans searched on the
+#      card for each one-row product of the step, against cuBLAS and the compiled reduction;
 #   6. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
 #      looks; TOKENIZER=folder for a real tokenizer's lengths);
 #   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_nopdl default",
@@ -43,6 +45,7 @@ run decode_kernels_bench $PY bench/decode_kernels.py --out "$OUT/decode_kernels-
 run int8_matvec $PY bench/int8_matvec.py --out "$OUT/int8_matvec-$TODAY.json"
 run decode_int8 $PY "${BENCH[@]}" --batch-sizes 1,32 --quantize int8 --out "$OUT/infer_bench_d${DEPTH}_int8-$TODAY.json"
 run optim_step $PY bench/optim_step.py --out "$OUT/optim_step-$TODAY.json"
+LIMIT=${TUNE_LIMIT:-480} run gemv_tune $PY bench/gemv_tune.py --budget-s 420 --out "$OUT/gemv_tune-$TODAY.json"
 run core_pack $PY bench/core_pack.py --depth "$DEPTH" ${TOKENIZER:+--tokenizer "$TOKENIZER"} --out "$OUT/core_pack-$TODAY.json"
 b1_env() {  # SETTING -> the environment of that batch-1 setting (reduce, nopdl: flags, see b1_flags)
   local words=()

@@ -40,10 +40,33 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+@functools.cache
+def _interpreter_takes_numpy_scalars() -> None:
+    """Triton's interpreter (3.6 and earlier) holds a kernel's scalars as one-element NumPy arrays and turns them into
+    Python ints with `int(array)`, which NumPy 2.4 refuses (triton-lang/triton#9171): every loop whose bound is not a
+    constant then fails. Where that is the case, the interpreter's `__index__` takes the element out first. Nothing
+    changes for compiled kernels: only the interpreter uses this patch."""
+    import numpy as np
+    from triton.runtime import interpreter
+    try:
+        int(np.zeros(1, dtype=np.int64))
+        return  # an older NumPy: nothing to mend
+    except TypeError: pass
+    patch_tensor = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch_tensor is None or getattr(patch_tensor, "takes_numpy_scalars", False): return
+
+    def patched(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+    patched.takes_numpy_scalars = True
+    interpreter._patch_lang_tensor = patched
+
+
 def available(device: torch.device | str = "cuda") -> bool:
     "Whether the kernels can run on `device`: Triton is importable, and the device is a GPU or the interpreter is on."
     device = torch.device(device)
     if triton is None: return False
+    if interpreted(): _interpreter_takes_numpy_scalars()
     if device.type == "cuda": return torch.cuda.is_available()
     return device.type == "cpu" and interpreted()
 
@@ -120,8 +143,10 @@ def arrival_counters(device: torch.device) -> torch.Tensor:
 # %% ../nbs/84_decode_kernels.ipynb #723a6e2e
 def gemv(x: torch.Tensor, weight: torch.Tensor, plan: dict | None = None) -> torch.Tensor:
     """`x @ weight.T` for x (rows, k), 1 to MAX_ROWS rows, and weight (n, k) with rows contiguous, in one dtype: fp32
-    sums, the output in x's dtype. `plan`: block sizes and split (`gemv_plan` for an H200 by default)."""
+    sums, the output in x's dtype. `plan`: block sizes and split (`gemv_plan` for an H200 by default), and Triton's
+    `num_warps` and `num_stages` (4 and 3 when absent; the stages are how many loads of the loop are in flight)."""
     if triton is None: raise RuntimeError("decode_kernels.gemv needs Triton: pip install triton (on a CUDA machine)")
+    if interpreted(): _interpreter_takes_numpy_scalars()
     (rows, k), n = x.shape, weight.size(0)
     if not 1 <= rows <= MAX_ROWS or weight.shape != (n, k) or weight.stride(1) != 1 or x.dtype != weight.dtype:
         raise ValueError(f"gemv takes x (1..{MAX_ROWS}, k) and weight (n, k) with contiguous rows, one dtype; got "
@@ -134,7 +159,8 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, plan: dict | None = None) -> tor
     if grid[0] > COUNTERS: raise ValueError(f"gemv: {grid[0]} column blocks, more than COUNTERS ({COUNTERS})")
     _gemv_kernel[grid](x, weight, out, partial, arrival_counters(x.device), rows, n, k, p["k_per_split"],
                        x.stride(0), weight.stride(0), SPLITS=p["splits"], BLOCK_M=p["BLOCK_M"],
-                       BLOCK_N=p["BLOCK_N"], BLOCK_K=p["BLOCK_K"], num_warps=p.get("num_warps", 4))
+                       BLOCK_N=p["BLOCK_N"], BLOCK_K=p["BLOCK_K"], num_warps=p.get("num_warps", 4),
+                       num_stages=p.get("num_stages", 3))
     return out
 
 # %% ../nbs/84_decode_kernels.ipynb #1e179eaa
@@ -223,6 +249,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: tor
     r sees positions (pos[r] - window, pos[r]] below `span`, query head h the key/value head h // (heads // kv heads),
     as the engine's mask and SDPA do (scale 1/√d). Returns (rows, heads, d) in q's dtype."""
     if triton is None: raise RuntimeError("decode_kernels.decode_attention needs Triton: pip install triton")
+    if interpreted(): _interpreter_takes_numpy_scalars()
     (S, H, D), Hkv = q.shape, k.size(2)
     if k.shape[0] != S or k.shape[3] != D or v.shape != k.shape or H % Hkv or D & (D - 1) or span > k.size(1):
         raise ValueError(f"decode_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, span {span}: "

@@ -259,3 +259,18 @@ def test_pipeline_before_after_reads_the_recorded_runs(tmp_path):
     assert "| total |" in (tmp_path / "table.md").read_text()
     after = read_speedrun(Path(__file__).resolve().parents[1] / "bench/results/mini_speedrun-2026-12-05/speedrun.log")
     assert sum(s["wall_s"] for name, s in after.items() if name != "total") == after["total"]["wall_s"]
+
+
+def test_gemv_tune_searches_distinct_valid_plans():
+    "bench/gemv_tune.py's first stage: each plan covers k exactly once, fits the register budget and fills the card."
+    from gemv_tune import PRODUCTS_PER_PROGRAM, stage1_plans, stage2_plans
+    for n, k in ((3840, 1280), (1280, 1280), (5120, 1280), (1280, 5120), (32768, 1280)):
+        plans = stage1_plans(n, k, sms=132)
+        keys = [(p["BLOCK_N"], p["BLOCK_K"], p["splits"]) for p in plans]
+        assert plans and len(keys) == len(set(keys)), (n, k)
+        for p in plans:
+            assert p["k_per_split"] % p["BLOCK_K"] == 0 and p["BLOCK_N"] * p["BLOCK_K"] <= PRODUCTS_PER_PROGRAM
+            assert (p["splits"] - 1) * p["k_per_split"] < k <= p["splits"] * p["k_per_split"]  # no empty slice
+            assert 66 <= -(-n // p["BLOCK_N"]) * p["splits"] <= 64 * 132
+    again = stage2_plans(plans[:2])
+    assert len(again) == 2 * 8 and all((p["num_warps"], p["num_stages"]) != (4, 3) for p in again)

@@ -163,6 +163,28 @@ def test_bench_script_smoke_run(tmp_path):
                                                                    ("attention", "sdpa"), ("attention", "triton")}
 
 
+def test_gemv_tune_smoke_run(tmp_path):
+    "bench/gemv_tune.py at a tiny shape in the interpreter: it checks and times plans, the library and the reduction."
+    import json
+    import subprocess
+    import sys
+
+    import triton
+    from conftest import ROOT
+    site = str(Path(triton.__file__).resolve().parents[1])
+    paths = [str(ROOT), site, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "NANOCHAT_BASE_DIR": str(tmp_path)}
+    out = tmp_path / "gemv_tune.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "gemv_tune.py"), "--device", "cpu", "--interpret",
+                          "--matrices", "mlp_in", "--max-plans", "1", "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    record = json.loads(out.read_text())
+    assert record["interpret"] and record["name"] == "gemv_tune"
+    impls = [r["impl"] for r in record["records"]]
+    assert impls[:3] == ["cublas", "reduce", "triton_default"] and "triton" in impls[3:], impls
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("slots", [1, 3])
 def test_compiled_captured_step_with_the_kernels_matches_the_default(slots):
