@@ -19,7 +19,8 @@
 #   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_nopdl default",
 #      parts joined by _: reduce = `--kernels reduce`, nopdl = `--no-pdl` (no programmatic dependent launch between
 #      inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent tuning, lt =
-#      cuBLASLt for the products), each `decode_b1_SETTING`, and int8_matvec again with inductor tuning its reductions
+#      cuBLASLt for the products), each `decode_b1_SETTING` (B1_RUNS=3: three processes each, the later ones
+#      `decode_b1_SETTING_r2`, `_r3`), and int8_matvec again with inductor tuning its reductions
 #      (`int8_matvec_cdt`).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
 set -uo pipefail
@@ -67,8 +68,11 @@ b1_flags() {  # SETTING -> infer_bench's flags for it
 }
 for setting in ${B1:-reduce reduce_nopdl default}; do
   b1_env "$setting" > /dev/null || exit 2
-  run "decode_b1_$setting" env $(b1_env "$setting") $PY "${BENCH[@]}" --batch-sizes 1 --temperature 0 $(b1_flags "$setting") \
-    --out "$OUT/infer_bench_d${DEPTH}_b1_$setting-$TODAY.json"
+  for round in $(seq "${B1_RUNS:-1}"); do  # a fresh process each: batch 1 moves a few percent between processes
+    name=decode_b1_$setting; (( round > 1 )) && name+=_r$round
+    run "$name" env $(b1_env "$setting") $PY "${BENCH[@]}" --batch-sizes 1 --temperature 0 $(b1_flags "$setting") \
+      --out "$OUT/infer_bench_d${DEPTH}_b1_${name#decode_b1_}-$TODAY.json"
+  done
 done
 run int8_matvec_cdt env TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 $PY bench/int8_matvec.py --rows 1 \
   --out "$OUT/int8_matvec_cdt-$TODAY.json"

@@ -257,42 +257,49 @@ def test_reduced_products_on_gpu():
 
 
 
-def _end_of_step_buffers(rows: int, slots: int, vocab: int, device: str) -> tuple:
-    "A batch's per-row buffers as `sample_and_advance` takes them, half its rows greedy, a tie across argmax blocks."
+def _end_of_step_buffers(rows: int, slots: int, vocab: int, device: str, filtering: str) -> tuple:
+    """A batch's per-row buffers as `sample_and_advance` takes them: half its rows greedy, a tie across argmax blocks,
+    and for `filtering` 'top_k' every row a top-k of 50, for 'sort' a top-p of 0.9."""
     gen = torch.Generator(device=device).manual_seed(rows)
     logits = torch.randn(rows, vocab, device=device, generator=gen) * 4
     logits[0, [5, vocab - 3]] = 100.0  # a tie across blocks: the first column wins
     ints = torch.randint(0, 50, (6, slots), device=device, generator=gen)
     ints[2] = torch.arange(slots, device=device) % 3 > 0  # active
-    ints[4] = 0  # no top-k
+    ints[4] = 50 if filtering == "top_k" else 0
     floats = torch.ones(2, slots, device=device)
     floats[0] = torch.rand(slots, device=device, generator=gen) * (torch.arange(slots, device=device) % 2)
+    if filtering == "sort": floats[1] = 0.9
     return logits, ints, floats, torch.zeros(slots, dtype=torch.long, device=device), torch.arange(vocab, device=device)
 
 
-def _compare_end_of_step(compiled, rows: int, slots: int, vocab: int, device: str) -> None:
-    logits, *buffers = _end_of_step_buffers(rows, slots, vocab, device)
+def _compare_end_of_step(compiled, rows: int, slots: int, vocab: int, device: str, filtering: str = "none") -> None:
+    logits, *buffers = _end_of_step_buffers(rows, slots, vocab, device, filtering)
+    options = (filtering != "none", 256 if filtering == "top_k" else None, 40)
     eager = [b.clone() for b in buffers]
-    sample_and_advance(logits, *eager[:3], eager[3], False, None, 40)
-    compiled(logits, *buffers[:3], buffers[3], False, None, 40)
-    for got, want in zip(buffers, eager): assert torch.equal(got, want), (rows, slots)
+    sample_and_advance(logits, *eager, *options)
+    compiled(logits, *buffers, *options)
+    for got, want in zip(buffers, eager): assert torch.equal(got, want), (rows, slots, filtering)
 
 
 def test_compiled_end_of_step_on_cpu():
-    "Compiled (here by the CPU's inductor), the sampler and the step's bookkeeping write what the eager function writes."
+    """Compiled (here by the CPU's inductor), the sampler and the step's bookkeeping write what the eager function
+    writes, unfiltered and with the top-k selection. (The sort's compilation takes the CPU half a minute more; the GPU
+    test below covers it.)"""
     from nanochat.engine import _compiled
     compiled = _compiled(sample_and_advance, dynamic=False)
-    with _Warnings() as log: _compare_end_of_step(compiled, 3, 4, 1000, "cpu")
+    with _Warnings() as log:
+        for filtering in ("none", "top_k"): _compare_end_of_step(compiled, 3, 4, 1000, "cpu", filtering)
     assert not [m for m in log.messages if "eagerly" in m], log.messages
 
 
 @cuda_only
 def test_compiled_sampler_draws_the_eager_tokens():
     """On a GPU, the compiled end of a step (the sampler's argmax in two passes, the bookkeeping fused in, kernels
-    launched with PDL) writes what the eager one does."""
+    launched with PDL) writes what the eager one does, with each filtering."""
     from nanochat.engine import _compiled_sampler
     for rows, slots in ((1, 1), (4, 8), (128, 128)):
-        for pdl in (False, True): _compare_end_of_step(_compiled_sampler(pdl), rows, slots, 32768, "cuda")
+        for filtering in ("none", "top_k", "sort"):
+            for pdl in (False, True): _compare_end_of_step(_compiled_sampler(pdl), rows, slots, 32768, "cuda", filtering)
 
 
 @cuda_only
