@@ -69,6 +69,26 @@ def time_us(calls: list, device: str, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    "The options both kernel benchmarks take: where to run, and the model whose shapes to time."
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--interpret", action="store_true", help="Triton's interpreter (TRITON_INTERPRET=1): the CPU smoke run")
+    p.add_argument("--depth", type=int, default=None, help="model depth (default 20; 2 with --interpret)")
+    p.add_argument("--vocab-size", type=int, default=None, help="output layer rows (default 32768; 256 with --interpret)")
+
+
+def load_kernels(device: str, interpret: bool):
+    """`nanochat.decode_kernels`, imported after TRITON_INTERPRET is set when `interpret` (Triton reads it at import);
+    exits saying why where the kernels cannot run on `device`."""
+    if interpret: os.environ["TRITON_INTERPRET"] = "1"
+    from nanochat import decode_kernels as dk
+    if device == "cuda" and not torch.cuda.is_available(): raise SystemExit("no CUDA GPU: use --device cpu --interpret")
+    if not dk.available(device):
+        raise SystemExit(f"the decode kernels cannot run on {device}: they need Triton"
+                         + ("" if device == "cuda" else " and --interpret"))
+    return dk
+
+
 def engine_attention(q, k, v, mask):
     "The engine's decode attention (chapter 19b's `_StepCache.attend`), the mask made beforehand as a step does."
     (S, H, D), Hkv, span = q.shape, k.size(2), mask.size(-1)
@@ -140,10 +160,7 @@ def summary(records: list[dict], config) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--interpret", action="store_true", help="Triton's interpreter (TRITON_INTERPRET=1): the CPU smoke run")
-    p.add_argument("--depth", type=int, default=None, help="model depth (default 20; 2 with --interpret)")
-    p.add_argument("--vocab-size", type=int, default=None, help="output layer rows (default 32768; 256 with --interpret)")
+    add_model_arguments(p)
     p.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[1, 2, 4])
     p.add_argument("--spans", type=lambda s: [int(b) for b in s.split(",")], default=None,
                    help="cache spans, comma-separated (default 256,512,1024,2048; 64 with --interpret)")
@@ -151,12 +168,7 @@ def main():
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if args.interpret: os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported (by decode_kernels)
-    from nanochat import decode_kernels as dk
-    if args.device == "cuda" and not torch.cuda.is_available(): raise SystemExit("no CUDA GPU: use --device cpu --interpret")
-    if not dk.available(args.device):
-        raise SystemExit(f"the decode kernels cannot run on {args.device}: they need Triton"
-                         + ("" if args.device == "cuda" else " and --interpret"))
+    dk = load_kernels(args.device, args.interpret)
     small = args.interpret
     depth, vocab = args.depth or (2 if small else 20), args.vocab_size or (256 if small else 32768)
     args.spans = args.spans or ([64] if small else [256, 512, 1024, 2048])

@@ -22,14 +22,13 @@ matrix, each with its block sizes, split, warps and stages.
 """
 import argparse
 import functools
-import os
 import time
 from datetime import date
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from decode_kernels import copies_for, matrices, time_us
+from decode_kernels import add_model_arguments, copies_for, load_kernels, matrices, time_us
 from record import git_commit, save_result
 
 from nanochat.common import device_name
@@ -123,10 +122,7 @@ def summary(records: list[dict], config) -> dict:
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--interpret", action="store_true", help="Triton's interpreter (TRITON_INTERPRET=1): the CPU smoke run")
-    p.add_argument("--depth", type=int, default=None, help="model depth (default 20; 2 with --interpret)")
-    p.add_argument("--vocab-size", type=int, default=None, help="output layer rows (default 32768; 256 with --interpret)")
+    add_model_arguments(p)
     p.add_argument("--matrices", default="qkv,attn_out,mlp_in,mlp_out,lm_head", help="which matrices, comma-separated")
     p.add_argument("--copies", type=int, default=64, help="most copies of the weights per timing (L2 flushing)")
     p.add_argument("--repeats", type=int, default=10)
@@ -135,13 +131,8 @@ def main():
     p.add_argument("--budget-s", type=float, default=420.0, help="stop searching after this many seconds in all")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    if args.interpret: os.environ["TRITON_INTERPRET"] = "1"  # before Triton is imported (by decode_kernels)
-    from nanochat import decode_kernels as dk
+    dk = load_kernels(args.device, args.interpret)
     from nanochat.engine import reduced_product
-    if args.device == "cuda" and not torch.cuda.is_available(): raise SystemExit("no CUDA GPU: use --device cpu --interpret")
-    if not dk.available(args.device):
-        raise SystemExit(f"the decode kernels cannot run on {args.device}: they need Triton"
-                         + ("" if args.device == "cuda" else " and --interpret"))
     small = args.interpret
     if small: args.copies, args.repeats, args.refine = 1, 1, 1
     if small and args.max_plans is None: args.max_plans = 2
