@@ -17,9 +17,10 @@
 #   6. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
 #      looks; TOKENIZER=folder for a real tokenizer's lengths);
 #   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_nopdl default",
-#      parts joined by _: reduce = `--kernels reduce`, nopdl = `--no-pdl` (no programmatic dependent launch between
-#      inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent tuning, lt =
-#      cuBLASLt for the products), each `decode_b1_SETTING` (B1_RUNS=3: three processes each, the later ones
+#      parts joined by _: reduce = `--kernels reduce`, triton = `--kernels triton` (chapter 84's kernels), tuned =
+#      the same with the plans the gemv_tune part found (run it first), nopdl = `--no-pdl` (no programmatic dependent
+#      launch between inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent
+#      tuning, lt = cuBLASLt for the products), each `decode_b1_SETTING` (B1_RUNS=3: three processes each, the later ones
 #      `decode_b1_SETTING_r2`, `_r3`), and int8_matvec again with inductor tuning its reductions
 #      (`int8_matvec_cdt`).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
@@ -52,19 +53,21 @@ b1_env() {  # SETTING -> the environment of that batch-1 setting (reduce, nopdl:
   local words=()
   for part in ${1//_/ }; do
     case $part in
-      default|reduce|nopdl) ;;
+      default|reduce|nopdl|triton|tuned) ;;
       cdt) words+=(TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1) ;;
       lt) words+=(TORCH_BLAS_PREFER_CUBLASLT=1) ;;
-      *) echo "unknown batch-1 setting part $part of $1 (default, reduce, nopdl, cdt, lt)" >&2; return 2 ;;
+      *) echo "unknown batch-1 setting part $part of $1 (default, reduce, triton, tuned, nopdl, cdt, lt)" >&2; return 2 ;;
     esac
   done
   echo "${words[@]}"
 }
 b1_flags() {  # SETTING -> infer_bench's flags for it
-  local kernels=none pdl=--pdl
+  local kernels=none pdl=--pdl plans=
   [[ _${1}_ == *_reduce_* ]] && kernels=reduce
+  [[ _${1}_ == *_triton_* ]] && kernels=triton
+  [[ _${1}_ == *_tuned_* ]] && kernels=triton plans="--gemv-plans $OUT/gemv_tune-$TODAY.json"  # from the gemv_tune part
   [[ _${1}_ == *_nopdl_* ]] && pdl=--no-pdl
-  echo "--kernels $kernels $pdl"
+  echo "--kernels $kernels $pdl $plans"
 }
 for setting in ${B1:-reduce reduce_nopdl default}; do
   b1_env "$setting" > /dev/null || exit 2

@@ -131,6 +131,8 @@ class InferBenchConfig(DeviceSettings):
     quantize: str = setting("none", "the engine's matrices: none (the compute dtype) or int8 (weight-only)")
     kernels: str = setting("none", "narrow steps: none (cuBLAS, SDPA), triton (chapter 84's kernels, up to 4 rows) or "
                                    "reduce (one-row products as compiled reductions, chapter 19b)")
+    gemv_plans: str = setting("", "with kernels=triton: a bench/gemv_tune.py result whose fastest plan per matrix the "
+                                  "split-K product takes (chapter 84's use_tuned_plans)")
     pipeline: bool = setting(False, "launch each step before handing out the last one's tokens (chapter 19b)")
     pdl: bool = setting(True, "compiled kernels with programmatic dependent launch, Hopper on (DecodeModel(pdl=...))")
     vocab_size: int = setting(32768, "vocabulary size")
@@ -149,6 +151,8 @@ class InferBenchConfig(DeviceSettings):
             raise ConfigError(f"quantize must be none or int8, got {self.quantize!r}")
         if self.kernels not in ("none", "triton", "reduce"):
             raise ConfigError(f"kernels must be none, triton or reduce, got {self.kernels!r}")
+        if self.gemv_plans and self.kernels != "triton":
+            raise ConfigError(f"gemv_plans are plans of the triton kernels: give kernels=triton (got {self.kernels!r})")
 
 # %% ../../nbs/82_infer_bench.ipynb #4de0ce31
 def save_json_line(result: dict, out: Path) -> Path:
@@ -222,6 +226,11 @@ def main(argv: list[str] | None = None) -> dict:
     except (ConfigError, RuntimeError) as e: raise SystemExit(f"infer_bench: error: {e}") from None
     print(format_config(cfg, sources))
     model = GPT.build(config_for_depth(cfg.depth, cfg.vocab_size), device).eval()
+    if cfg.gemv_plans:
+        from nanochat.decode_kernels import use_tuned_plans
+        try: print(f"tuned plans for {len(use_tuned_plans(cfg.gemv_plans))} products from {cfg.gemv_plans}")
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"infer_bench: error: cannot use gemv plans from {cfg.gemv_plans}: {e}") from None
     try:
         decoder = DecodeModel(model, compile=cfg.compile, quantize=None if cfg.quantize == "none" else cfg.quantize,
                               kernels=None if cfg.kernels == "none" else cfg.kernels, pdl=cfg.pdl)
