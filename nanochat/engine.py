@@ -67,7 +67,8 @@ def sampler_filtering(params: list[SamplingParams]) -> str:
 
 
 def sample_and_advance(logits: torch.Tensor, ints: torch.Tensor, floats: torch.Tensor, sampled: torch.Tensor,
-                       columns: torch.Tensor, filtered: bool, filter_width: int | None, max_pos: int) -> None:
+                       columns: torch.Tensor, filtered: bool, filter_width: int | None,
+                       max_pos: torch.Tensor | int) -> None:
     """The end of a decode step for the first `len(logits)` rows of a batch whose per-row inputs are the rows of
     `ints` (tokens, pos, active, prev, top_k, seeds: `DecodeBatch`'s order) and `floats` (temperature, top_p): each
     row's next token (`sample_next`) goes into `sampled` and becomes the row's input, the old input becomes its `prev`,
@@ -376,6 +377,9 @@ class DecodeBatch:
         self.sampled = torch.zeros(slots, **long)
         self._row_ids, self._key_ids = torch.arange(slots, device=dev), torch.arange(max_len, device=dev)
         self._columns = torch.arange(c.vocab_size, device=dev)  # token ids, for the sampling noise
+        # the last position, as a tensor: a value the compiled sampler reads, not one it is specialised on (a batch of
+        # another length then needs no new compilation)
+        self._last_pos = torch.tensor(max_len - 1, device=dev)
         self.windows = [min(c.window(i), max_len) for i in range(c.n_layer)]
         self.rows: list[_Row | None] = [None] * slots
         self.cuda_graph = dev.type == "cuda" and cuda_graph is not False  # graphs exist only on CUDA
@@ -597,7 +601,7 @@ def _step(self: DecodeBatch, filtering: str, span: int, rows: int | None = None)
      "can replay it).")
     n, width = rows or self.slots, TOP_K_WIDTH if filtering == "top_k" else None
     self.model.sample_and_advance(self.decode_logits(span, n), self._ints, self._floats, self.sampled, self._columns,
-                                  filtering != "none", width, self.max_len - 1)
+                                  filtering != "none", width, self._last_pos)
 
 
 @patch

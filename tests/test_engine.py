@@ -274,7 +274,7 @@ def _end_of_step_buffers(rows: int, slots: int, vocab: int, device: str, filteri
 
 def _compare_end_of_step(compiled, rows: int, slots: int, vocab: int, device: str, filtering: str = "none") -> None:
     logits, *buffers = _end_of_step_buffers(rows, slots, vocab, device, filtering)
-    options = (filtering != "none", 256 if filtering == "top_k" else None, 40)
+    options = (filtering != "none", 256 if filtering == "top_k" else None, torch.tensor(40, device=device))
     eager = [b.clone() for b in buffers]
     sample_and_advance(logits, *eager, *options)
     compiled(logits, *buffers, *options)
