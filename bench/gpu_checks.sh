@@ -18,11 +18,11 @@
 #      looks; TOKENIZER=folder for a real tokenizer's lengths);
 #   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_nopdl default",
 #      parts joined by _: reduce = `--kernels reduce`, triton = `--kernels triton` (chapter 84's kernels), tuned =
-#      the same with the plans the gemv_tune part found (run it first), nopdl = `--no-pdl` (no programmatic dependent
-#      launch between inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent
-#      tuning, lt = cuBLASLt for the products), each `decode_b1_SETTING` (B1_RUNS=3: three processes each, the later ones
-#      `decode_b1_SETTING_r2`, `_r3`), and int8_matvec again with inductor tuning its reductions
-#      (`int8_matvec_cdt`).
+#      the same with the plans the gemv_tune part found (run it first, or GEMV_PLANS=file), nopdl = `--no-pdl` (no
+#      programmatic dependent launch between inductor's kernels, which the engine uses by default), cdt = inductor's
+#      coordinate-descent tuning, lt = cuBLASLt for the products), each `decode_b1_SETTING` (B1_RUNS=3: three
+#      processes each, the later ones `decode_b1_SETTING_r2`, `_r3`), and int8_matvec again with inductor tuning its
+#      reductions (`int8_matvec_cdt`).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
@@ -65,7 +65,8 @@ b1_flags() {  # SETTING -> infer_bench's flags for it
   local kernels=none pdl=--pdl plans=
   [[ _${1}_ == *_reduce_* ]] && kernels=reduce
   [[ _${1}_ == *_triton_* ]] && kernels=triton
-  [[ _${1}_ == *_tuned_* ]] && kernels=triton plans="--gemv-plans $OUT/gemv_tune-$TODAY.json"  # from the gemv_tune part
+  # the plans the gemv_tune part wrote, or GEMV_PLANS=file (a search from an earlier run)
+  [[ _${1}_ == *_tuned_* ]] && kernels=triton plans="--gemv-plans ${GEMV_PLANS:-$OUT/gemv_tune-$TODAY.json}"
   [[ _${1}_ == *_nopdl_* ]] && pdl=--no-pdl
   echo "--kernels $kernels $pdl $plans"
 }
