@@ -91,7 +91,7 @@ def tune_matrix(dk, name: str, n: int, k: int, args, dtype, reduce_fn, deadline:
     default = {**default, "num_stages": default.get("num_stages", 3)}
     records = [timed("cublas", F.linear), timed("reduce", reduce_fn),
                timed("triton_default", functools.partial(dk.gemv, plan=default), **plan_fields(default))]
-    found = []
+    found = []  # (record, plan), fastest first after each stage
     candidates = stage1_plans(n, k, sms)[: args.max_plans]
     for stage in (1, 2):
         for plan in candidates:
@@ -101,14 +101,11 @@ def tune_matrix(dk, name: str, n: int, k: int, args, dtype, reduce_fn, deadline:
                 print(f"{name}: plan {plan_fields(plan)} does not run: {type(e).__name__}: {str(e)[:160]}")
                 continue
             if not ok: raise SystemExit(f"gemv with plan {plan} disagrees with F.linear on {name}")
-            found.append(timed("triton", functools.partial(dk.gemv, plan=plan), stage=stage, **plan_fields(plan)))
-        found.sort(key=lambda r: r["us"])
-        if stage == 1:
-            best = [{"BLOCK_M": 1, "BLOCK_N": r["block_n"], "BLOCK_K": r["block_k"], "k_per_split": r["k_per_split"],
-                     "splits": r["splits"], "num_warps": r["num_warps"], "num_stages": r["num_stages"]}
-                    for r in found[: args.refine]]
-            candidates = stage2_plans(best)[: args.max_plans]
-    return records + found[:KEEP]
+            found.append((timed("triton", functools.partial(dk.gemv, plan=plan), stage=stage, **plan_fields(plan)),
+                          plan))
+        found.sort(key=lambda timed_plan: timed_plan[0]["us"])
+        if stage == 1: candidates = stage2_plans([plan for _, plan in found[: args.refine]])[: args.max_plans]
+    return records + [record for record, _ in found[:KEEP]]
 
 
 def summary(records: list[dict], config) -> dict:

@@ -41,7 +41,6 @@ def interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@functools.cache
 def _interpreter_takes_numpy_scalars() -> None:
     """Triton's interpreter (3.6 and earlier) holds a kernel's scalars as one-element NumPy arrays and turns them into
     Python ints with `int(array)`, which NumPy 2.4 refuses (triton-lang/triton#9171): every loop whose bound is not a
@@ -67,9 +66,11 @@ def available(device: torch.device | str = "cuda") -> bool:
     "Whether the kernels can run on `device`: Triton is importable, and the device is a GPU or the interpreter is on."
     device = torch.device(device)
     if triton is None: return False
-    if interpreted(): _interpreter_takes_numpy_scalars()
     if device.type == "cuda": return torch.cuda.is_available()
     return device.type == "cpu" and interpreted()
+
+
+if triton is not None and interpreted(): _interpreter_takes_numpy_scalars()  # once, at import, as Triton reads the flag
 
 # %% ../nbs/84_decode_kernels.ipynb #63204bd9
 def _cdiv(a: int, b: int) -> int: return -(-a // b)
@@ -170,7 +171,6 @@ def gemv(x: torch.Tensor, weight: torch.Tensor, plan: dict | None = None) -> tor
     this shape, else `gemv_plan`'s for an H200), and Triton's
     `num_warps` and `num_stages` (4 and 3 when absent; the stages are how many loads of the loop are in flight)."""
     if triton is None: raise RuntimeError("decode_kernels.gemv needs Triton: pip install triton (on a CUDA machine)")
-    if interpreted(): _interpreter_takes_numpy_scalars()
     (rows, k), n = x.shape, weight.size(0)
     if not 1 <= rows <= MAX_ROWS or weight.shape != (n, k) or weight.stride(1) != 1 or x.dtype != weight.dtype:
         raise ValueError(f"gemv takes x (1..{MAX_ROWS}, k) and weight (n, k) with contiguous rows, one dtype; got "
@@ -273,7 +273,6 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: tor
     r sees positions (pos[r] - window, pos[r]] below `span`, query head h the key/value head h // (heads // kv heads),
     as the engine's mask and SDPA do (scale 1/√d). Returns (rows, heads, d) in q's dtype."""
     if triton is None: raise RuntimeError("decode_kernels.decode_attention needs Triton: pip install triton")
-    if interpreted(): _interpreter_takes_numpy_scalars()
     (S, H, D), Hkv = q.shape, k.size(2)
     if k.shape[0] != S or k.shape[3] != D or v.shape != k.shape or H % Hkv or D & (D - 1) or span > k.size(1):
         raise ValueError(f"decode_attention: q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}, span {span}: "
