@@ -164,6 +164,19 @@ def _calls(text: str, name: str) -> list[str]:
     return calls
 
 
+def test_checks_that_refuse_a_wrong_answer_replay_one_seed():
+    """`check` draws a fresh seed when given none. A right answer passes on any seed, but a wrong one may slip through
+    a few unlucky draws, so a cell asserting that `check` refuses it names its seed: the book builds the same way every
+    time."""
+    unseeded = []
+    for path in sorted((ROOT / "nbs").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            source = "".join(cell["source"])
+            for call in _calls(source, "check"):
+                if f"assert not {call}" in source and "seed=" not in call: unseeded.append(f"{path.name}: {call[:80]}")
+    assert not unseeded, "wrong answers checked on a random seed:\n" + "\n".join(unseeded)
+
+
 def test_every_exercise_asks_its_own_reflection_question():
     "A solved exercise ends with a question about the chapter's idea; the lab's generic one is only a fallback."
     missing = []
