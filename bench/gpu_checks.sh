@@ -3,10 +3,10 @@
 # minutes (each part cut at LIMIT s, default 240, the tests at TESTS_LIMIT, default 480; an infer_bench batch size
 # takes 40-50 s to compile and capture on an H200; ONLY="int8_matvec decode_int8" runs the parts named, by the names
 # below):
-#   1. the GPU-only tests, in two parts: `tests`, the engine (CUDA graphs, the compiled sampler at every slot count, row
-#      buckets, fed prompts, reduced products, PDL, int8; chat_web's start where fastapi is installed), and
-#      `tests_kernels`, the decode kernels compiled and captured against the default step, the memory probe under a
-#      cap, compiled AdamW;
+#   1. the GPU-only tests (in TEST_WORKERS processes where pytest-xdist is installed), in two parts: `tests`, the
+#      engine (CUDA graphs, the compiled sampler at every slot count, row buckets, fed prompts, reduced products, PDL,
+#      int8; chat_web's start where fastapi is installed), and `tests_kernels`, the decode kernels compiled and
+#      captured against the default step, the memory probe under a cap, compiled AdamW;
 #   2. infer_bench at d20, batch 1, 32 and 128: the default step, the pipelined one (`--pipeline`), and at batch 1
 #      the Triton kernels (`--kernels triton`), each into its own JSON;
 #   3. bench/decode_kernels.py: each kernel against cuBLAS / SDPA at the d20 shapes;
@@ -33,9 +33,11 @@ run() {  # NAME COMMAND...: output into the log, a line with its exit status (12
   echo "== $name" >> "$OUT/gpu_checks.log"; timeout "${LIMIT:-240}" "$@" >> "$OUT/gpu_checks.log" 2>&1
   echo "== $name: exit $?, $(( $(date +%s) - t )) s"
 }
-# -v names each test as it starts, so that a part cut at its limit still shows how far it got (a fresh machine compiles
-# every graph: the engine's tests alone took over 400 s from a cold cache on an H100)
+# -v names each test, so that a part cut at its limit still shows how far it got. A fresh machine compiles every graph
+# (the engine's tests alone took over 400 s from a cold cache on an H100, one test at a time): where pytest-xdist is
+# installed the tests run in TEST_WORKERS processes (default 4) sharing the GPU, each compiling on its own cores.
 TESTS=(-m pytest -v -rs --tb=short -p no:cacheprovider)
+if [[ ${TEST_WORKERS:-4} -gt 1 ]] && $PY -c "import xdist" 2>/dev/null; then TESTS+=(-n "${TEST_WORKERS:-4}"); fi
 LIMIT=${TESTS_LIMIT:-480} run tests $PY "${TESTS[@]}" tests/test_engine.py tests/test_engine_int8.py
 LIMIT=${TESTS_LIMIT:-480} run tests_kernels $PY "${TESTS[@]}" tests/test_decode_kernels.py tests/test_memory.py \
   tests/test_optim_cuda.py

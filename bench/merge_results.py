@@ -43,10 +43,19 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
         key = s["depth"], s["pattern"], s["fp8"]
         if not is_upstream(s) and key in upstream_means:
             s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[key], 3)
-    for r in records:  # each of our rows carries the upstream step it was timed beside (its mean, same precision)
+    return out
+
+
+def beside_upstream(records: list[dict], summaries: list[dict]) -> list[dict]:
+    """Copies of `records` where each of our `train` rows carries the upstream step it was timed beside
+    (`upstream_tok_per_s`: the mean of upstream's runs of the same depth, pattern and precision in `summaries`)."""
+    upstream_means = {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"]
+                      for s in summaries if s["variant"].startswith("upstream")}
+    out = []
+    for r in records:
         key = r.get("depth"), r.get("pattern"), r.get("fp8", False)
-        if r.get("kind") == "train" and not r.get("variant", "default").startswith("upstream") and key in upstream_means:
-            r["upstream_tok_per_s"] = upstream_means[key]
+        ours = r.get("kind") == "train" and not r.get("variant", "default").startswith("upstream")
+        out.append(dict(r, upstream_tok_per_s=upstream_means[key]) if ours and key in upstream_means else dict(r))
     return out
 
 
@@ -70,7 +79,8 @@ def main():
               f"{r.get('tok_per_s', 0):>10,} {r.get('mfu', float('nan')):>6.1%} {r.get('sm_mhz_mean', 0):>6} "
               f"{ratio_cell(r.get('vs_upstream')):>11}")
     if args.summary:
-        merged["records"] += summarize(merged["records"], merged.get("gpu", "?"))
+        summaries = summarize(merged["records"], merged.get("gpu", "?"))
+        merged["records"] = beside_upstream(merged["records"], summaries) + summaries
         print(f"\n{'depth':>5} {'pattern':>7} {'variant':>16} {'runs':>4} {'mean tok/s':>10} {'range':>19} {'vs upstream (mean, range)':>28}")
         for s in (r for r in merged["records"] if r["kind"] == "train_summary"):
             print(f"{s['depth']:>5} {s['pattern']:>7} {s['variant']:>16} {s['runs']:>4} {s['tok_per_s_mean']:>10,} "

@@ -78,13 +78,19 @@ def test_summarize_means_per_row():
 
 
 def test_summarize_ratio_against_upstream_timed_alongside():
-    from merge_results import summarize
+    import copy
+
+    from merge_results import beside_upstream, summarize
     rows = [{"kind": "train", "depth": 12, "pattern": "L", "variant": v, "tok_per_s": t}
             for v, t in [("default", 550_000), ("default", 530_000), ("upstream", 500_000)]]
-    by_variant = {s["variant"]: s for s in summarize(rows, gpu="NVIDIA H100 80GB HBM3")}
+    before = copy.deepcopy(rows)
+    summaries = summarize(rows, gpu="NVIDIA H100 80GB HBM3")
+    by_variant = {s["variant"]: s for s in summaries}
     assert by_variant["default"]["vs_upstream_same_card"] == 1.08
     assert "vs_upstream_same_card" not in by_variant["upstream"]
-    assert [r.get("upstream_tok_per_s") for r in rows] == [500_000, 500_000, None]  # our rows carry upstream's tok/s
+    marked = beside_upstream(rows, summaries)
+    assert [r.get("upstream_tok_per_s") for r in marked] == [500_000, 500_000, None]  # our rows carry upstream's tok/s
+    assert rows == before  # the inputs are left as they were
 
 
 def test_same_card_ratio_pairs_precisions():
