@@ -280,3 +280,25 @@ def test_gemv_tune_searches_distinct_valid_plans():
             assert 66 <= -(-n // p["BLOCK_N"]) * p["splits"] <= 64 * 132
     again = stage2_plans(plans[:2])
     assert len(again) == 2 * 8 and all((p["num_warps"], p["num_stages"]) != (4, 3) for p in again)
+
+
+def test_gpu_checks_reads_its_batch1_settings(tmp_path):
+    """gpu_checks.sh refuses an unknown batch-1 setting, or a tuned one with no plans to read, before anything runs (a
+    typo must not cost a GPU machine's time); with ONLY naming no part, nothing runs."""
+    import os
+    import subprocess
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_checks.sh"
+    env = dict(os.environ, OUT=str(tmp_path), ONLY="nothing", PYTHON="true", TEST_WORKERS="1")
+    ok = subprocess.run(["bash", str(script)], env=env | {"B1": "reduce_mk tuned nopdl_cdt_lt"}, capture_output=True,
+                        text=True, cwd=script.parents[1])
+    assert ok.returncode == 0 and "exit" not in ok.stdout, ok.stdout + ok.stderr
+    bad = subprocess.run(["bash", str(script)], env=env | {"B1": "reduce reduce_fast"}, capture_output=True, text=True,
+                         cwd=script.parents[1])
+    assert bad.returncode == 2 and "unknown batch-1 setting part fast of reduce_fast" in bad.stderr, bad.stderr
+    tuned = env | {"B1": "tuned", "ONLY": "decode_b1_tuned"}  # the tuned step without the plan search or its file
+    no_plans = subprocess.run(["bash", str(script)], env=tuned, capture_output=True, text=True, cwd=script.parents[1])
+    assert no_plans.returncode == 2 and "needs the plans of a gemv_tune run" in no_plans.stderr, no_plans.stderr
+    (tmp_path / "plans.json").write_text("{}")
+    with_plans = subprocess.run(["bash", str(script)], env=tuned | {"GEMV_PLANS": str(tmp_path / "plans.json")},
+                                capture_output=True, text=True, cwd=script.parents[1])
+    assert with_plans.returncode == 0 and "== decode_b1_tuned: exit 0" in with_plans.stdout, with_plans.stdout
