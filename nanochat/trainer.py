@@ -67,6 +67,11 @@ class TrainingPlan:
     num_scaling_params: int = 0
     flops_per_token: float = 0.0
     horizon_from: str = ""  # what set num_iterations
+    # Muon's momentum: 0.85 rising to the peak over the first `momentum_warmup` steps, then from the peak to the final
+    # value across the warmdown (pretraining's shape; SFT may hold it at the peak)
+    momentum_warmup: int = 400
+    momentum_peak: float = 0.97
+    momentum_final: float = 0.90
 
     @property
     def total_tokens(self) -> int: return self.num_iterations * self.total_batch_size
@@ -76,6 +81,7 @@ class TrainingPlan:
 
     def describe(self) -> str:
         "The plan as an aligned table, for the start of a run's log."
+        then = "held" if self.momentum_final == self.momentum_peak else f"{self.momentum_final:g} by the end"
         rows = [("parameters", f"{self.num_params:,} ({self.num_scaling_params:,} for scaling)"),
                 ("FLOPs per token", f"{self.flops_per_token:.3e}"),
                 ("horizon", f"{self.num_iterations:,} steps ({self.horizon_from}), {self.total_tokens:,} tokens, "
@@ -85,6 +91,7 @@ class TrainingPlan:
                           f"tokens × {self.world_size} rank(s) × {self.grad_accum} accumulation step(s)"),
                 ("learning rates", f"× {self.lr_scale:.4f} (batch-size scaling)"),
                 ("weight decay", f"{self.weight_decay:.5f}, cosine to 0"),
+                ("Muon momentum", f"0.85 → {self.momentum_peak:g} over {self.momentum_warmup} steps, then {then}"),
                 ("schedule", f"warmup {self.warmup_steps} steps, warmdown {self.warmdown_steps} steps to "
                              f"{self.final_lr_frac:g} × the peak")]
         w = max(len(k) for k, _ in rows)
@@ -147,16 +154,18 @@ def lr_multiplier(step: int, plan: TrainingPlan) -> float:
     return progress + (1 - progress) * plan.final_lr_frac
 
 
-def muon_momentum(step: int, plan: TrainingPlan, warmup: int = 400) -> float:
-    "Muon's momentum at `step`: 0.85 → 0.97 over `warmup` steps, then down to 0.90 across the warmdown."
+def muon_momentum(step: int, plan: TrainingPlan) -> float:
+    """Muon's momentum at `step`: 0.85 → `momentum_peak` over `momentum_warmup` steps, then to `momentum_final` across
+    the warmdown (pretraining: 0.97 over 400 steps, then 0.90)."""
     warmdown_start = plan.num_iterations - plan.warmdown_steps
-    if step < warmup:
-        frac = step / warmup
-        return (1 - frac) * 0.85 + frac * 0.97
-    if plan.warmdown_steps and step >= warmdown_start:
+    if step < plan.momentum_warmup:
+        frac = step / plan.momentum_warmup
+        return (1 - frac) * 0.85 + frac * plan.momentum_peak
+    # a held momentum (final = peak) is the peak itself, not a blend of it with itself that rounding could move
+    if plan.warmdown_steps and step >= warmdown_start and plan.momentum_final != plan.momentum_peak:
         progress = (step - warmdown_start) / plan.warmdown_steps
-        return 0.97 * (1 - progress) + 0.90 * progress
-    return 0.97
+        return plan.momentum_peak * (1 - progress) + plan.momentum_final * progress
+    return plan.momentum_peak
 
 
 def weight_decay_at(step: int, plan: TrainingPlan) -> float:
