@@ -28,7 +28,7 @@ sys.path.insert(1, str(HERE.parent))
 from common import FIXTURES, PINNED_COMMIT, ROOT, read_json, row, write_json  # noqa: E402
 from record import git_commit, save_result  # noqa: E402
 
-COMPONENTS = ("tokenizer", "data", "model", "optim", "loss_eval", "core", "chat_eval", "sft")
+COMPONENTS = ("tokenizer", "data", "model", "optim", "loss_eval", "core", "chat_eval", "sft", "rl")
 
 
 def upstream_commit(checkout: Path) -> str:
