@@ -374,6 +374,8 @@ def warm_start_optimizer(optimizer, run: Path, rank: int, world_size: int) -> in
     """Load the optimizer state of `run`'s newest checkpoint into `optimizer`, keeping `optimizer`'s hyperparameters
     (learning rates and all); returns the step it came from."""
     ckpt = load_checkpoint(run, rank=rank)
+    if not ckpt.optimizer_state:
+        raise ConfigError(f"{run} step {ckpt.step} holds no optimizer state: run without --load-optimizer")
     if ckpt.record["world_size"] != world_size:
         raise ConfigError(f"{run} was saved by {ckpt.record['world_size']} rank(s), each with its shard of the "
                           f"optimizer state; this run has {world_size}: run it with as many, or without "
