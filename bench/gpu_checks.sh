@@ -28,6 +28,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
 PY=${PYTHON:-python3}; DEPTH=${DEPTH:-20}; OUT=${OUT:-bench/results}; TODAY=$(date +%F); mkdir -p "$OUT"
+PLANS=${GEMV_PLANS:-$OUT/gemv_tune-$TODAY.json}  # the tuned step's plans: the gemv_tune part's, or an earlier run's
 will_run() { [[ -z ${ONLY:-} || " $ONLY " == *" $1 "* ]]; }  # NAME: whether ONLY lets that part run
 run() {  # NAME COMMAND...: output into the log, a line with its exit status (124: cut at LIMIT s) and wall time here
   local name=$1 t=$(date +%s); shift
@@ -53,16 +54,14 @@ b1_flags() {  # SETTING -> infer_bench's flags for it
   local kernels=none pdl=--pdl plans=
   [[ _${1}_ == *_reduce_* ]] && kernels=reduce
   [[ _${1}_ == *_triton_* ]] && kernels=triton
-  # the plans the gemv_tune part wrote, or GEMV_PLANS=file (a search from an earlier run)
-  [[ _${1}_ == *_tuned_* ]] && kernels=triton plans="--gemv-plans ${GEMV_PLANS:-$OUT/gemv_tune-$TODAY.json}"
+  [[ _${1}_ == *_tuned_* ]] && kernels=triton plans="--gemv-plans $PLANS"
   [[ _${1}_ == *_nopdl_* ]] && pdl=--no-pdl
   echo "--kernels $kernels $pdl $plans"
 }
 for setting in ${B1:-reduce reduce_nopdl default}; do  # a mistyped setting stops here, before anything runs
   b1_env "$setting" > /dev/null || exit 2
-  plans=${GEMV_PLANS:-$OUT/gemv_tune-$TODAY.json}
-  if [[ _${setting}_ == *_tuned_* ]] && will_run "decode_b1_$setting" && [[ ! -f $plans ]] && ! will_run gemv_tune; then
-    echo "decode_b1_$setting needs the plans of a gemv_tune run: $plans is missing (add gemv_tune to ONLY)" >&2
+  if [[ _${setting}_ == *_tuned_* ]] && will_run "decode_b1_$setting" && [[ ! -f $PLANS ]] && ! will_run gemv_tune; then
+    echo "decode_b1_$setting needs the plans of a gemv_tune run: $PLANS is missing (add gemv_tune to ONLY)" >&2
     exit 2
   fi
 done

@@ -18,6 +18,12 @@ from statistics import mean
 from record import ratio_cell, reference_tok_per_s
 
 
+def _upstream_means(summaries: list[dict]) -> dict:
+    "(depth, pattern, fp8) -> the mean tok/s of upstream's runs among `summaries`."
+    return {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"]
+            for s in summaries if s["variant"].startswith("upstream")}
+
+
 def summarize(records: list[dict], gpu: str) -> list[dict]:
     """One record per (depth, pattern, variant) of the `train` records: mean/min/max tok/s, runs, mean SM clock; the
     ratios to upstream's fixed numbers only where `gpu` is the card they were taken on."""
@@ -37,11 +43,10 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
             summary |= {"vs_upstream_mean": round(mean(tok) / ref, 3), "vs_upstream_min": round(min(tok) / ref, 3),
                         "vs_upstream_max": round(max(tok) / ref, 3)}
         out.append(summary)
-    is_upstream = lambda s: s["variant"].startswith("upstream")
-    upstream_means = {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"] for s in out if is_upstream(s)}
+    upstream_means = _upstream_means(out)
     for s in out:
         key = s["depth"], s["pattern"], s["fp8"]
-        if not is_upstream(s) and key in upstream_means:
+        if not s["variant"].startswith("upstream") and key in upstream_means:
             s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[key], 3)
     return out
 
@@ -49,8 +54,7 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
 def beside_upstream(records: list[dict], summaries: list[dict]) -> list[dict]:
     """Copies of `records` where each of our `train` rows carries the upstream step it was timed beside
     (`upstream_tok_per_s`: the mean of upstream's runs of the same depth, pattern and precision in `summaries`)."""
-    upstream_means = {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"]
-                      for s in summaries if s["variant"].startswith("upstream")}
+    upstream_means = _upstream_means(summaries)
     out = []
     for r in records:
         key = r.get("depth"), r.get("pattern"), r.get("fp8", False)
