@@ -44,6 +44,14 @@ def row(component: str, compared: str, difference, verdict: bool | str, toleranc
             "tolerance": tolerance, "verdict": verdict, **extra}
 
 
+def max_diff(a, b) -> float:
+    "Largest absolute difference of two equally shaped nested lists of numbers (inf when the shapes differ)."
+    import torch
+    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    if a.shape != b.shape: return float("inf")
+    return (a - b).abs().max().item() if a.numel() else 0.0
+
+
 def within(difference: float, tolerance: float) -> bool:
     return difference is not None and not math.isnan(difference) and difference <= tolerance
 

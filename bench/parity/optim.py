@@ -21,7 +21,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from common import our_name, row, tensor_digest
+from common import max_diff, our_name, row, tensor_digest
 
 SEED = 1234
 MUON_SHAPES = [(3, 48, 16), (3, 16, 48), (2, 32, 32), (1, 40, 24)]  # stacks of K matrices: tall, wide, square, one alone
@@ -207,13 +207,6 @@ def ours(work: Path, opts: dict) -> dict:
 
 
 # --- comparison and fixture -------------------------------------------------------------------------------------------
-def _max_diff(a, b) -> float:
-    import torch
-    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-    if a.shape != b.shape: return float("inf")
-    return (a - b).abs().max().item() if a.numel() else 0.0
-
-
 def _group_differences(ours: list[dict], up: list[dict]) -> list[str]:
     "What differs between two group tables, matched by their parameter sets; empty when they agree."
     mine = {tuple(g["params"]): g for g in ours}
@@ -237,7 +230,7 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
         o, u = ours["steps"][case["name"]], up["steps"][case["name"]]
         tol = 1e-6
         for step in ("step1", "step2"):
-            d = _max_diff(o[step], u[step])
+            d = max_diff(o[step], u[step])
             rows.append(row("optim", f"{case['name']}, {step}: max |Δ parameter|", d, d <= tol, tol))
     for name in up["groups"]:
         diffs = _group_differences(ours["groups"][name], up["groups"][name])
@@ -251,7 +244,7 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
             d = abs(o[key] - u[key])
             rows.append(row("optim", f"plan {name}: {key} (ours {o[key]:.6g})", d, d <= 1e-12 * max(1, abs(u[key])), 1e-12))
         for key in SCHEDULES:
-            d = _max_diff(o[key], u[key])
+            d = max_diff(o[key], u[key])
             rows.append(row("optim", f"plan {name}: {key.replace('_', ' ')}, all {len(u[key])} steps", d, d <= 1e-12, 1e-12))
         diffs = _group_differences(o["groups"], u["groups"])
         rows.append(row("optim", f"plan {name}: optimizer groups at the plan's rates", "; ".join(diffs) if diffs else "none", not diffs))

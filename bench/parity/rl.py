@@ -22,7 +22,7 @@ Our side runs `group_advantages`, `micro_batches(..., "pass")` (upstream's avera
 import random
 from pathlib import Path
 
-from common import read_json, row, write_json
+from common import max_diff, read_json, row, within, write_json
 
 SEED, PROBLEMS, REPLIES, MICRO_BATCH, VOCAB, BOS, END = 20, 2, 4, 2, 40, 0, 1
 STEPS = 9  # the learning-rate schedule's horizon
@@ -162,12 +162,6 @@ def ours(work: Path, opts: dict) -> dict:
             "lr": [rl._set_learning_rates(sgd, cfg.init_lr_frac, s, STEPS) for s in range(STEPS)]}
 
 
-def _max_diff(a, b) -> float:
-    import torch
-    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
-    return float("inf") if a.shape != b.shape else (a - b).abs().max().item()
-
-
 def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
     differing = [f"{theirs}={up['defaults'][theirs]} vs {mine}={ours['defaults'][mine]}"
                  for theirs, mine in SHARED_DEFAULTS.items() if up["defaults"][theirs] != ours["defaults"][mine]]
@@ -176,17 +170,15 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
     n_trained = sum(len(v) for v in up["trained"].values())
     rows = [row("rl", f"declared defaults, {len(SHARED_DEFAULTS)} shared settings (upstream's own rates, set by flag "
                       f"here: {named})", "; ".join(differing) or 0, not differing),
-            row("rl", f"advantages of {len(up['advantages'])} replies", _max_diff(ours["advantages"], up["advantages"]),
-                _max_diff(ours["advantages"], up["advantages"]) == 0, tolerance=0),
             row("rl", f"trained targets (position, id) of every reply ({n_trained})",
-                sum(ours["trained"].get(k) != v for k, v in up["trained"].items()), ours["trained"] == up["trained"]),
-            row("rl", f"policy loss of each of {len(up['losses'])} micro-batches (loss_average pass)",
-                _max_diff(ours["losses"], up["losses"]), _max_diff(ours["losses"], up["losses"]) <= 1e-6,
-                tolerance=1e-6),
-            row("rl", "gradient of the step's loss on every logit", _max_diff(ours["grad"], up["grad"]),
-                _max_diff(ours["grad"], up["grad"]) <= 1e-7, tolerance=1e-7),
-            row("rl", f"learning-rate multiplier × init_lr_frac at each of {len(up['lr'])} steps",
-                _max_diff(ours["lr"], up["lr"]), _max_diff(ours["lr"], up["lr"]) <= 1e-12, tolerance=1e-12)]
+                sum(ours["trained"].get(k) != v for k, v in up["trained"].items()), ours["trained"] == up["trained"])]
+    numbers = [("advantages", f"advantages of {len(up['advantages'])} replies", 0),
+               ("losses", f"policy loss of each of {len(up['losses'])} micro-batches (loss_average pass)", 1e-6),
+               ("grad", "gradient of the step's loss on every logit", 1e-7),
+               ("lr", f"learning-rate multiplier × init_lr_frac at each of {len(up['lr'])} steps", 1e-12)]
+    for key, compared, tolerance in numbers:
+        difference = max_diff(ours[key], up[key])
+        rows.append(row("rl", compared, difference, within(difference, tolerance), tolerance=tolerance))
     return rows
 
 

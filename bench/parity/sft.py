@@ -21,7 +21,7 @@ its `add_argument` calls), over SCHEDULE_STEPS steps with progress = step / SCHE
 import random
 from pathlib import Path
 
-from common import compact, read_json, row, write_json
+from common import compact, max_diff, read_json, row, within, write_json
 
 SEED, COUNT, BOS = 18, 60, 0
 # name: batch size, row length (max_seq_len), buffer size, world size, batches (of each rank)
@@ -150,10 +150,10 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
                 abs(mine["init_lr_frac"] - theirs["defaults"]["init_lr_frac"]),
                 mine["init_lr_frac"] == theirs["defaults"]["init_lr_frac"])]
     for key, what in (("lr", "learning-rate multiplier"), ("momentum", "Muon momentum")):
-        diff = max(abs(a - b) for a, b in zip(mine[key], theirs[key]))
+        diff = max_diff(mine[key], theirs[key])  # inf where the lengths differ
         rows.append(row("sft", f"schedule: {what} at each of {len(theirs[key])} steps (upstream's defaults: "
-                        f"warmdown_ratio {theirs['defaults']['warmdown_ratio']})", diff,
-                        diff <= 1e-12 and len(mine[key]) == len(theirs[key]), tolerance=1e-12))
+                        f"warmdown_ratio {theirs['defaults']['warmdown_ratio']})", diff, within(diff, 1e-12),
+                        tolerance=1e-12))
     for key, *_ in _runs():
         bad = [i for i, (a, b) in enumerate(zip(ours[key], up[key])) if a != b]
         supervised = sum(t >= 0 for batch in up[key] for r in batch["targets"] for t in r)
