@@ -335,9 +335,9 @@ def _checked_step_dir(folder: Path, step: int | None) -> Path:
 
 # %% ../nbs/10_checkpoint.ipynb #267f2829
 def load_checkpoint(folder: Path | str, step: int | None = None, rank: int | None = None,
-                    device: str | torch.device = "cpu", trusted: bool = False) -> Checkpoint:
+                    device: str | torch.device = "cpu", trusted: bool = False, weights: bool = True) -> Checkpoint:
     """Load `step` (None: the newest valid) of the run in `folder`, as `rank` (default: this process's) sees it, onto
-    `device`."""
+    `device`; `weights=False` leaves the model's weights on disk (`model_state` is empty) for a caller that has them."""
     folder = Path(folder)
     if rank is None: rank = dist.get_rank() if _distributed() else 0
     d = _checked_step_dir(folder, step)
@@ -356,7 +356,7 @@ def load_checkpoint(folder: Path | str, step: int | None = None, rank: int | Non
     except (RuntimeError, EOFError, OSError) as e:  # damaged since it was validated, or a torch that cannot read it
         raise CheckpointError(f"{path} cannot be loaded ({str(e).splitlines()[0]}); load an earlier step (saved: "
                               f"{list_checkpoints(folder)}) or copy this one again") from None
-    model_state = load_file(d / MODEL_FILE, device=str(torch.device(device)))
+    model_state = load_file(d / MODEL_FILE, device=str(torch.device(device))) if weights else {}
     return Checkpoint(record["step"], model_state, payload["optimizer"], payload["loader"], payload["rng"],
                       record["meta"], record)
 

@@ -373,7 +373,7 @@ def sft_plan(cfg: ChatSFTConfig, model, steps: int, max_len: int, world_size: in
 def warm_start_optimizer(optimizer, run: Path, rank: int, world_size: int) -> int:
     """Load the optimizer state of `run`'s newest checkpoint into `optimizer`, keeping `optimizer`'s hyperparameters
     (learning rates and all); returns the step it came from."""
-    ckpt = load_checkpoint(run, rank=rank)
+    ckpt = load_checkpoint(run, rank=rank, weights=False)  # load_gpt has read the weights
     if not ckpt.optimizer_state:
         raise ConfigError(f"{run} step {ckpt.step} holds no optimizer state: run without --load-optimizer")
     if ckpt.record["world_size"] != world_size:
