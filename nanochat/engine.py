@@ -32,13 +32,15 @@ from .sampling import MASK32, SamplingParams, sample_next
 from .tools import ToolUse, calculator_tool, sandbox_tool, upstream_calculator
 
 # %% ../nbs/19b_engine.ipynb #147647c2
-def _compiled(fn: Callable, dynamic: bool | None = None, pdl: bool = False) -> Callable:
+def _compiled(fn: Callable, dynamic: bool | None = None, pdl: bool = False, multi_kernel: bool = False) -> Callable:
     """`fn` (a function or a module) through torch.compile, without CUDA graphs of its own (the decode step is one).
     `dynamic` as torch.compile takes it (None: static first, symbolic sizes after a size changes); `pdl`: its kernels
-    use programmatic dependent launch where the GPU has it (Hopper on; elsewhere nothing changes). If compiling fails
-    (no Triton, a compiler bug), it says so once and runs `fn` eagerly from then on."""
-    options = {"triton.enable_pdl": True} if pdl else None
-    compiled = torch.compile(fn, dynamic=dynamic, fullgraph=True, options=options)
+    use programmatic dependent launch where the GPU has it (Hopper on; elsewhere nothing changes); `multi_kernel`: each
+    reduction is compiled both as one pass held in registers and as a loop, and the faster, timed on the first call,
+    is kept. If compiling fails (no Triton, a compiler bug), it says so once and runs `fn` eagerly from then on."""
+    options = {"triton.enable_pdl": True} if pdl else {}
+    if multi_kernel: options["triton.multi_kernel"] = 1
+    compiled = torch.compile(fn, dynamic=dynamic, fullgraph=True, options=options or None)
     chosen = [compiled]
     name = getattr(fn, "__name__", type(fn).__name__)
 
@@ -259,7 +261,8 @@ class DecodeModel:
     goes through torch.compile (on by default: see the speed section). `quantize`: None (the compute dtype) or 'int8'
     (the matrices weight-only int8, `quantize_int8`). `kernels`: None, 'triton' for the decode kernels of chapter
     84 (Annex A) in the steps of batches of at most four rows (CUDA; or the CPU in Triton's interpreter), or 'reduce'
-    for one-row steps whose products are written as reductions the compiler makes kernels of (`ReducedProducts`).
+    for one-row steps whose products are written as reductions the compiler makes kernels of (`ReducedProducts`), each
+    in the faster of its two compiled forms (inductor's multi-kernel).
     `pdl`: the compiled decode step's kernels use programmatic dependent launch (each starts while the one before it
     finishes) on GPUs that have it, Hopper on; it changes when kernels start, not what they compute."""
 
@@ -286,7 +289,9 @@ class DecodeModel:
         self.reduce_rows = 1 if kernels == "reduce" else 0  # the widest step whose products are `ReducedProducts`
         # only where the step replays as a CUDA graph on a card that has it (elsewhere it adds launch work on the host)
         self.pdl = pdl and self.compiled and torch.cuda.get_device_capability(self.device) >= (9, 0)
-        self.step_forward = _compiled(self.net, pdl=self.pdl) if self.compiled else self.net  # the one-token step
+        # the one-token step; with products as reductions, inductor times each reduction's two forms (multi-kernel)
+        self.step_forward = (_compiled(self.net, pdl=self.pdl, multi_kernel=self.reduce_rows > 0) if self.compiled
+                             else self.net)
         # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
         # symbolic batch and length, so that the bucketed shapes share one graph
         self.prefill_forward = _compiled(self.net, dynamic=True) if self.compiled else self.net

@@ -21,7 +21,8 @@ def run_env(private_base_dir):
     env = dict(os.environ)
     env.pop("IN_TEST", None)
     env["NANOCHAT_BASE_DIR"] = str(private_base_dir)
-    env["PYTHONPATH"] = str(ROOT)
+    # the repo first, then whatever the caller had (a GPU machine may keep extra packages on its PYTHONPATH)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return env
 
 

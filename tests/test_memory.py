@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import PYTHON, ROOT
 
+from nanochat.common import shared_data_dir
+
 
 def run(args, env, ok=True):
     out = subprocess.run([PYTHON, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -14,6 +16,7 @@ def run(args, env, ok=True):
     return out
 
 
+@pytest.mark.skipif(shared_data_dir() is None, reason="no local data folder (shared/data) for the tokenizer and shards")
 def test_auto_micro_batch_in_every_training_script(run_env, private_base_dir):
     run(["nanochat.scripts.tok_train", "--profile", "tiny"], run_env)
     # tiny pretraining: 512 tokens a step in rows of 64 = 8 rows; on the CPU all of them fit in one micro-batch
@@ -54,5 +57,5 @@ def test_the_probe_steps_down_under_a_memory_cap_on_cuda():
         assert 1 <= choice.rows < 32 and 32 % choice.rows == 0 and choice.rows * choice.accumulation == 32
         assert choice.probed_peak is not None
     finally:  # the cap lifted, for the tests after this one
-        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # an index: newer torch refuses a bare "cuda"
         memory._CAPS.clear()
