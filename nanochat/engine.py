@@ -55,6 +55,7 @@ def _compiled(fn: Callable, dynamic: bool | None = None, pdl: bool = False, mult
     return call
 
 
+# %% ../nbs/19b_engine.ipynb #5d1c0a7e
 SAMPLER_VARIANTS = 64  # static sampler compilations allowed per process: slot counts × filterings (below)
 TOP_K_WIDTH = 256  # a step whose sampled rows all ask for a top-k up to this ranks that many logits, not the vocabulary
 
@@ -261,10 +262,9 @@ class DecodeModel:
     goes through torch.compile (on by default: see the speed section). `quantize`: None (the compute dtype) or 'int8'
     (the matrices weight-only int8, `quantize_int8`). `kernels`: None, 'triton' for the decode kernels of chapter
     84 (Annex A) in the steps of batches of at most four rows (CUDA; or the CPU in Triton's interpreter), or 'reduce'
-    for one-row steps whose products are written as reductions the compiler makes kernels of (`ReducedProducts`), each
-    in the faster of its two compiled forms (inductor's multi-kernel).
-    `pdl`: the compiled decode step's kernels use programmatic dependent launch (each starts while the one before it
-    finishes) on GPUs that have it, Hopper on; it changes when kernels start, not what they compute."""
+    for one-row steps whose products are reductions the compiler makes kernels of (`ReducedProducts`), each in the
+    faster of its two compiled forms (multi-kernel). `pdl`: the compiled decode step's kernels use programmatic
+    dependent launch (each starts while the one before drains), Hopper on; it changes when kernels start, not what."""
 
     def __init__(self, model: GPT, dtype: torch.dtype | None = None, compile: bool = True, quantize: str | None = None,
                  kernels: str | None = None, pdl: bool = True):
@@ -289,9 +289,8 @@ class DecodeModel:
         self.reduce_rows = 1 if kernels == "reduce" else 0  # the widest step whose products are `ReducedProducts`
         # only where the step replays as a CUDA graph on a card that has it (elsewhere it adds launch work on the host)
         self.pdl = pdl and self.compiled and torch.cuda.get_device_capability(self.device) >= (9, 0)
-        # the one-token step; with products as reductions, inductor times each reduction's two forms (multi-kernel)
         self.step_forward = (_compiled(self.net, pdl=self.pdl, multi_kernel=self.reduce_rows > 0) if self.compiled
-                             else self.net)
+                             else self.net)  # the one-token step
         # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
         # symbolic batch and length, so that the bucketed shapes share one graph
         self.prefill_forward = _compiled(self.net, dynamic=True) if self.compiled else self.net
