@@ -57,5 +57,5 @@ def test_the_probe_steps_down_under_a_memory_cap_on_cuda():
         assert 1 <= choice.rows < 32 and 32 % choice.rows == 0 and choice.rows * choice.accumulation == 32
         assert choice.probed_peak is not None
     finally:  # the cap lifted, for the tests after this one
-        torch.cuda.set_per_process_memory_fraction(1.0, torch.cuda.current_device())  # an index: newer torch refuses a bare "cuda"
+        torch.cuda.set_per_process_memory_fraction(1.0, memory._gpu_index(device))  # the card the cap was put on
         memory._CAPS.clear()
