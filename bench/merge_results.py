@@ -18,10 +18,12 @@ from statistics import mean
 from record import ratio_cell, reference_tok_per_s
 
 
+def _is_upstream(summary: dict) -> bool: return summary["variant"].startswith("upstream")
+
+
 def _upstream_means(summaries: list[dict]) -> dict:
     "(depth, pattern, fp8) -> the mean tok/s of upstream's runs among `summaries`."
-    return {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"]
-            for s in summaries if s["variant"].startswith("upstream")}
+    return {(s["depth"], s["pattern"], s["fp8"]): s["tok_per_s_mean"] for s in summaries if _is_upstream(s)}
 
 
 def summarize(records: list[dict], gpu: str) -> list[dict]:
@@ -46,7 +48,7 @@ def summarize(records: list[dict], gpu: str) -> list[dict]:
     upstream_means = _upstream_means(out)
     for s in out:
         key = s["depth"], s["pattern"], s["fp8"]
-        if not s["variant"].startswith("upstream") and key in upstream_means:
+        if not _is_upstream(s) and key in upstream_means:
             s["vs_upstream_same_card"] = round(s["tok_per_s_mean"] / upstream_means[key], 3)
     return out
 
