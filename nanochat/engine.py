@@ -88,12 +88,12 @@ def sample_and_advance(logits: torch.Tensor, ints: torch.Tensor, floats: torch.T
 
 
 @functools.cache
-def _compiled_sampler(pdl: bool = False) -> Callable:
-    """`sample_and_advance` compiled once per process (shared by every model), static shapes: one variant per slot
-    count and filtering."""
+def _compiled_sampler(pdl: bool = False, multi_kernel: bool = False) -> Callable:
+    """`sample_and_advance` compiled once per process and setting (shared by every model), static shapes: one variant
+    per slot count and filtering."""
     # torch.compile's recompile limit (8 by default) counts variants per function; past it, it would run eagerly
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, SAMPLER_VARIANTS)
-    return _compiled(sample_and_advance, dynamic=False, pdl=pdl)
+    return _compiled(sample_and_advance, dynamic=False, pdl=pdl, multi_kernel=multi_kernel)
 
 # %% ../nbs/19b_engine.ipynb #6d72c270
 def default_prefill_attention(model: GPT, dtype: torch.dtype) -> AttentionBackend:
@@ -289,12 +289,17 @@ class DecodeModel:
         self.reduce_rows = 1 if kernels == "reduce" else 0  # the widest step whose products are `ReducedProducts`
         # only where the step replays as a CUDA graph on a card that has it (elsewhere it adds launch work on the host)
         self.pdl = pdl and self.compiled and torch.cuda.get_device_capability(self.device) >= (9, 0)
-        self.step_forward = (_compiled(self.net, pdl=self.pdl, multi_kernel=self.reduce_rows > 0) if self.compiled
-                             else self.net)  # the one-token step
+        self.step_forward = _compiled(self.net, pdl=self.pdl) if self.compiled else self.net  # the one-token step
+        # the one-row steps of kernels='reduce' and their sampling: compiled apart, with multi-kernel reductions (which
+        # a d20 step of 32 rows paid for, 5%, where a row's reductions are long)
+        narrow = self.compiled and self.reduce_rows > 0
+        self.narrow_step_forward = _compiled(self.net, pdl=self.pdl, multi_kernel=True) if narrow else self.step_forward
         # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
         # symbolic batch and length, so that the bucketed shapes share one graph
         self.prefill_forward = _compiled(self.net, dynamic=True) if self.compiled else self.net
         self.sample_and_advance = _compiled_sampler(self.pdl) if self.compiled else sample_and_advance
+        self.narrow_sample_and_advance = (_compiled_sampler(self.pdl, multi_kernel=True) if narrow
+                                          else self.sample_and_advance)
         self._version: int | None = None
         self.refresh()
 
@@ -596,7 +601,8 @@ def decode_logits(self: DecodeBatch, span: int, rows: int | None = None) -> torc
         mode = DecodeKernels()
     elif rows <= self.model.reduce_rows: mode = ReducedProducts()
     else: mode = nullcontext()
-    with mode: return self.model.step_forward(self.tokens[:rows, None], kv_cache=_StepCache(self, span, rows))[:, 0]
+    step = self.model.narrow_step_forward if rows <= self.model.reduce_rows else self.model.step_forward
+    with mode: return step(self.tokens[:rows, None], kv_cache=_StepCache(self, span, rows))[:, 0]
 
 # %% ../nbs/19b_engine.ipynb #de5b74fe
 @patch
@@ -604,8 +610,10 @@ def _step(self: DecodeBatch, filtering: str, span: int, rows: int | None = None)
     ("One step for the first `rows` slots (default: all), touching only the batch's own tensors (so that a CUDA graph "
      "can replay it).")
     n, width = rows or self.slots, TOP_K_WIDTH if filtering == "top_k" else None
-    self.model.sample_and_advance(self.decode_logits(span, n), self._ints, self._floats, self.sampled, self._columns,
-                                  filtering != "none", width, self._last_pos)
+    model = self.model
+    sample = model.narrow_sample_and_advance if n <= model.reduce_rows else model.sample_and_advance
+    sample(self.decode_logits(span, n), self._ints, self._floats, self.sampled, self._columns, filtering != "none",
+           width, self._last_pos)
 
 
 @patch
