@@ -5,7 +5,7 @@ __all__ = ['SAMPLER_VARIANTS', 'TOP_K_WIDTH', 'INT8_MATVEC_ROWS', 'REDUCE_MAX_NU
            'PREFILL_BUCKET', 'ROW_BUCKET_MIN', 'ENGINE_COMPILE_MIN_STEPS', 'sampler_filtering', 'sample_and_advance',
            'default_prefill_attention', 'inference_copy', 'int8_quantize', 'int8_dequantize', 'reduced_product',
            'int8_linear', 'Int8Weight', 'ReducedProducts', 'quantize_int8', 'load_int8_state', 'weight_bytes',
-           'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
+           'triton_kernel_rows', 'DecodeModel', 'Emitted', 'DecodeBatch', 'Engine', 'decode_steps', 'compile_pays']
 
 # %% ../nbs/19b_engine.ipynb #16f1b996
 # The inference engine: a static KV cache with a position per row, one decode step that a CUDA graph can replay,
@@ -255,6 +255,17 @@ def weight_bytes(net: nn.Module) -> int:
     tables = [getattr(net, "cos", None), getattr(net, "sin", None)]
     return sum(t.nbytes for t in [*net.parameters(), *net.buffers()] if not any(t is u for u in tables))
 
+# %% ../nbs/19b_engine.ipynb #98561163
+def triton_kernel_rows(device: torch.device, quantize: str | None) -> int:
+    """The widest step that runs the decode kernels of chapter 84 (Annex A) on `device`; a clear error where they cannot
+    run (no Triton, no CUDA GPU without Triton's interpreter, or quantized weights)."""
+    from nanochat import decode_kernels  # imported only when asked for: it needs Triton
+    if quantize or not decode_kernels.available(device):
+        raise ValueError(f"kernels='triton' needs Triton, a CUDA GPU (or TRITON_INTERPRET=1 on the CPU) and "
+                         f"unquantized weights; got {device}, quantize={quantize!r}, Triton "
+                         f"{'importable' if decode_kernels.triton else 'missing'}: leave kernels=None")
+    return decode_kernels.MAX_ROWS
+
 # %% ../nbs/19b_engine.ipynb #2956b0d4
 class DecodeModel:
     """A GPT's inference copy (`net`: weights in the compute dtype, q/k/v stacked) for decoding over a cache the caller
@@ -278,20 +289,14 @@ class DecodeModel:
         self.net, self.quantize = inference_copy(model.config, self.device, self.dtype), quantize
         if quantize == "int8": quantize_int8(self.net)
         self.net.attention_backend = default_prefill_attention(model, self.dtype)
-        self.kernels, self.kernel_rows = kernels, 0  # kernel_rows: the widest step that runs the decode kernels
-        if kernels == "triton":
-            from nanochat import decode_kernels  # Annex A, chapter 84: imported only when asked for (it needs Triton)
-            if quantize or not decode_kernels.available(self.device):
-                raise ValueError(f"kernels='triton' needs Triton, a CUDA GPU (or TRITON_INTERPRET=1 on the CPU) and "
-                                 f"unquantized weights; got {self.device}, quantize={quantize!r}, Triton "
-                                 f"{'importable' if decode_kernels.triton else 'missing'}: leave kernels=None")
-            self.kernel_rows = decode_kernels.MAX_ROWS
+        self.kernels = kernels  # kernel_rows: the widest step that runs the decode kernels
+        self.kernel_rows = triton_kernel_rows(self.device, quantize) if kernels == "triton" else 0
         self.reduce_rows = 1 if kernels == "reduce" else 0  # the widest step whose products are `ReducedProducts`
         # only where the step replays as a CUDA graph on a card that has it (elsewhere it adds launch work on the host)
         self.pdl = pdl and self.compiled and torch.cuda.get_device_capability(self.device) >= (9, 0)
         self.step_forward = _compiled(self.net, pdl=self.pdl) if self.compiled else self.net  # the one-token step
-        # the one-row steps of kernels='reduce' and their sampling: compiled apart, with multi-kernel reductions (which
-        # a d20 step of 32 rows paid for, 5%, where a row's reductions are long)
+        # the one-row steps of kernels='reduce' and their sampling: compiled apart, with multi-kernel reductions, so
+        # that wider steps keep the default's compilation
         narrow = self.compiled and self.reduce_rows > 0
         self.narrow_step_forward = _compiled(self.net, pdl=self.pdl, multi_kernel=True) if narrow else self.step_forward
         # admissions' forward: eager, a d20 prefill of a few short prompts is ~14 ms of launches on a GPU; compiled with
