@@ -5,7 +5,7 @@ __all__ = ['MODEL_FILE', 'META_FILE', 'STEP_PATTERN', 'STAGE_TRAINERS', 'TMP_MAR
            'checkpoint_dir', 'step_dir', 'rank_file', 'list_checkpoints', 'find_run', 'fsync_dir', 'atomic_save',
            'file_digest', 'capture_rng_state', 'restore_rng_state', 'strip_compile_prefix', 'steps_to_prune',
            'prune_checkpoints', 'save_checkpoint', 'validate_checkpoint', 'latest_checkpoint', 'wants_resume',
-           'Checkpoint', 'load_checkpoint', 'load_model_weights', 'load_gpt']
+           'Checkpoint', 'newest_valid_step', 'load_checkpoint', 'load_model_weights', 'load_gpt']
 
 # %% ../nbs/10_checkpoint.ipynb #96659232
 # Checkpoints of training runs: weights, optimizer and loader state and RNG states of every rank, written atomically
@@ -317,16 +317,22 @@ def _no_valid_checkpoint(folder: Path) -> CheckpointError:
                            "warnings above say why); copy them again, or delete them to start from scratch")
 
 
+def newest_valid_step(folder: Path | str) -> int:
+    """The newest valid step of the run in `folder`, as rank 0 sees it (every rank gets rank 0's answer, so that all
+    load the same step), or CheckpointError where there is none. A caller that reads a step twice (the weights, then
+    the optimizer state) asks once and passes it to both, so that a step saved in between can't split them."""
+    if _distributed():
+        box = [latest_checkpoint(folder) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(box, src=0)
+        step = box[0]
+    else: step = latest_checkpoint(folder)
+    if step is None: raise _no_valid_checkpoint(Path(folder))
+    return step
+
+
 def _checked_step_dir(folder: Path, step: int | None) -> Path:
-    """The folder of `step` (None: the newest valid, agreed by all ranks), or CheckpointError saying why it can't be
-    loaded."""
-    if step is None:
-        if _distributed():
-            box = [latest_checkpoint(folder) if dist.get_rank() == 0 else None]
-            dist.broadcast_object_list(box, src=0)
-            step = box[0]
-        else: step = latest_checkpoint(folder)
-        if step is None: raise _no_valid_checkpoint(folder)
+    """The folder of `step` (None: `newest_valid_step`), or CheckpointError saying why it can't be loaded."""
+    if step is None: step = newest_valid_step(folder)
     d = step_dir(folder, step)
     if (problem := validate_checkpoint(d)) is not None:
         raise CheckpointError(f"checkpoint {d} can't be loaded: {problem}. Load another step (saved: "

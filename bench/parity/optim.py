@@ -21,7 +21,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from common import max_diff, our_name, row, tensor_digest
+from common import max_diff, our_name, row, tensor_digest, within
 
 SEED = 1234
 MUON_SHAPES = [(3, 48, 16), (3, 16, 48), (2, 32, 32), (1, 40, 24)]  # stacks of K matrices: tall, wide, square, one alone
@@ -218,7 +218,8 @@ def _group_differences(ours: list[dict], up: list[dict]) -> list[str]:
         for key, value in g.items():
             if key == "params": continue
             theirs = o.get(key)
-            same = theirs == value if not isinstance(value, float) else theirs is not None and math.isclose(theirs, value, rel_tol=1e-12, abs_tol=0)
+            if isinstance(value, float): same = theirs is not None and math.isclose(theirs, value, rel_tol=1e-12, abs_tol=0)
+            else: same = theirs == value
             if not same: out.append(f"{label}: {key} {theirs} vs upstream's {value}")
     out += [f"our group of {k[0]} (+{len(k) - 1}) has no upstream counterpart" for k in mine]
     return out
@@ -231,7 +232,7 @@ def compare(ours: dict, up: dict, opts: dict) -> list[dict]:
         tol = 1e-6
         for step in ("step1", "step2"):
             d = max_diff(o[step], u[step])
-            rows.append(row("optim", f"{case['name']}, {step}: max |Δ parameter|", d, d <= tol, tol))
+            rows.append(row("optim", f"{case['name']}, {step}: max |Δ parameter|", d, within(d, tol), tol))
     for name in up["groups"]:
         diffs = _group_differences(ours["groups"][name], up["groups"][name])
         rows.append(row("optim", f"parameter groups, {name} GPT ({len(up['groups'][name])} upstream)",

@@ -16,7 +16,7 @@ import torch
 from fastcore.basics import patch
 
 from ..checkpoint import (CheckpointError, checkpoint_dir, find_run, list_checkpoints, load_checkpoint, load_gpt,
-                                 wants_resume)
+                                 newest_valid_step, wants_resume)
 from ..common import compute_dtype, device_name, get_peak_flops, print0
 from ..config import (ConfigError, OptimizerSettings, RunSettings, format_config, register_config, run_stage,
                              save_config, setting)
@@ -370,10 +370,10 @@ def sft_plan(cfg: ChatSFTConfig, model, steps: int, max_len: int, world_size: in
     return replace(plan, **HELD_MOMENTUM) if cfg.momentum == "held" else plan
 
 
-def warm_start_optimizer(optimizer, run: Path, rank: int, world_size: int) -> int:
-    """Load the optimizer state of `run`'s newest checkpoint into `optimizer`, keeping `optimizer`'s hyperparameters
-    (learning rates and all); returns the step it came from."""
-    ckpt = load_checkpoint(run, rank=rank, weights=False)  # load_gpt has read the weights
+def warm_start_optimizer(optimizer, run: Path, rank: int, world_size: int, step: int | None = None) -> int:
+    """Load the optimizer state of `run`'s checkpoint at `step` (None: the newest valid) into `optimizer`, keeping
+    `optimizer`'s hyperparameters (learning rates and all); returns the step it came from."""
+    ckpt = load_checkpoint(run, step, rank=rank, weights=False)  # load_gpt has read the weights
     if not ckpt.optimizer_state:
         raise ConfigError(f"{run} step {ckpt.step} holds no optimizer state: run without --load-optimizer")
     if ckpt.record["world_size"] != world_size:
@@ -401,7 +401,8 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     run = source_run(cfg.source_stage, cfg.model_tag)
     print0(f"starting from {run}")
     mixture = training_mixture(cfg)  # before the model: a bad file of yours stops the run at once
-    model, meta = load_gpt(run, device=info.device)
+    source_step = newest_valid_step(run)  # one step for the weights and, with --load-optimizer, the optimizer state
+    model, meta = load_gpt(run, source_step, device=info.device)
     tokenizer = load_tokenizer(cfg.tokenizer_dir)
     max_len, compiled = min(cfg.max_len, model.cos.size(0) - 1), cfg.use_compile(info.device.type)
     cfg = fit_sft_micro_batch(cfg, model, max_len, info)
@@ -418,7 +419,8 @@ def _train(cfg: ChatSFTConfig, sources: dict, info) -> dict:
     out_dir = checkpoint_dir("sft", run.name)
     resuming = wants_resume(cfg.resume, out_dir)
     if cfg.load_optimizer and not resuming:  # a resumed run loads its own state below
-        print0(f"optimizer state from {run}, step {warm_start_optimizer(optimizer, run, info.rank, info.world_size)}")
+        warm_start_optimizer(optimizer, run, info.rank, info.world_size, source_step)
+        print0(f"optimizer state from {run}, step {source_step}")
     if info.rank == 0: save_config(cfg, "chat_sft", out_dir, sources)
     unit = f"rows of {max_len} tokens" if cfg.layout == "packed" else "conversations"
     print0(f"SFT of {run} ({len(loader.task):,} conversations, {cfg.layout}): {steps} steps of {cfg.grad_accum} × "
