@@ -18,11 +18,12 @@
 #   6. bench/core_pack.py: CORE one example a forward against several packed (needs the CORE data where base_eval
 #      looks; TOKENIZER=folder for a real tokenizer's lengths);
 #   7. batch-1 decode under settings that change the step's kernels, not its math (B1="reduce reduce_nopdl default",
-#      parts joined by _: reduce = `--kernels reduce` (its step compiled with multi-kernel reductions), triton =
-#      `--kernels triton` (chapter 84's kernels), tuned = the same with the plans the gemv_tune part found (run it
-#      first, or GEMV_PLANS=file), nopdl = `--no-pdl` (no programmatic dependent launch between inductor's kernels,
-#      which the engine uses by default), cdt = inductor's coordinate-descent tuning, lt = cuBLASLt for the products,
-#      mk = inductor's multi-kernel reductions for every compilation of the process), each `decode_b1_SETTING`
+#      parts joined by _: reduce = `--kernels reduce` (its one-row step and sampler compiled with multi-kernel
+#      reductions), triton = `--kernels triton` (chapter 84's kernels), tuned = the same with the plans the gemv_tune
+#      part found (run it first, or GEMV_PLANS=file), nopdl = `--no-pdl` (no programmatic dependent launch between
+#      inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent tuning, lt =
+#      cuBLASLt for the products, mk = inductor's multi-kernel reductions for every compilation of the process), each
+#      `decode_b1_SETTING`
 #      (B1_RUNS=3: three processes each, the later ones `decode_b1_SETTING_r2`, `_r3`), and int8_matvec again with
 #      inductor tuning its reductions (`int8_matvec_cdt`).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
