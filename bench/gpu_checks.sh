@@ -23,9 +23,8 @@
 #      part found (run it first, or GEMV_PLANS=file), nopdl = `--no-pdl` (no programmatic dependent launch between
 #      inductor's kernels, which the engine uses by default), cdt = inductor's coordinate-descent tuning, lt =
 #      cuBLASLt for the products, mk = inductor's multi-kernel reductions for every compilation of the process), each
-#      `decode_b1_SETTING`
-#      (B1_RUNS=3: three processes each, the later ones `decode_b1_SETTING_r2`, `_r3`), and int8_matvec again with
-#      inductor tuning its reductions (`int8_matvec_cdt`).
+#      `decode_b1_SETTING` (B1_RUNS=3: three processes each, the later ones `decode_b1_SETTING_r2`, `_r3`), and
+#      int8_matvec again with inductor tuning its reductions (`int8_matvec_cdt`).
 # usage, from the repo root: [DEPTH=20] [OUT=folder] bash bench/gpu_checks.sh   -> $OUT/*.json and $OUT/gpu_checks.log
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD}
