@@ -227,6 +227,7 @@ def test_reduced_products_decode_the_same():
     plain_tokens, plain_logits = _one_row_greedy(DecodeModel(model, torch.float32, compile=False), 12)
     decoder = DecodeModel(model, torch.float32, compile=False, kernels="reduce")
     assert (decoder.reduce_rows, decoder.kernel_rows) == (1, 0)
+    assert decoder.narrow_step_forward is decoder.step_forward  # nothing is compiled apart where nothing is compiled
     tokens, logits = _one_row_greedy(decoder, 12)
     torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-4)
     assert tokens == plain_tokens
@@ -249,8 +250,12 @@ def test_reduced_products_on_gpu():
     model = small_model("cuda")
     with _Warnings() as log:
         plain_tokens, plain_logits = _one_row_greedy(DecodeModel(model), 8, cuda_graph=True)
-        tokens, logits = _one_row_greedy(DecodeModel(model, kernels="reduce"), 8, cuda_graph=True)
+        reducer = DecodeModel(model, kernels="reduce")
+        tokens, logits = _one_row_greedy(reducer, 8, cuda_graph=True)
     assert not [m for m in log.messages if "eagerly" in m], log.messages
+    # the one-row step and its sampler are compiled apart (multi-kernel reductions); wider steps keep the default's
+    assert reducer.narrow_step_forward is not reducer.step_forward
+    assert reducer.narrow_sample_and_advance is not reducer.sample_and_advance
     torch.testing.assert_close(logits, plain_logits, rtol=3e-2, atol=3e-2)
     for got in (plain_tokens, tokens):
         assert max(_greedy_margins(model, PROMPTS[1], got)) < 0.1, (got, _greedy_margins(model, PROMPTS[1], got))
