@@ -289,7 +289,8 @@ class DecodeModel:
         self.net, self.quantize = inference_copy(model.config, self.device, self.dtype), quantize
         if quantize == "int8": quantize_int8(self.net)
         self.net.attention_backend = default_prefill_attention(model, self.dtype)
-        self.kernels = kernels  # kernel_rows: the widest step that runs the decode kernels
+        self.kernels = kernels
+        # the widest step that runs the decode kernels
         self.kernel_rows = triton_kernel_rows(self.device, quantize) if kernels == "triton" else 0
         self.reduce_rows = 1 if kernels == "reduce" else 0  # the widest step whose products are `ReducedProducts`
         # only where the step replays as a CUDA graph on a card that has it (elsewhere it adds launch work on the host)
@@ -601,12 +602,12 @@ def decode_logits(self: DecodeBatch, span: int, rows: int | None = None) -> torc
     ("The decode forward for the first `rows` slots (default: all): feed `tokens` at `pos`, store their keys and "
      "values, return logits (rows, vocab).")
     rows = rows or self.slots
+    step = self.model.step_forward
     if rows <= self.model.kernel_rows:  # chapter 84: the products of a narrow step through the split-K kernel
         from nanochat.decode_kernels import DecodeKernels
         mode = DecodeKernels()
-    elif rows <= self.model.reduce_rows: mode = ReducedProducts()
+    elif rows <= self.model.reduce_rows: mode, step = ReducedProducts(), self.model.narrow_step_forward
     else: mode = nullcontext()
-    step = self.model.narrow_step_forward if rows <= self.model.reduce_rows else self.model.step_forward
     with mode: return step(self.tokens[:rows, None], kv_cache=_StepCache(self, span, rows))[:, 0]
 
 # %% ../nbs/19b_engine.ipynb #de5b74fe
