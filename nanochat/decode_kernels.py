@@ -63,14 +63,18 @@ def _interpreter_takes_numpy_scalars() -> None:
 
 
 def available(device: torch.device | str = "cuda") -> bool:
-    "Whether the kernels can run on `device`: Triton is importable, and the device is a GPU or the interpreter is on."
+    """Whether the kernels can run on `device`: Triton is importable, and the device is a GPU, or the CPU with the
+    interpreter on since before this module was imported."""
     device = torch.device(device)
     if triton is None: return False
     if device.type == "cuda": return torch.cuda.is_available()
-    return device.type == "cpu" and interpreted()
+    return device.type == "cpu" and _INTERPRETED_AT_IMPORT
 
 
-if triton is not None and interpreted(): _interpreter_takes_numpy_scalars()  # once, at import, as Triton reads the flag
+# Triton reads the flag when this module's kernels are made: set later, it does not make them interpretable, so the
+# CPU counts as able to run them only if the flag was on at import.
+_INTERPRETED_AT_IMPORT = triton is not None and interpreted()
+if _INTERPRETED_AT_IMPORT: _interpreter_takes_numpy_scalars()
 
 # %% ../nbs/84_decode_kernels.ipynb #63204bd9
 def _cdiv(a: int, b: int) -> int: return -(-a // b)
