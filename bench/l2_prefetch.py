@@ -10,6 +10,9 @@ Rows: the chain through cuBLAS (`F.linear`) and through compiled reductions (the
 each with no prefetch and with prefetch 1 and 2 products ahead, and for reference one product reading weights already
 in L2. Time is the median over replays of the graph; bandwidth counts the weights the chain reads.
 
+On an H100 it does not pay: the prefetch slows every chain, and a product whose weights are already in L2 is only
+8-31% faster (bench/NOTES-decode.md, "Warming L2 ahead of each product").
+
     python bench/l2_prefetch.py                # CUDA, d20 shapes
 
 Prints a table and one JSON line, saved as bench/results/l2_prefetch-DATE.json (or --out).
