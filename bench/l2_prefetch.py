@@ -8,7 +8,7 @@ the copy goes on in the background), so that product j+N finds them on chip.
 
 Rows: the chain through cuBLAS (`F.linear`) and through compiled reductions (the engine's `kernels="reduce"` form),
 each with no prefetch and with prefetch 1 and 2 products ahead, and for reference one product reading weights already
-in L2. Time is the median over replays of the graph; bandwidth counts the weights the chain reads.
+in L2. Time is the median over replays of the graph (`bench/decode_kernels.py`'s `time_us`); bandwidth counts the weights the chain reads.
 
 On an H100 it does not pay: the prefetch slows every chain, and a product whose weights are already in L2 is only
 8-31% faster (bench/NOTES-decode.md, "Warming L2 ahead of each product").
@@ -18,13 +18,17 @@ On an H100 it does not pay: the prefetch slows every chain, and a product whose 
 Prints a table and one JSON line, saved as bench/results/l2_prefetch-DATE.json (or --out).
 """
 import argparse
+import functools
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from decode_kernels import time_us
 from record import result_header, save_result
+
+from nanochat.engine import reduced_product
 
 
 @triton.jit
@@ -44,7 +48,8 @@ def prefetch_l2(t: torch.Tensor, chunk: int = 4096, block: int = 128) -> None:
 
 
 def reduce_product(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    return (x[:, None, :].float() * w.float()).sum(-1).to(x.dtype)
+    "The engine's one-row product under `kernels=\"reduce\"` (`ReducedProducts`)."
+    return reduced_product(x, w).to(x.dtype)
 
 
 def chain_calls(weights: list[torch.Tensor], x: torch.Tensor, product, ahead: int, chunk: int):
@@ -58,24 +63,6 @@ def chain_calls(weights: list[torch.Tensor], x: torch.Tensor, product, ahead: in
             h = product(inp, w)
         return h
     return run
-
-
-def time_graph(run, repeats: int) -> float:
-    "Median milliseconds of one replay of `run` captured as a CUDA graph."
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2): run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph): run()
-    graph.replay()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record(); graph.replay(); end.record(); torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
 
 
 def main():
@@ -97,7 +84,7 @@ def main():
     for impl, product in (("cublas", F.linear), ("reduce", compiled)):
         for ahead in (0, 1, 2):
             for chunk in (args.chunks if ahead else args.chunks[:1]):
-                ms = time_graph(chain_calls(weights, x, product, ahead, chunk), args.repeats)
+                ms = time_us([chain_calls(weights, x, product, ahead, chunk)], "cuda", args.repeats) / 1e3
                 records.append({"kind": "l2_prefetch", "impl": impl, "ahead": ahead, "chunk": chunk if ahead else 0,
                                 "products": len(weights), "chain_ms": round(ms, 4),
                                 "us_per_product": round(ms * 1e3 / len(weights), 2),
@@ -107,7 +94,7 @@ def main():
         # one product, the same weights every call: from L2 after the first
         for n, k in shapes[:4]:
             w, xin = weights[shapes.index((n, k))], torch.randn(1, k, device="cuda", dtype=dtype)
-            ms = time_graph(lambda f=product, a=xin, b=w: [f(a, b) for _ in range(20)], args.repeats) / 20
+            ms = time_us([functools.partial(product, xin, w)] * 20, "cuda", args.repeats) / 1e3
             records.append({"kind": "l2_prefetch", "impl": impl, "ahead": -1, "n": n, "k": k,
                             "warm_l2_us": round(ms * 1e3, 2), "tb_per_s": round(w.nbytes / ms / 1e9, 3)})
             print(f"{impl:7s} {n}x{k} from L2: {ms * 1e3:.2f} us ({w.nbytes / ms / 1e9:.2f} TB/s)", flush=True)
