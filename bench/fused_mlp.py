@@ -14,7 +14,9 @@ one CUDA graph (`bench/decode_kernels.py`'s `time_us`):
 - `reduce`: products as compiled reductions (the engine's `kernels="reduce"`);
 - `fused BHxBK/BN wW [T]`: the one-kernel MLP with that plan (T: the output matrix stored transposed, so that each
   program's columns are contiguous rows).
-Then each plan's kernel alone, 20 layers in a row, without the norm and the residual.
+Then each plan's kernel alone, 20 layers in a row, without the norm and the residual. Last, the whole batch-1 decode
+step (infer_bench's timing: d20 random weights, prompt 128, 256 greedy tokens) of `DecodeModel(kernels="reduce")`,
+as the engine runs it and with its one-row MLPs swapped for the fastest plan's kernel.
 
     python bench/fused_mlp.py                         # CUDA, d20 shapes
     python bench/fused_mlp.py --interpret             # CPU smoke run in Triton's interpreter: tiny shapes, checks only
@@ -37,7 +39,10 @@ from decode_kernels import time_us
 from record import result_header, save_result
 from torch.library import triton_op, wrap_triton
 
-from nanochat.engine import ReducedProducts
+from nanochat.engine import DecodeModel, ReducedProducts
+from nanochat.gpt import GPT, MLP, config_for_depth
+from nanochat.sampling import SamplingParams
+from nanochat.scripts.infer_bench import bench_engine, decode_bytes, get_peak_bandwidth
 
 
 @triton.jit
@@ -96,6 +101,33 @@ def kernels_only(x, layers, plan):
     for fc, proj in layers: mlp_partials(x, fc, proj, *plan)
 
 
+class OneKernelMLP(MLP):
+    "An inference copy's MLP whose one-row calls run `mlp_partials` with `plan` (set on the instance)."
+    def forward(self, x):
+        if x.numel() != x.size(-1): return super().forward(x)
+        proj = self.proj_t if self.plan[-1] else self.c_proj.weight
+        return mlp_partials(x.reshape(1, -1), self.c_fc.weight, proj, *self.plan).sum(0).view_as(x).to(x.dtype)
+
+
+def time_step(model: GPT, plan=None, repeats: int = 2) -> list[dict]:
+    "Batch-1 decode of `model` under `kernels=\"reduce\"`, its MLPs as they are or (with `plan`) one kernel each."
+    decoder = DecodeModel(model, kernels="reduce")
+    for block in decoder.net.blocks if plan else []:
+        block.mlp.__class__, block.mlp.plan = OneKernelMLP, plan
+        if plan[-1]: block.mlp.proj_t = block.mlp.c_proj.weight.t().contiguous()
+    peak, rows = get_peak_bandwidth(torch.cuda.get_device_name()), []
+    for _ in range(repeats):
+        with torch.no_grad(): r = bench_engine(decoder, 1, 128, 256, SamplingParams(temperature=0.0))
+        mbu = decode_bytes(decoder, 1, 128 + 128) * r["tok_per_s"] / peak if peak else None
+        rows.append({"kind": "decode", "depth": model.config.n_layer, "batch": 1, "kernels": "reduce",
+                     "mlp": "one kernel" if plan else "two reductions", "plan": list(plan) if plan else None,
+                     "tok_per_s": round(r["tok_per_s"], 1), "p50_ms": round(r["p50_ms"], 4),
+                     "mbu": round(mbu, 4) if mbu else None})
+        print(f"step, MLP {rows[-1]['mlp']:15s}: {r['tok_per_s']:,.0f} tok/s, p50 {r['p50_ms']:.3f} ms, "
+              f"MBU {mbu or float('nan'):.1%}", flush=True)
+    return rows
+
+
 def check(E: int, hidden: int, device: str, plans) -> float:
     "Largest difference of the fused MLP from the library's, over the plans, relative to the output's scale."
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -116,6 +148,7 @@ def main():
     p.add_argument("--layers", type=int, default=20)
     p.add_argument("--dim", type=int, default=1280)
     p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--no-step", action="store_true", help="time the kernels only, not the whole decode step")
     p.add_argument("--interpret", action="store_true", help="CPU smoke run: check the plans at tiny shapes, time nothing")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -171,6 +204,13 @@ def main():
         fused = torch.compile(lambda x, ws=ws, plan=plan: chain_fused(x, ws, plan), dynamic=False)
         record(f"fused {bh}x{bk}/{bn} w{w}{' T' if t else ''}",
                time_us([functools.partial(fused, x)], "cuda", args.repeats) / 1e3, bh=bh, bk=bk, warps=w, transposed=t)
+    if kernel_ms and not args.no_step:
+        model = GPT.build(config_for_depth(args.layers), "cuda").eval()
+        records += time_step(model)
+        best = min(kernel_ms, key=kernel_ms.get)
+        records += time_step(model, best)
+        plain = min(kernel_ms, key=lambda plan: kernel_ms[plan] if not plan[-1] else float("inf"))
+        if plain != best: records += time_step(model, plain)  # the model's own layout, no transposed copy
     save_result({**result_header("fused_mlp", "cuda"), "weight_bytes": weight_bytes, "max_rel_err": err,
                  "records": records}, args.out)
 
