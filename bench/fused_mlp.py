@@ -155,8 +155,7 @@ def main():
     # (BH, BK, BN, warps, transposed): hidden units a program, the chunk of the input row and of the output row
     plans = [(bh, bk, bk, w, t) for bh in (8, 16, 32) for bk in (256, 512) for w in (4, 8) for t in (False, True)]
     if args.interpret:
-        small = [(bh, bk, bk, w, t) for bh, bk, _, w, t in plans if bk == 256]
-        err = check(160, 640, "cpu", [(bh, 64, 64, w, t) for bh, _, _, w, t in small])
+        err = check(160, 640, "cpu", [(8, 64, 64, 4, False), (16, 64, 64, 4, True)])  # 160: chunks cut by masks
         print(f"interpreter: the fused MLP is within {err:.2e} of the library's at 160 -> 640 -> 160")
         assert err < 2e-2, err  # the interpreter rounds to bf16 by truncation (the GPU to nearest): a looser bound
         return

@@ -185,6 +185,22 @@ def test_gemv_tune_smoke_run(tmp_path):
     assert impls[:3] == ["cublas", "reduce", "triton_default"] and "triton" in impls[3:], impls
 
 
+def test_fused_mlp_smoke_run():
+    "bench/fused_mlp.py in the interpreter: the one-kernel MLP, in both layouts of its output matrix, is the library's."
+    import subprocess
+    import sys
+
+    import triton
+    from conftest import ROOT
+    site = str(Path(triton.__file__).resolve().parents[1])
+    paths = [str(ROOT), site, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "fused_mlp.py"), "--interpret"],
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)}, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "the fused MLP is within" in run.stdout
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("slots", [1, 3])
 def test_compiled_captured_step_with_the_kernels_matches_the_default(slots):
